@@ -1,0 +1,39 @@
+//! The background executor the engines run on.
+//!
+//! Engines spawn their tasks here, not on the caller's runtime, so the
+//! async API works from smol, tokio or any other executor, and the blocking
+//! API works from plain threads. The executor starts lazily with one worker
+//! thread per available core (at least two).
+
+use std::future::Future;
+use std::sync::OnceLock;
+
+use async_executor::{Executor, Task};
+
+static EXECUTOR: OnceLock<&'static Executor<'static>> = OnceLock::new();
+
+fn executor() -> &'static Executor<'static> {
+    EXECUTOR.get_or_init(|| {
+        let ex: &'static Executor<'static> = Box::leak(Box::new(Executor::new()));
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+        for i in 0..threads {
+            std::thread::Builder::new()
+                .name(format!("socket-rt-{i}"))
+                .spawn(move || async_io::block_on(ex.run(std::future::pending::<()>())))
+                .expect("cannot spawn the socket runtime thread");
+        }
+        ex
+    })
+}
+
+/// Spawns `future` on the background executor.
+///
+/// Dropping the returned [`Task`] cancels it; call [`Task::detach`] to let it run on.
+pub fn spawn<T: Send + 'static>(future: impl Future<Output = T> + Send + 'static) -> Task<T> {
+    executor().spawn(future)
+}
+
+/// Runs `future` to completion on the current thread (the blocking API's bridge).
+pub fn block_on<T>(future: impl Future<Output = T>) -> T {
+    async_io::block_on(future)
+}
