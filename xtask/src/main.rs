@@ -1,1 +1,289 @@
-fn main() {}
+//! Project automation: `cargo xtask <command>`.
+//!
+//! One binary, no dependencies, cargo called through `$CARGO`. CI runs the
+//! same commands a developer runs (`.ci/run` is `cargo xtask ci`).
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+const COMMANDS: &[(&str, &str)] = &[
+    ("ci", "everything CI checks: fmt, clippy, tests, docs, feature builds, codegen check, examples"),
+    ("lint", "cargo fmt --check and clippy with warnings denied on all targets"),
+    ("test", "the whole test suite (installs the Python msgpack module the interop tests need)"),
+    ("doc", "rustdoc for the workspace with warnings denied"),
+    ("features", "build socket-factory alone with no features, unix, tcp, and both"),
+    ("codegen", "regenerate docs/configuration.md from the code (--check: fail if stale)"),
+    ("examples", "build and run every example of socket-factory"),
+    ("demo", "run the product demo (server, clients, broadcast, unicast, queue, limits, reconnect)"),
+    ("bench", "release-build benchmarks against a plain-socket ceiling and libzmq; prints a table"),
+    ("fuzz", "run each cargo-fuzz target for --seconds N (default 60; needs nightly and cargo-fuzz)"),
+    ("soak", "long-running soak test: --minutes N (default 10); reports RSS, fds and sequence accounting"),
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        usage();
+        return ExitCode::SUCCESS;
+    };
+    let rest = &args[1..];
+    let started = Instant::now();
+    let result = match cmd.as_str() {
+        "ci" => ci(),
+        "lint" => lint(),
+        "test" => test(rest),
+        "doc" => doc(),
+        "features" => features(),
+        "codegen" => codegen(rest.iter().any(|a| a == "--check")),
+        "examples" => examples(),
+        "demo" => demo(),
+        "bench" => bench(rest),
+        "fuzz" => fuzz(rest),
+        "soak" => soak(rest),
+        "help" | "--help" | "-h" => {
+            usage();
+            Ok(())
+        }
+        other => Err(format!("unknown command {other:?}; run `cargo xtask` for the list")),
+    };
+    match result {
+        Ok(()) => {
+            eprintln!("xtask {cmd}: ok in {:.0?}", started.elapsed());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xtask {cmd}: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage() {
+    eprintln!("usage: cargo xtask <command> [options]\n\ncommands:");
+    for (name, what) in COMMANDS {
+        eprintln!("  {name:<10} {what}");
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace root").to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn run(mut cmd: Command) -> Result {
+    eprintln!("$ {}", show(&cmd));
+    let status = cmd.status().map_err(|e| format!("cannot run {}: {e}", show(&cmd)))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` failed ({status})", show(&cmd)))
+    }
+}
+
+fn show(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+fn cargo_with(args: &[&str]) -> Command {
+    let mut cmd = cargo();
+    cmd.args(args);
+    cmd
+}
+
+fn ci() -> Result {
+    lint()?;
+    test(&[])?;
+    doc()?;
+    features()?;
+    codegen(true)?;
+    examples()?;
+    Ok(())
+}
+
+fn lint() -> Result {
+    run(cargo_with(&["fmt", "--all", "--", "--check"]))?;
+    run(cargo_with(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))
+}
+
+/// The interop tests decode our frames with Python's `msgpack`; install it when missing.
+fn ensure_python_msgpack() -> Result {
+    let ok = Command::new("python3").args(["-c", "import msgpack"]).status().map(|s| s.success()).unwrap_or(false);
+    if ok {
+        return Ok(());
+    }
+    eprintln!("python3 module msgpack missing: installing it with pip");
+    let mut pip = Command::new("python3");
+    pip.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "msgpack>=1,<2"]);
+    run(pip)
+}
+
+fn test(extra: &[String]) -> Result {
+    ensure_python_msgpack()?;
+    let mut cmd = cargo_with(&["test", "--workspace", "--locked"]);
+    cmd.args(extra);
+    run(cmd)
+}
+
+fn doc() -> Result {
+    let mut cmd = cargo_with(&["doc", "--workspace", "--no-deps", "--locked"]);
+    cmd.env("RUSTDOCFLAGS", "-D warnings");
+    run(cmd)
+}
+
+fn features() -> Result {
+    for features in ["", "unix", "tcp", "unix,tcp"] {
+        let mut cmd = cargo_with(&["clippy", "-p", "socket-factory", "--no-default-features", "--locked"]);
+        if !features.is_empty() {
+            cmd.args(["--features", features]);
+        }
+        cmd.args(["--", "-D", "warnings"]);
+        run(cmd)?;
+    }
+    Ok(())
+}
+
+fn codegen(check: bool) -> Result {
+    let path = root().join("docs/configuration.md");
+    let out = cargo_with(&["run", "--quiet", "--locked", "-p", "socket-core", "--example", "gen_config_docs"])
+        .output()
+        .map_err(|e| format!("cannot run the config docs generator: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("config docs generator failed:\n{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let current = std::fs::read(&path).unwrap_or_default();
+    if check {
+        if current != out.stdout {
+            return Err("docs/configuration.md is stale: run `cargo xtask codegen`".to_owned());
+        }
+        eprintln!("docs/configuration.md is current");
+        return Ok(());
+    }
+    std::fs::write(&path, &out.stdout).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    eprintln!("wrote docs/configuration.md");
+    Ok(())
+}
+
+/// Examples of socket-factory: each must run to completion by itself (exit 0).
+fn examples() -> Result {
+    let dir = root().join("socket-factory/examples");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        eprintln!("no examples yet");
+        return Ok(());
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let p = e.path();
+            let stem = p.file_stem()?.to_string_lossy().into_owned();
+            (p.extension()? == "rs").then_some(stem)
+        })
+        .collect();
+    names.sort();
+    for name in names {
+        run(cargo_with(&[
+            "run",
+            "--quiet",
+            "--locked",
+            "-p",
+            "socket-factory",
+            "--features",
+            "unix,tcp",
+            "--example",
+            &name,
+        ]))?;
+    }
+    Ok(())
+}
+
+fn demo() -> Result {
+    run(cargo_with(&[
+        "run",
+        "--quiet",
+        "--locked",
+        "-p",
+        "socket-factory",
+        "--features",
+        "unix,tcp",
+        "--example",
+        "demo",
+    ]))
+}
+
+fn bench(extra: &[String]) -> Result {
+    let mut cmd = cargo_with(&[
+        "run",
+        "--release",
+        "--locked",
+        "-p",
+        "socket-tests",
+        "--features",
+        "bench",
+        "--bin",
+        "socket-bench",
+        "--",
+    ]);
+    cmd.args(extra);
+    run(cmd)
+}
+
+fn fuzz(extra: &[String]) -> Result {
+    let seconds = option(extra, "--seconds").unwrap_or_else(|| "60".to_owned());
+    let list = Command::new("cargo")
+        .args(["+nightly", "fuzz", "list"])
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!("cannot run cargo +nightly fuzz (install with `cargo install cargo-fuzz`): {e}"))?;
+    if !list.status.success() {
+        return Err(format!("cargo +nightly fuzz list failed: {}", String::from_utf8_lossy(&list.stderr)));
+    }
+    for target in String::from_utf8_lossy(&list.stdout).lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(root()).args([
+            "+nightly",
+            "fuzz",
+            "run",
+            target,
+            "--",
+            &format!("-max_total_time={seconds}"),
+            "-rss_limit_mb=256",
+        ]);
+        run(cmd)?;
+    }
+    Ok(())
+}
+
+fn soak(extra: &[String]) -> Result {
+    let minutes = option(extra, "--minutes").unwrap_or_else(|| "10".to_owned());
+    let mut cmd = cargo_with(&[
+        "run",
+        "--release",
+        "--locked",
+        "-p",
+        "socket-tests",
+        "--features",
+        "bench",
+        "--bin",
+        "socket-soak",
+        "--",
+    ]);
+    cmd.args(["--minutes", &minutes]);
+    run(cmd)
+}
+
+fn option(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}

@@ -1,0 +1,62 @@
+//! Architecture invariants of `docs/architecture.md`, checked on the source tree.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn offenders(dir: &str, needles: &[&str]) -> Vec<String> {
+    let mut files = Vec::new();
+    rust_files(&root().join(dir), &mut files);
+    assert!(!files.is_empty(), "no Rust files found under {dir}: the check would be vacuous");
+    let mut hits = Vec::new();
+    for file in files {
+        let text = fs::read_to_string(&file).expect("readable source file");
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if needles.iter().any(|needle| code.contains(needle)) {
+                hits.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    hits
+}
+
+/// Architecture invariant: socket-core is platform-neutral. Platform code lives in transports.
+#[test]
+fn socket_core_has_no_platform_specific_code() {
+    let hits = offenders("socket-core/src", &["cfg(unix)", "cfg(windows)", "target_os", "std::os::unix", "std::os::fd"]);
+    assert!(hits.is_empty(), "platform-specific code in socket-core:\n{}", hits.join("\n"));
+}
+
+/// Architecture invariant: library crates never print; they emit `tracing` events.
+#[test]
+fn library_crates_never_print() {
+    for dir in ["socket-core/src", "socket-unix/src", "socket-tcp/src", "socket-factory/src"] {
+        let hits = offenders(dir, &["println!", "eprintln!", "print!(", "eprint!(", "dbg!("]);
+        assert!(hits.is_empty(), "printing in a library crate:\n{}", hits.join("\n"));
+    }
+}
+
+/// Architecture invariant: transports only bind, accept and connect; framing is written once in socket-core.
+#[test]
+fn transports_do_not_frame_or_encode() {
+    for dir in ["socket-unix/src", "socket-tcp/src"] {
+        let hits = offenders(dir, &["rmp", "encode_frame", "decode_body", "FrameDecoder"]);
+        assert!(hits.is_empty(), "protocol code in a transport crate:\n{}", hits.join("\n"));
+    }
+}
