@@ -190,7 +190,13 @@ impl UnixSocketListener {
 
     fn release(&self) -> Result<()> {
         self.closed_tx.close();
-        drop(self.listener.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(listener) = self.listener.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            // An accept still running holds a handle until it sees the close; shutting the socket
+            // down now refuses new connections at once.
+            if let Err(e) = rustix::net::shutdown(&listener, rustix::net::Shutdown::Both) {
+                tracing::debug!(error = %e, path = %self.path.display(), "shutdown of the listening socket failed");
+            }
+        }
         let Some(cleanup) = self.cleanup.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return Ok(());
         };

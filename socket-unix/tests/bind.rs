@@ -292,7 +292,13 @@ fn close_stops_accepting() -> TestResult {
     let path = std::path::PathBuf::from(listener.address());
     run(async {
         // `zip` polls the accept first, so it is parked when close runs.
-        let (accepted, closed) = futures_lite::future::zip(listener.accept(), async { listener.close() }).await;
+        let (accepted, closed) = futures_lite::future::zip(listener.accept(), async {
+            listener.close()?;
+            let refused = StdStream::connect(&path);
+            assert_eq!(refused.err().map(|e| e.kind()), Some(std::io::ErrorKind::ConnectionRefused));
+            Ok::<_, socket_core::Error>(())
+        })
+        .await;
         closed?;
         assert_err(accepted.map(|c| c.peer), ErrorKind::Closed, &["closed"])?;
         assert_err(listener.accept().await.map(|c| c.peer), ErrorKind::Closed, &["closed"])?;
