@@ -36,7 +36,7 @@
 //! # Platform-specific behavior
 //!
 //! Written for Linux. Peer credentials are read on Linux and Android only; elsewhere the file
-//! mode is the only guard and [`PeerInfo`](socket_core::PeerInfo) has no pid or uid.
+//! mode is the only guard and [`PeerInfo`] has no pid or uid.
 //!
 //! # Examples
 //!
