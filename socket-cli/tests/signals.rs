@@ -15,10 +15,15 @@ fn sigterm_stops_cleanly_and_listeners_react() -> TestResult {
     let socket = env.socket_path("term_ev");
     assert!(socket.exists());
 
-    let once = env.spawn(&["listen", "term_ev", "--no-reconnect"])?;
+    let mut once = env.spawn(&["listen", "term_ev", "--no-reconnect"])?;
     serve.expect_connected(once.pid())?;
     let mut keeps = env.spawn(&["listen", "term_ev"])?;
     serve.expect_connected(keeps.pid())?;
+    // A message both print proves both finished connecting (`connected` on the server side
+    // can come before the client has read its `welcome`).
+    serve.write_line(r#"{"before": "stop"}"#)?;
+    assert_eq!(data(&once.json()?), &json!({"before": "stop"}));
+    assert_eq!(data(&keeps.json()?), &json!({"before": "stop"}));
 
     serve.signal(Signal::TERM)?;
     assert_eq!(serve.wait()?, 0, "serve exits 0 on SIGTERM");
@@ -45,6 +50,8 @@ fn sigint_stops_cleanly() -> TestResult {
     serve.expect_event("listening")?;
     let mut listen = env.spawn(&["listen", "int_ev", "--no-reconnect"])?;
     serve.expect_connected(listen.pid())?;
+    serve.write_line(r#"{"before": "stop"}"#)?;
+    listen.json()?;
     serve.signal(Signal::INT)?;
     assert_eq!(serve.wait()?, 0);
     assert!(!env.socket_path("int_ev").exists());
@@ -59,6 +66,8 @@ fn lost_connection_ends_no_reconnect_listen_with_1() -> TestResult {
     serve.expect_event("listening")?;
     let mut listen = env.spawn(&["listen", "lost_ev", "--no-reconnect"])?;
     serve.expect_connected(listen.pid())?;
+    serve.write_line(r#"{"before": "kill"}"#)?;
+    listen.json()?;
     // SIGKILL: no shutdown message, the connection is simply lost.
     serve.signal(Signal::KILL)?;
     assert_eq!(listen.wait()?, 1);
@@ -75,6 +84,8 @@ fn reconnecting_listen_keeps_running_without_a_server() -> TestResult {
     serve.expect_event("listening")?;
     let mut listen = env.spawn(&["listen", "keep_ev"])?;
     serve.expect_connected(listen.pid())?;
+    serve.write_line(r#"{"before": "stop"}"#)?;
+    listen.json()?;
     serve.signal(Signal::TERM)?;
     assert_eq!(serve.wait()?, 0);
     // Time itself is under test here: the listener must still be running a while later.

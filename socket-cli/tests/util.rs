@@ -337,14 +337,24 @@ impl Proc {
         self.stderr_lines.clone()
     }
 
-    /// The next stderr line, within [`DEADLINE`].
-    pub(crate) fn stderr_line(&mut self) -> TestResult<String> {
-        match self.stderr.recv_timeout(DEADLINE) {
-            Ok(Line::Text(l)) => {
-                self.stderr_lines.push(l.clone());
-                Ok(l)
+    /// Reads stderr lines until one starts with `prefix` (log lines on the way are skipped).
+    pub(crate) fn expect_stderr(&mut self, prefix: &str) -> TestResult<String> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match self.stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Line::Text(l)) => {
+                    self.stderr_lines.push(l.clone());
+                    if l.starts_with(prefix) {
+                        return Ok(l);
+                    }
+                }
+                _ => {
+                    return Err(fail(format!(
+                        "{}: no stderr line starting with {prefix:?}; got {:?}",
+                        self.name, self.stderr_lines
+                    )))
+                }
             }
-            _ => Err(fail(format!("{}: no stderr line within {DEADLINE:?}", self.name))),
         }
     }
 

@@ -1,7 +1,8 @@
 //! `socketctl list`: the Unix sockets in the socket directory, live or stale.
 //!
-//! A socket is `live` when a connection to it succeeds (the probe connects and closes at
-//! once; a running `serve` prints it as a short-lived client) and `stale` otherwise.
+//! A socket is `live` when a connection to it succeeds (the Unix transport's probe: a
+//! non-blocking connect, closed at once; a running `serve` may print it as a short-lived
+//! client) and `stale` when it is refused.
 //! Only files named `{event}.sock` with a valid event name that are sockets are listed,
 //! sorted by event name. A missing directory lists nothing.
 
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 use socket_core::message::validate_event_name;
+use socket_factory::unix::{socket_state, SocketState};
 
 use crate::args::{GlobalArgs, ListArgs};
 use crate::exit::{CliError, Exit};
@@ -81,37 +83,22 @@ pub(crate) fn scan(dir: &Path) -> Result<Vec<Entry>, CliError> {
             continue;
         }
         let path = item.path();
-        if !is_socket(&path) {
-            tracing::debug!(path = %path.display(), "skipping a .sock file that is not a socket");
-            continue;
-        }
-        let live = probe(&path);
+        let live = match socket_state(&path) {
+            Ok(SocketState::Live) => true,
+            Ok(SocketState::Stale) => false,
+            Ok(_) => {
+                tracing::debug!(path = %path.display(), "skipping a .sock entry that is not a socket");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "skipping a socket that cannot be probed: {e}");
+                continue;
+            }
+        };
         entries.push(Entry { event_name: event.to_owned(), path, live });
     }
     entries.sort_by(|a, b| a.event_name.cmp(&b.event_name));
     Ok(entries)
-}
-
-#[cfg(unix)]
-fn is_socket(path: &Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
-}
-
-#[cfg(not(unix))]
-fn is_socket(_path: &Path) -> bool {
-    false
-}
-
-/// True when a connection to the socket at `path` succeeds.
-#[cfg(unix)]
-fn probe(path: &Path) -> bool {
-    std::os::unix::net::UnixStream::connect(path).is_ok()
-}
-
-#[cfg(not(unix))]
-fn probe(_path: &Path) -> bool {
-    false
 }
 
 #[cfg(all(test, unix))]

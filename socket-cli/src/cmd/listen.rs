@@ -12,7 +12,7 @@ use crate::exit::{CliError, Exit};
 use crate::json::message_to_json;
 use crate::output::print_json;
 use crate::settings::{load_config, Overrides};
-use crate::transports::{event_name, transport_for};
+use crate::transports::{connect_client, event_name, transport_for};
 
 /// Pause between connection attempts while `--wait`ing for a server.
 const WAIT_RETRY: Duration = Duration::from_millis(100);
@@ -119,7 +119,7 @@ fn connect(
     socket_core::runtime::block_on(async {
         let attempt = async {
             loop {
-                match Client::connect_async(transport.clone(), event.clone(), config).await {
+                match connect_client(transport.clone(), event.clone(), config, "socketctl listen", true).await {
                     Ok(client) => return Ok(client),
                     Err(e) if wait && matches!(e.kind(), ErrorKind::Connection | ErrorKind::Timeout) => {
                         tracing::debug!("no server yet, retrying: {e}");

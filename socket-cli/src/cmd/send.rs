@@ -10,7 +10,7 @@ use crate::exit::{CliError, Exit};
 use crate::json::parse_data;
 use crate::output::print_error;
 use crate::settings::{load_config, Overrides};
-use crate::transports::{event_name, transport_for};
+use crate::transports::{connect_client, event_name, transport_for};
 
 fn message_type(t: TypeArg) -> MessageType {
     match t {
@@ -50,7 +50,9 @@ pub(crate) fn run(global: &GlobalArgs, args: &SendArgs) -> Result<Exit, CliError
     let transport = transport_for(&config)?;
     let tz = config.time_zone().map_err(|e| CliError::usage(e.to_string()))?;
 
-    let client = Client::connect(transport, event.clone(), &config).map_err(|e| CliError::connect(&e))?;
+    let client =
+        socket_core::runtime::block_on(connect_client(transport, event.clone(), &config, "socketctl send", false))
+            .map_err(|e| CliError::connect(&e))?;
     let result = send_all(&client, &event, message_type, data, &tz);
     client.disconnect();
     result

@@ -66,6 +66,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<Exit, CliErro
 
     let server = Server::new(transport.clone(), event.clone(), &config)?;
     let events = server.events();
+    let events_closer = events.clone();
     server.start()?;
 
     let address = server.address().unwrap_or_default();
@@ -101,7 +102,9 @@ pub(crate) fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<Exit, CliErro
     let signal = signals.forever().next();
     tracing::debug!(?signal, "stopping the server");
     server.stop()?;
-    // The event stream ends once the server has stopped: print what is left, bounded.
+    // The server has stopped: close the event stream so that the event thread prints what
+    // is left (the last `disconnected` lines) and ends; wait for that, bounded.
+    events_closer.close();
     let _ = drained_rx.recv_timeout(DRAIN_TIMEOUT);
     Ok(Exit::Ok)
 }

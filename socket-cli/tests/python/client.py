@@ -132,7 +132,10 @@ def main():
                         send_frame(sock, make_message(event, "control", {"control": "pong", "nonce": msg["data"]["nonce"]}))
                     continue
                 if msg["message_type"] == "data" and msg["data"].get("from") == "serve":
-                    report("broadcast", event_name=msg["event_name"], data=msg["data"])
+                    raw = msg["data"].get("raw")
+                    if not isinstance(raw, bytes):
+                        raise ValueError(f"{{'$binary': ...}} did not arrive as MessagePack bin: {raw!r}")
+                    report("broadcast", event_name=msg["event_name"], n=msg["data"].get("n"), raw_hex=raw.hex())
                     break
         elif command == "relay":
             send_frame(sock, make_message(event, "data", {"from": "python", "n": 2}))
