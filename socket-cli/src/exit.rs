@@ -93,7 +93,7 @@ impl CliError {
     /// A library error raised in `phase`, with its exit code from [`exit_for`].
     pub(crate) fn from_core(err: &socket_core::Error, phase: Phase) -> Self {
         let exit = exit_for(err.kind(), phase);
-        let text = err.to_string();
+        let text = describe(err);
         let message =
             if exit == Exit::NoServer && !text.contains("no server") { format!("no server: {text}") } else { text };
         Self::new(exit, message)
@@ -108,6 +108,24 @@ impl CliError {
     pub(crate) fn one_line(&self) -> String {
         self.message.split_whitespace().collect::<Vec<_>>().join(" ")
     }
+}
+
+/// The error's own message, plus its root cause (e.g. the OS error) when the message does not
+/// already include it. The causes in between usually repeat the message in other words.
+pub(crate) fn describe(err: &socket_core::Error) -> String {
+    let mut text = err.message().to_owned();
+    let mut root: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(next) = root.and_then(std::error::Error::source) {
+        root = Some(next);
+    }
+    if let Some(root) = root {
+        let cause = root.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 impl fmt::Display for CliError {
@@ -159,6 +177,19 @@ mod tests {
         let cli = CliError::from(err);
         assert_eq!(cli.exit, Exit::Runtime);
         assert_eq!(cli.message, "cannot connect to /tmp/x/a.sock");
+    }
+
+    #[test]
+    fn describe_keeps_the_message_and_the_root_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let middle = socket_core::Error::new(ErrorKind::Connection, "nothing at /x.sock, start one").with_source(io);
+        let top = socket_core::Error::new(ErrorKind::Connection, "no server for event x").with_source(middle);
+        assert_eq!(describe(&top), "no server for event x: no such file");
+        let plain = socket_core::Error::new(ErrorKind::Validation, "bad name");
+        assert_eq!(describe(&plain), "bad name");
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let says_it = socket_core::Error::new(ErrorKind::Connection, "read failed: gone").with_source(io);
+        assert_eq!(describe(&says_it), "read failed: gone");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use socket_core::config::Config;
 use socket_core::{Client, ClientOptions, EventName, Transport, TransportRegistry};
 
-use crate::exit::CliError;
+use crate::exit::{describe, CliError};
 
 /// The registry of every transport `socketctl` is built with (`unix`, `tcp`).
 pub(crate) fn registry() -> TransportRegistry {
@@ -20,8 +20,8 @@ pub(crate) fn registry() -> TransportRegistry {
 /// transport settings.
 pub(crate) fn transport_for(config: &Config) -> Result<Arc<dyn Transport>, CliError> {
     let registry = registry();
-    socket_factory::validate_config(&registry, config).map_err(|e| CliError::usage(e.to_string()))?;
-    socket_factory::transport(&registry, &config.socket.transport).map_err(|e| CliError::usage(e.to_string()))
+    socket_factory::validate_config(&registry, config).map_err(|e| CliError::usage(describe(&e)))?;
+    socket_factory::transport(&registry, &config.socket.transport).map_err(|e| CliError::usage(describe(&e)))
 }
 
 /// Validates an event name from the command line.
@@ -30,7 +30,7 @@ pub(crate) fn transport_for(config: &Config) -> Result<Arc<dyn Transport>, CliEr
 ///
 /// Exit 2 with the library's message (empty, too long, invalid characters).
 pub(crate) fn event_name(name: &str) -> Result<EventName, CliError> {
-    EventName::new(name).map_err(|e| CliError::usage(e.to_string()))
+    EventName::new(name).map_err(|e| CliError::usage(describe(&e)))
 }
 
 /// Connects a client named `client_name` (shown by servers in `connected` events).

@@ -8,7 +8,7 @@ use socket_core::control::Control;
 use socket_core::{Client, ErrorKind, EventName, Transport};
 
 use crate::args::{GlobalArgs, ListenArgs};
-use crate::exit::{CliError, Exit};
+use crate::exit::{describe, CliError, Exit};
 use crate::json::message_to_json;
 use crate::output::print_json;
 use crate::settings::{load_config, Overrides};
@@ -86,7 +86,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &ListenArgs) -> Result<Exit, CliErr
 /// The error for a client that closed without a server shutdown.
 fn lost(err: &socket_core::Error) -> CliError {
     match err.kind() {
-        ErrorKind::Closed | ErrorKind::Connection => CliError::runtime(format!("connection lost: {err}")),
+        ErrorKind::Closed | ErrorKind::Connection => CliError::runtime(format!("connection lost: {}", describe(err))),
         _ => CliError::from_core(err, crate::exit::Phase::Other),
     }
 }

@@ -6,7 +6,7 @@ use socket_core::control::Control;
 use socket_core::{Client, Data, EventName, MessageType, SocketMessage};
 
 use crate::args::{GlobalArgs, SendArgs, TypeArg};
-use crate::exit::{CliError, Exit};
+use crate::exit::{describe, CliError, Exit};
 use crate::json::parse_data;
 use crate::output::print_error;
 use crate::settings::{load_config, Overrides};
@@ -48,7 +48,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &SendArgs) -> Result<Exit, CliError
     o.set("socket.auto_reconnect", false);
     let config = load_config(global, &o)?;
     let transport = transport_for(&config)?;
-    let tz = config.time_zone().map_err(|e| CliError::usage(e.to_string()))?;
+    let tz = config.time_zone().map_err(|e| CliError::usage(describe(&e)))?;
 
     let client =
         socket_core::runtime::block_on(connect_client(transport, event.clone(), &config, "socketctl send", false))

@@ -14,7 +14,7 @@ use signal_hook::iterator::Signals;
 use socket_core::{EventName, Server, ServerEvent, SocketMessage};
 
 use crate::args::{GlobalArgs, ServeArgs};
-use crate::exit::{CliError, Exit};
+use crate::exit::{describe, CliError, Exit};
 use crate::json::{message_to_json, parse_data};
 use crate::output::{print_error, print_json};
 use crate::settings::{load_config, Overrides};
@@ -57,7 +57,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<Exit, CliErro
     let event = event_name(&args.event)?;
     let config = load_config(global, &overrides(args))?;
     let transport = transport_for(&config)?;
-    let tz = config.time_zone().map_err(|e| CliError::usage(e.to_string()))?;
+    let tz = config.time_zone().map_err(|e| CliError::usage(describe(&e)))?;
 
     // Install the handlers before binding, so that a signal sent as soon as the
     // `listening` line appears is never lost.
@@ -166,7 +166,7 @@ fn broadcast_stdin(server: &Server, event: &EventName, tz: &jiff::tz::TimeZone) 
             Ok(data) => {
                 let msg = SocketMessage::new_in(event.clone(), socket_core::MessageType::Data, data, tz);
                 if let Err(e) = server.broadcast(&msg) {
-                    print_error(&format!("stdin line {line_no} not broadcast: {e}"));
+                    print_error(&format!("stdin line {line_no} not broadcast: {}", describe(&e)));
                 }
             }
             Err(e) => print_error(&format!("stdin line {line_no} skipped: {e}")),
