@@ -87,7 +87,7 @@ fn config_without_json_prints_toml_that_loads_back() -> TestResult {
 fn invalid_configuration_exits_2() -> TestResult {
     let mut env = TestEnv::new()?;
     env.run(&["config", "--config", "/nonexistent/socketctl.toml"])?
-        .expect_error(2, "cannot read configuration file /nonexistent/socketctl.toml")?;
+        .expect_error(2, "configuration file /nonexistent/socketctl.toml does not exist")?;
 
     let file = env.path("bad.toml");
     std::fs::write(&file, "[socket]\nno_such_key = 1\n")?;

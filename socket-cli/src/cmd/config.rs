@@ -14,13 +14,13 @@ use crate::settings::{load_config, Overrides};
 pub(crate) fn run(global: &GlobalArgs, args: &ConfigArgs) -> Result<Exit, CliError> {
     let config = load_config(global, &Overrides::new())?;
     if args.json {
+        // Nested like the file, keys in the order of the settings structs, plug-in tables
+        // included; unset optional keys are null.
         let json = serde_json::to_value(&config)
             .map_err(|e| CliError::runtime(format!("cannot print the configuration as JSON: {e}")))?;
         print_json(&json)?;
     } else {
-        let text = toml::to_string(&config)
-            .map_err(|e| CliError::runtime(format!("cannot print the configuration as TOML: {e}")))?;
-        print_line(text.trim_end())?;
+        print_line(config.to_toml_string()?.trim_end())?;
     }
     Ok(Exit::Ok)
 }
