@@ -96,3 +96,14 @@ fn help_and_version_exit_0_on_stdout() -> TestResult {
     assert!(out.stdout.first().is_some_and(|l| l.starts_with("socketctl ")), "{out:?}");
     Ok(())
 }
+
+#[test]
+fn silent_server_times_out_with_5() -> TestResult {
+    let mut env = TestEnv::new()?;
+    env.set_env("SOCKET__DEFAULT_TIMEOUT", "0.3");
+    // Something listens but never answers hello (the kernel accepts into the backlog).
+    let _silent = std::os::unix::net::UnixListener::bind(env.socket_path("silent_ev"))?;
+    env.run(&["send", "silent_ev", "--data", "{}"])?.expect_error(5, "did not answer hello")?;
+    env.run(&["listen", "silent_ev"])?.expect_error(5, "did not answer hello")?;
+    Ok(())
+}

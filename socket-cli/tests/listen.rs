@@ -123,3 +123,18 @@ fn send_reads_one_message_per_stdin_line() -> TestResult {
     assert_eq!(data(&listen.json()?), &json!({"line": 3}));
     Ok(())
 }
+
+#[test]
+fn legacy_mode_skips_the_handshake() -> TestResult {
+    let env = TestEnv::new()?;
+    let mut serve = env.spawn(&["serve", "legacy_ev"])?;
+    serve.expect_event("listening")?;
+    let mut listen = env.spawn(&["listen", "legacy_ev", "--legacy", "--count", "1"])?;
+    // No hello: the server serves it as a legacy client, without a name.
+    let connected = serve.expect_connected(listen.pid())?;
+    assert_eq!(connected["client_name"], serde_json::Value::Null, "{connected}");
+    serve.write_line(r#"{"plain": "old protocol"}"#)?;
+    assert_eq!(data(&listen.json()?), &json!({"plain": "old protocol"}));
+    assert_eq!(listen.wait()?, 0);
+    Ok(())
+}
