@@ -44,18 +44,20 @@ fn sigterm_stops_cleanly_and_listeners_react() -> TestResult {
 }
 
 #[test]
-fn sigint_stops_cleanly() -> TestResult {
+fn sigint_and_sighup_stop_cleanly() -> TestResult {
     let env = TestEnv::new()?;
-    let mut serve = env.spawn(&["serve", "int_ev"])?;
-    serve.expect_event("listening")?;
-    let mut listen = env.spawn(&["listen", "int_ev", "--no-reconnect"])?;
-    serve.expect_connected(listen.pid())?;
-    serve.write_line(r#"{"before": "stop"}"#)?;
-    listen.json()?;
-    serve.signal(Signal::INT)?;
-    assert_eq!(serve.wait()?, 0);
-    assert!(!env.socket_path("int_ev").exists());
-    assert_eq!(listen.wait()?, 0);
+    for (signal, event) in [(Signal::INT, "int_ev"), (Signal::HUP, "hup_ev")] {
+        let mut serve = env.spawn(&["serve", event])?;
+        serve.expect_event("listening")?;
+        let mut listen = env.spawn(&["listen", event, "--no-reconnect"])?;
+        serve.expect_connected(listen.pid())?;
+        serve.write_line(r#"{"before": "stop"}"#)?;
+        listen.json()?;
+        serve.signal(signal)?;
+        assert_eq!(serve.wait()?, 0, "{signal:?}");
+        assert!(!env.socket_path(event).exists(), "{signal:?}");
+        assert_eq!(listen.wait()?, 0, "{signal:?}");
+    }
     Ok(())
 }
 

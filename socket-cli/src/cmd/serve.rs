@@ -1,4 +1,4 @@
-//! `socketctl serve EVENT`: run a server until SIGINT or SIGTERM.
+//! `socketctl serve EVENT`: run a server until SIGINT, SIGTERM or SIGHUP.
 //!
 //! Stdout gets one JSON line per server event (`listening`, `connected`, `disconnected`,
 //! `message`); each stdin line that is a JSON object is broadcast as the `data` of a DATA
@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{json, Value as Json};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use socket_core::{EventName, Server, ServerEvent, SocketMessage};
 
@@ -61,8 +61,9 @@ pub(crate) fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<Exit, CliErro
 
     // Install the handlers before binding, so that a signal sent as soon as the
     // `listening` line appears is never lost.
-    let mut signals = Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| CliError::runtime(format!("cannot install the SIGINT/SIGTERM handlers: {e}")))?;
+    // SIGHUP too (the terminal went away): stopping cleanly beats leaving a stale socket.
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| CliError::runtime(format!("cannot install the SIGINT/SIGTERM/SIGHUP handlers: {e}")))?;
 
     let server = Server::new(transport.clone(), event.clone(), &config)?;
     let events = server.events();
