@@ -73,9 +73,10 @@ pub(crate) fn run(global: &GlobalArgs, args: &ListenArgs) -> Result<Exit, CliErr
                 printed += 1;
             }
             Ok(None) => break Err(timed_out(printed)),
-            // The client closed for good (with --no-reconnect, or reconnecting gave up): a
-            // server shutdown ends listen with 0, a lost connection with 1.
-            Err(e) if saw_shutdown || is_shutdown(&e) => break Ok(Exit::Ok),
+            // The client closed for good. With --no-reconnect a server shutdown ends listen
+            // with 0, a lost connection with 1; giving up reconnecting (reconnect_max_retries)
+            // is always 1.
+            Err(e) if args.no_reconnect && (saw_shutdown || is_shutdown(&e)) => break Ok(Exit::Ok),
             Err(e) => break Err(lost(&e)),
         }
     };
