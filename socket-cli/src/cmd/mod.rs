@@ -1,0 +1,7 @@
+//! One module per command.
+
+pub(crate) mod config;
+pub(crate) mod list;
+pub(crate) mod listen;
+pub(crate) mod send;
+pub(crate) mod serve;

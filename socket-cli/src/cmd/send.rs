@@ -1,0 +1,130 @@
+//! `socketctl send EVENT`: send one message (`--data`) or one per stdin line.
+
+use std::io::BufRead;
+
+use socket_core::control::Control;
+use socket_core::{Client, Data, EventName, MessageType, SocketMessage};
+
+use crate::args::{GlobalArgs, SendArgs, TypeArg};
+use crate::exit::{describe, CliError, Exit};
+use crate::json::parse_data;
+use crate::output::print_error;
+use crate::settings::{load_config, Overrides};
+use crate::transports::{connect_client, event_name, transport_for};
+
+fn message_type(t: TypeArg) -> MessageType {
+    match t {
+        TypeArg::Data => MessageType::Data,
+        TypeArg::Error => MessageType::Error,
+        TypeArg::Control => MessageType::Control,
+    }
+}
+
+/// Checks one message's data: a JSON object, and for `--type control` not protocol control.
+fn data_for(text: &str, message_type: MessageType) -> Result<Data, String> {
+    let data = parse_data(text)?;
+    if message_type == MessageType::Control && data.get("control").is_some() {
+        return Err("the key \"control\" is reserved for protocol control messages: use another key".to_owned());
+    }
+    Ok(data)
+}
+
+/// Runs `send`.
+///
+/// # Errors
+///
+/// Exit 2 (invalid event name, JSON or configuration), 3 (no server), 4 (the server does not
+/// accept messages from clients, or is full), 5 (connect timeout), 1 (other failures).
+pub(crate) fn run(global: &GlobalArgs, args: &SendArgs) -> Result<Exit, CliError> {
+    let event = event_name(&args.event)?;
+    let message_type = message_type(args.message_type);
+    // Check --data before connecting: a bad argument never reaches the server.
+    let data = match &args.data {
+        Some(text) => Some(data_for(text, message_type).map_err(CliError::usage)?),
+        None => None,
+    };
+    let mut o = Overrides::new();
+    // A one-shot sender never reconnects.
+    o.set("socket.auto_reconnect", false);
+    let config = load_config(global, &o)?;
+    let transport = transport_for(&config)?;
+    let tz = config.time_zone().map_err(|e| CliError::usage(describe(&e)))?;
+
+    let client =
+        socket_core::runtime::block_on(connect_client(transport, event.clone(), &config, "socketctl send", false))
+            .map_err(|e| CliError::connect(&e))?;
+    let result = send_all(&client, &event, message_type, data, &tz);
+    client.disconnect();
+    result
+}
+
+fn send_all(
+    client: &Client,
+    event: &EventName,
+    message_type: MessageType,
+    data: Option<Data>,
+    tz: &jiff::tz::TimeZone,
+) -> Result<Exit, CliError> {
+    if !client.can_send() {
+        return Err(CliError::new(
+            Exit::Refused,
+            format!("the server of event {event} does not accept messages from clients (allow_client_send = false)"),
+        ));
+    }
+    let send = |data: Data| {
+        let msg = SocketMessage::new_in(event.clone(), message_type, data, tz);
+        debug_assert!(!Control::is_protocol(&msg));
+        client.send(&msg).map_err(CliError::from)
+    };
+    if let Some(data) = data {
+        send(data)?;
+        return Ok(Exit::Ok);
+    }
+
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut buf = Vec::new();
+    let mut line_no = 0u64;
+    let mut skipped = 0u64;
+    loop {
+        buf.clear();
+        let n = input.read_until(b'\n', &mut buf).map_err(|e| CliError::runtime(format!("cannot read stdin: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        let text = match std::str::from_utf8(&buf) {
+            Ok(text) => text.trim(),
+            Err(_) => {
+                print_error(&format!("stdin line {line_no} skipped: not valid UTF-8"));
+                skipped += 1;
+                continue;
+            }
+        };
+        if text.is_empty() {
+            continue;
+        }
+        match data_for(text, message_type) {
+            Ok(data) => send(data)?,
+            Err(e) => {
+                print_error(&format!("stdin line {line_no} skipped: {e}"));
+                skipped += 1;
+            }
+        }
+    }
+    // Every valid line was sent; invalid ones were reported one by one above.
+    Ok(if skipped > 0 { Exit::Usage } else { Exit::Ok })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_key_is_reserved_for_control_messages_only() {
+        assert!(data_for(r#"{"control": "hello"}"#, MessageType::Data).is_ok());
+        let err = data_for(r#"{"control": "hello"}"#, MessageType::Control).unwrap_err();
+        assert!(err.contains("reserved for protocol control"), "{err}");
+        assert!(data_for(r#"{"action": "reload"}"#, MessageType::Control).is_ok());
+    }
+}

@@ -1,0 +1,13 @@
+//! Integration tests: the real `socketctl` binary run as a subprocess, each test with its
+//! own temp socket directory (and TCP port range), every wait under a deadline.
+
+mod util;
+
+mod config;
+mod errors;
+mod list;
+mod listen;
+mod python;
+mod serve;
+mod signals;
+mod tcp;
