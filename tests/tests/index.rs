@@ -5,3 +5,4 @@
 mod origin;
 mod suite;
 mod tokio_runtime;
+mod transports;

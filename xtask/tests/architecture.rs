@@ -39,7 +39,8 @@ fn offenders(dir: &str, needles: &[&str]) -> Vec<String> {
 /// Architecture invariant: socket-core is platform-neutral. Platform code lives in transports.
 #[test]
 fn socket_core_has_no_platform_specific_code() {
-    let hits = offenders("socket-core/src", &["cfg(unix)", "cfg(windows)", "target_os", "std::os::unix", "std::os::fd"]);
+    let hits =
+        offenders("socket-core/src", &["cfg(unix)", "cfg(windows)", "target_os", "std::os::unix", "std::os::fd"]);
     assert!(hits.is_empty(), "platform-specific code in socket-core:\n{}", hits.join("\n"));
 }
 
