@@ -22,7 +22,7 @@ fn unix_harness(mode: Mode) -> Harness {
 static NEXT_RANGE: AtomicU16 = AtomicU16::new(21000);
 
 fn tcp_harness(mode: Mode) -> Harness {
-    Harness::new(Arc::new(socket_tcp::TcpTransport::default()), || {
+    Harness::new(Arc::new(socket_tcp::TcpTransport), || {
         let start = NEXT_RANGE.fetch_add(8, Ordering::Relaxed);
         let mut config = Config::default();
         config.socket.transport = "tcp".to_owned();
