@@ -1,1 +1,342 @@
-//! socket-unix
+//! Unix domain socket transport for `socket`.
+//!
+//! Register it under the scheme `"unix"` with [`register`]; the `socket-factory` crate does so when
+//! its `unix` feature is on.
+//!
+//! # Addresses
+//!
+//! The server of event `E` listens on `{socket_dir}/E.sock` (`socket.socket_dir`, default
+//! `/tmp/sockets`). A path longer than the 107 bytes a Linux socket address holds is a
+//! [`ErrorKind::Validation`] error naming the path and its length.
+//!
+//! # Security
+//!
+//! * **Socket directory.** A missing directory is created with mode 0700 (missing parents too). An
+//!   existing one is never changed; it must be a real directory, not a symlink, owned by the
+//!   effective user and not writable by group or others, else binding fails with an
+//!   [`ErrorKind::Config`] error that says how to fix it. Only the last path component is checked.
+//! * **Binding.** The server takes an exclusive `flock` on `{socket_dir}/E.lock`; a held lock
+//!   means another server of the event runs ([`ErrorKind::AddrInUse`]). Then it inspects the
+//!   socket path with `lstat`: nothing there is fine; a socket that answers a connect is a live
+//!   server ([`ErrorKind::AddrInUse`], also for servers that take no lock, such as the Python
+//!   origin); a socket that refuses is stale and is removed; anything else (file, directory, FIFO,
+//!   symlink) is refused and left untouched ([`ErrorKind::Config`]).
+//! * **Permissions** (`socket.unix.socket_permissions`, default `"0600"`) are in force from the
+//!   file's creation: the mode is set on the socket before `bind` (Linux creates the file with it)
+//!   and again on the path before `listen`, so nothing can connect earlier.
+//! * **Stopping** removes the socket file (with `socket.unix.auto_remove_socket`) only if it is
+//!   still the file this server created (same device and inode), then the lock file. Dropping the
+//!   listener without closing it does the same.
+//! * **Peer credentials** (`SO_PEERCRED`): a server serves only its own user and root, plus
+//!   `socket.unix.allowed_uids`, unless the socket mode grants group or others write access, in
+//!   which case the file mode decides. Refused peers are closed and logged, never handed to the
+//!   engine. A client talks only to a server running as its own user, root, or an allowed uid, so
+//!   another user cannot squat the path.
+//!
+//! # Platform-specific behavior
+//!
+//! Written for Linux. Peer credentials are read on Linux and Android only; elsewhere the file
+//! mode is the only guard and [`PeerInfo`](socket_core::PeerInfo) has no pid or uid.
+//!
+//! # Examples
+//!
+//! ```
+//! use socket_core::{Config, EventName, Transport, TransportRegistry};
+//!
+//! let registry = TransportRegistry::new();
+//! socket_unix::register(&registry);
+//! let unix = registry.get("unix")?;
+//!
+//! let mut config = Config::default();
+//! config.socket.socket_dir = "/run/user/1000/sockets".into();
+//! let endpoints = unix.endpoints(&EventName::new("wallpaper_change")?, &config)?;
+//! assert_eq!(endpoints[0].address, "/run/user/1000/sockets/wallpaper_change.sock");
+//! # Ok::<(), socket_core::Error>(())
+//! ```
+
+mod dir;
+mod listener;
+mod lock;
+mod peer;
+
+use std::fs::Metadata;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use socket_core::{Config, Connection, Endpoint, Error, ErrorKind, EventName, Listener, PeerInfo, Result, Transport};
+
+use crate::peer::{peer_creds, PeerPolicy};
+
+/// The scheme this transport registers under.
+pub const SCHEME: &str = "unix";
+
+/// Longest socket path in bytes (`sun_path` holds 108 bytes on Linux, 104 on the BSDs and macOS,
+/// including the terminating NUL).
+pub const MAX_PATH_LEN: usize = if cfg!(any(target_os = "linux", target_os = "android")) { 107 } else { 103 };
+
+/// The Unix domain socket transport (scheme `"unix"`).
+///
+/// # Examples
+///
+/// See the [crate documentation](crate).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnixTransport;
+
+impl UnixTransport {
+    /// The transport.
+    pub fn new() -> Self {
+        UnixTransport
+    }
+}
+
+/// Registers [`UnixTransport`] in `registry` under `"unix"`.
+pub fn register(registry: &socket_core::TransportRegistry) {
+    registry.register(UnixTransport);
+}
+
+/// The socket path of `event`: `{socket_dir}/{event}.sock`.
+///
+/// # Errors
+///
+/// [`ErrorKind::Config`] for an invalid `socket.socket_dir`; [`ErrorKind::Validation`] when the
+/// path is longer than [`MAX_PATH_LEN`] bytes.
+pub fn socket_path(config: &Config, event: &EventName) -> Result<PathBuf> {
+    Settings::from_config(config)?.socket_path(event)
+}
+
+/// What is at a socket path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SocketState {
+    /// Nothing.
+    Missing,
+    /// A socket a server listens on.
+    Live,
+    /// A socket nobody listens on (its server died without removing it).
+    Stale,
+    /// Something that is not a socket (file, directory, FIFO, symlink).
+    NotASocket,
+}
+
+/// Inspects `path` without following symlinks and, for a socket, probes it with a non-blocking
+/// connect: refused means stale, anything else that connects (or a full backlog) means live.
+///
+/// # Errors
+///
+/// The I/O error of `lstat` or of the probe (other than "refused" and "not found").
+pub fn socket_state(path: &Path) -> io::Result<SocketState> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => socket_state_of(path, &meta),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(SocketState::Missing),
+        Err(e) => Err(e),
+    }
+}
+
+pub(crate) fn socket_state_of(path: &Path, meta: &Metadata) -> io::Result<SocketState> {
+    use rustix::io::Errno;
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+
+    if !meta.file_type().is_socket() {
+        return Ok(SocketState::NotASocket);
+    }
+    let fd = rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    rustix::io::ioctl_fionbio(&fd, true)?;
+    let addr = SocketAddrUnix::new(path)?;
+    match rustix::net::connect(&fd, &addr) {
+        Ok(()) | Err(Errno::AGAIN | Errno::INPROGRESS) => Ok(SocketState::Live),
+        Err(Errno::CONNREFUSED) => Ok(SocketState::Stale),
+        Err(Errno::NOENT) => Ok(SocketState::Missing),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The effective user id of this process.
+pub(crate) fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// Identity of a file: device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    pub(crate) fn of(meta: &Metadata) -> FileId {
+        FileId { dev: meta.dev(), ino: meta.ino() }
+    }
+}
+
+/// The settings of this transport, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) dir: PathBuf,
+    pub(crate) permissions: u32,
+    pub(crate) auto_remove: bool,
+    pub(crate) allowed_uids: Vec<u32>,
+}
+
+impl Settings {
+    pub(crate) fn from_config(config: &Config) -> Result<Settings> {
+        let dir = config.socket.socket_dir.clone();
+        let shown = dir.display();
+        if !dir.is_absolute() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "invalid value {:?} for key socket.socket_dir: must be an absolute path, so that servers and \
+                     clients started anywhere meet",
+                    shown.to_string()
+                ),
+            ));
+        }
+        if dir.to_str().is_none() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("invalid value {:?} for key socket.socket_dir: must be valid UTF-8", shown.to_string()),
+            ));
+        }
+        // The shortest socket path: "{dir}/x.sock".
+        let shortest = dir.as_os_str().len() + "/x.sock".len();
+        if shortest > MAX_PATH_LEN {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "invalid value {:?} for key socket.socket_dir: too long for socket paths, which hold at most \
+                     {MAX_PATH_LEN} bytes; choose a shorter directory",
+                    shown.to_string()
+                ),
+            ));
+        }
+        let unix = &config.socket.unix;
+        Ok(Settings {
+            dir,
+            permissions: parse_permissions(&unix.socket_permissions)?,
+            auto_remove: unix.auto_remove_socket,
+            allowed_uids: unix.allowed_uids.clone(),
+        })
+    }
+
+    pub(crate) fn socket_path(&self, event: &EventName) -> Result<PathBuf> {
+        let path = self.dir.join(format!("{event}.sock"));
+        let len = path.as_os_str().len();
+        if len > MAX_PATH_LEN {
+            return Err(Error::new(
+                ErrorKind::Validation,
+                format!(
+                    "socket path {} is {len} bytes long, more than the {MAX_PATH_LEN} bytes a unix socket address \
+                     holds: choose a shorter socket.socket_dir or event name",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(path)
+    }
+
+    pub(crate) fn lock_path(&self, event: &EventName) -> PathBuf {
+        self.dir.join(format!("{event}.lock"))
+    }
+
+    fn client_policy(&self) -> PeerPolicy {
+        PeerPolicy { own: euid(), open: false, allowed: self.allowed_uids.clone() }
+    }
+}
+
+/// Parses an octal mode such as `"0600"`, `"600"` or `"0o600"`.
+///
+/// # Errors
+///
+/// [`ErrorKind::Config`] naming `socket.unix.socket_permissions` if the value is not octal, has
+/// bits above `0777`, or does not let the owner read and write.
+pub fn parse_permissions(value: &str) -> Result<u32> {
+    let invalid = |rule: &str| {
+        Error::new(ErrorKind::Config, format!("invalid value {value:?} for key socket.unix.socket_permissions: {rule}"))
+    };
+    let digits = value.trim();
+    let digits = digits.strip_prefix("0o").unwrap_or(digits);
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(invalid("must be an octal mode such as \"0600\""));
+    }
+    let mode = u32::from_str_radix(digits, 8).map_err(|_| invalid("must be an octal mode such as \"0600\""))?;
+    if mode > 0o777 {
+        return Err(invalid("must be at most \"0777\" (no setuid, setgid or sticky bits)"));
+    }
+    if mode & 0o600 != 0o600 {
+        return Err(invalid("must let the owner read and write, e.g. \"0600\""));
+    }
+    Ok(mode)
+}
+
+#[async_trait]
+impl Transport for UnixTransport {
+    fn scheme(&self) -> &str {
+        SCHEME
+    }
+
+    fn validate(&self, config: &Config) -> Result<()> {
+        Settings::from_config(config).map(drop)
+    }
+
+    async fn bind(&self, event: &EventName, config: &Config) -> Result<Box<dyn Listener>> {
+        let settings = Settings::from_config(config)?;
+        Ok(Box::new(listener::bind(event, &settings)?))
+    }
+
+    fn endpoints(&self, event: &EventName, config: &Config) -> Result<Vec<Endpoint>> {
+        let path = socket_path(config, event)?;
+        Ok(vec![Endpoint { address: path.display().to_string(), explicit: true }])
+    }
+
+    async fn connect(&self, endpoint: &Endpoint, config: &Config) -> Result<Connection> {
+        let settings = Settings::from_config(config)?;
+        let path = Path::new(&endpoint.address);
+        let event = path.file_stem().map_or_else(|| endpoint.address.clone(), |s| s.to_string_lossy().into_owned());
+        let stream = async_net::unix::UnixStream::connect(path).await.map_err(|e| connect_error(e, path, &event))?;
+        let creds = peer_creds(&stream).map_err(|e| {
+            Error::new(
+                ErrorKind::Connection,
+                format!("cannot read the credentials of the server at {}", path.display()),
+            )
+            .with_source(e)
+        })?;
+        if let Some(creds) = creds {
+            let policy = settings.client_policy();
+            if !policy.allows(creds.uid) {
+                tracing::warn!(uid = creds.uid, path = %path.display(), "server runs as another user; refusing it");
+                return Err(Error::new(
+                    ErrorKind::Connection,
+                    format!(
+                        "refusing the server at {}: it runs as uid {}, not as you (uid {}) or root, so another user \
+                         may have taken the path; if this is intended, add {} to socket.unix.allowed_uids",
+                        path.display(),
+                        creds.uid,
+                        policy.own,
+                        creds.uid
+                    ),
+                ));
+            }
+        }
+        let peer =
+            PeerInfo { address: endpoint.address.clone(), pid: creds.and_then(|c| c.pid), uid: creds.map(|c| c.uid) };
+        Ok(Connection { reader: Box::new(stream.clone()), writer: Box::new(stream), peer })
+    }
+}
+
+fn connect_error(e: io::Error, path: &Path, event: &str) -> Error {
+    let shown = path.display();
+    let message = match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => format!(
+            "no server for event {event:?} at {shown}: start one first (for example `socketctl serve {event}`), \
+             or check socket.socket_dir"
+        ),
+        io::ErrorKind::PermissionDenied => format!(
+            "permission denied connecting to {shown}: the server's socket.unix.socket_permissions do not let \
+             your user in"
+        ),
+        _ => format!("cannot connect to {shown}"),
+    };
+    Error::new(ErrorKind::Connection, message).with_source(e)
+}

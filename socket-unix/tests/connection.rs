@@ -1,0 +1,82 @@
+//! Connections through the traits: halves, peer credentials, errors.
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use socket_core::{Endpoint, ErrorKind, Transport};
+use socket_unix::UnixTransport;
+
+use crate::util::*;
+
+/// Both ends see each other's pid and uid; the halves carry bytes both ways at once; dropping a
+/// connection is end of stream for the other side.
+#[test]
+fn connect_accept_exchange_and_peer_creds() -> TestResult {
+    let (_tmp, config) = fresh()?;
+    let ev = event("creds");
+    let listener = bind(&ev, &config)?;
+    let endpoint = UnixTransport.endpoints(&ev, &config)?.remove(0);
+    let me = std::process::id();
+    let uid = rustix::process::geteuid().as_raw();
+    run(async {
+        let (client, server) =
+            futures_lite::future::zip(UnixTransport.connect(&endpoint, &config), listener.accept()).await;
+        let (mut client, mut server) = (client?, server?);
+        assert_eq!(server.peer.pid, Some(me));
+        assert_eq!(server.peer.uid, Some(uid));
+        assert_eq!(server.peer.address, listener.address());
+        assert_eq!(client.peer.pid, Some(me));
+        assert_eq!(client.peer.uid, Some(uid));
+        assert_eq!(client.peer.address, endpoint.address);
+
+        let payload = vec![7u8; 256 * 1024];
+        let send = async {
+            client.writer.write_all(&payload).await?;
+            client.writer.flush().await?;
+            Ok::<_, std::io::Error>(())
+        };
+        let echo = async {
+            let mut got = vec![0u8; payload.len()];
+            server.reader.read_exact(&mut got).await?;
+            server.writer.write_all(&got[..4]).await?;
+            Ok::<_, std::io::Error>(got)
+        };
+        let (sent, got) = futures_lite::future::zip(send, echo).await;
+        sent?;
+        assert!(got? == payload);
+        let mut four = [0u8; 4];
+        client.reader.read_exact(&mut four).await?;
+        assert_eq!(four, [7; 4]);
+
+        drop(server);
+        let mut rest = Vec::new();
+        client.reader.read_to_end(&mut rest).await?;
+        assert!(rest.is_empty());
+        Ok(())
+    })?;
+    listener.close()?;
+    Ok(())
+}
+
+/// No server: a connection error naming the event and the path, and how to start a server.
+#[test]
+fn connect_without_server_is_a_connection_error() -> TestResult {
+    let (tmp, config) = fresh()?;
+    let ev = event("nobody");
+    let endpoint = UnixTransport.endpoints(&ev, &config)?.remove(0);
+    let result = run(async { Ok(UnixTransport.connect(&endpoint, &config).await.map(|c| c.peer)) })?;
+    assert_err(
+        result,
+        ErrorKind::Connection,
+        &["no server for event \"nobody\"", &endpoint.address, "socketctl serve"],
+    )?;
+
+    // A stale socket refuses: same error.
+    std::fs::create_dir_all(tmp.path().join("sockets"))?;
+    drop(std::os::unix::net::UnixListener::bind(&endpoint.address)?);
+    let result = run(async { Ok(UnixTransport.connect(&endpoint, &config).await.map(|c| c.peer)) })?;
+    assert_err(result, ErrorKind::Connection, &["no server for event \"nobody\""])?;
+
+    let bogus = Endpoint { address: tmp.path().join("nothing/x.sock").display().to_string(), explicit: true };
+    let result = run(async { Ok(UnixTransport.connect(&bogus, &config).await.map(|c| c.peer)) })?;
+    assert_err(result, ErrorKind::Connection, &["no server for event \"x\""])?;
+    Ok(())
+}
