@@ -29,6 +29,8 @@ mod lib_bench;
 mod memory;
 #[path = "socket-bench/report.rs"]
 mod report;
+#[path = "socket-bench/serve.rs"]
+mod serve;
 #[path = "socket-bench/zmq_bench.rs"]
 mod zmq_bench;
 
@@ -352,14 +354,7 @@ fn run(o: &Options) -> Results {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("__serve") {
-        let r = (|| {
-            let [_, who, net, addr, max] = args.as_slice() else {
-                return Err("usage: socket-bench __serve <contender> <net> <addr> <max>".to_owned());
-            };
-            let max = max.parse().map_err(common::ctx("max"))?;
-            memory::serve_child(Contender::parse(who)?, Net::parse(net)?, addr, max)
-        })();
-        return match r {
+        return match memory::serve_zmq(&args[1..]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("socket-bench server child: {e}");

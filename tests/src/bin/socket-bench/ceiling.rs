@@ -4,7 +4,6 @@
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::Instant;
@@ -135,15 +134,14 @@ fn listen(net: Net) -> BenchResult<(Listener, String, Option<tempfile::TempDir>)
 fn subscriber(mut s: Stream, idx: usize, n: u64, payload: usize, pacer: &Pacer) -> BenchResult<Instant> {
     let lim = limits();
     let mut dec = FrameDecoder::new(lim);
-    let mut buf = vec![0u8; READ_BUF];
     let mut next = 0u64;
     let mut last = None;
     loop {
-        let k = s.read(&mut buf).map_err(ctx("subscriber read"))?;
+        let k = s.read(dec.spare(READ_BUF)).map_err(ctx("subscriber read"))?;
         if k == 0 {
             break;
         }
-        dec.feed(&buf[..k]);
+        dec.commit(k);
         while let Some(body) = dec.next_frame().map_err(ctx("subscriber framing"))? {
             let msg = decode_body(body, &lim).map_err(ctx("subscriber decode"))?;
             if next >= n {
@@ -293,21 +291,17 @@ pub(crate) fn throughput(net: Net, payload: usize, subs: usize, n: u64) -> Bench
 }
 
 /// Reads one frame and decodes it.
-fn read_message(
-    s: &mut Stream,
-    dec: &mut FrameDecoder,
-    buf: &mut [u8],
-) -> BenchResult<Option<socket_core::SocketMessage>> {
+fn read_message(s: &mut Stream, dec: &mut FrameDecoder) -> BenchResult<Option<socket_core::SocketMessage>> {
     let lim = limits();
     loop {
         if let Some(body) = dec.next_frame().map_err(ctx("framing"))? {
             return decode_body(body, &lim).map(Some).map_err(ctx("decode"));
         }
-        let k = s.read(buf).map_err(ctx("read"))?;
+        let k = s.read(dec.spare(READ_BUF)).map_err(ctx("read"))?;
         if k == 0 {
             return Ok(None);
         }
-        dec.feed(&buf[..k]);
+        dec.commit(k);
     }
 }
 
@@ -319,15 +313,13 @@ pub(crate) fn round_trip(net: Net, payload: usize, plan: RttPlan) -> BenchResult
     sc.set_read_timeout(Some(IO_TIMEOUT))?;
     let server = thread::spawn(move || -> BenchResult<()> {
         let mut dec = FrameDecoder::new(limits());
-        let mut buf = vec![0u8; READ_BUF];
-        while let Some(msg) = read_message(&mut sc, &mut dec, &mut buf)? {
+        while let Some(msg) = read_message(&mut sc, &mut dec)? {
             let f = encode_frame(&msg, MAX_FRAME).map_err(ctx("encode"))?;
             sc.write_all(f.as_bytes()).map_err(ctx("server write"))?;
         }
         Ok(())
     });
     let mut dec = FrameDecoder::new(limits());
-    let mut buf = vec![0u8; READ_BUF];
     let mut msg = make_message(payload);
     let mut samples = Vec::with_capacity(plan.count as usize);
     let mut seq = 0u64;
@@ -343,7 +335,7 @@ pub(crate) fn round_trip(net: Net, payload: usize, plan: RttPlan) -> BenchResult
         set_seq(&mut msg, seq);
         let f = encode_frame(&msg, MAX_FRAME).map_err(ctx("encode"))?;
         client.write_all(f.as_bytes()).map_err(ctx("client write"))?;
-        let reply = read_message(&mut client, &mut dec, &mut buf)?.ok_or("server closed the connection")?;
+        let reply = read_message(&mut client, &mut dec)?.ok_or("server closed the connection")?;
         check_seq(&reply, seq, payload)?;
         if seq >= plan.warmup {
             samples.push(t.elapsed().as_nanos() as u64);
@@ -353,24 +345,4 @@ pub(crate) fn round_trip(net: Net, payload: usize, plan: RttPlan) -> BenchResult
     drop(client);
     server.join().map_err(|_| "server thread panicked".to_owned())??;
     rtt_stats(samples)
-}
-
-/// The idle server of the memory test (runs in a child process): accepts
-/// connections, one blocking thread each, until stdin closes.
-pub(crate) fn serve_idle(net: Net, addr: &str) -> BenchResult<(String, Arc<AtomicUsize>)> {
-    let listener = Listener::bind(net, addr)?;
-    let address = listener.address()?;
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&accepted);
-    thread::spawn(move || {
-        while let Ok(mut s) = listener.accept() {
-            count.fetch_add(1, Ordering::AcqRel);
-            thread::spawn(move || {
-                let _ = s.set_read_timeout(None);
-                let mut buf = [0u8; 512];
-                while matches!(s.read(&mut buf), Ok(k) if k > 0) {}
-            });
-        }
-    });
-    Ok((address, accepted))
 }

@@ -22,8 +22,8 @@ pub(crate) const MAX_FRAME: usize = 1 << 20;
 /// default client receive buffer, so the library runs with its default settings.
 pub(crate) const WINDOW: u64 = 512;
 
-/// Size of the read buffer of the plain-socket subscribers (the library's default `buffer_size`).
-pub(crate) const READ_BUF: usize = 4096;
+/// Largest read of the plain-socket subscribers (straight into the `FrameDecoder`).
+pub(crate) const READ_BUF: usize = 64 * 1024;
 
 /// Every network wait in the bench gives up after this long: a cell must fail, not hang.
 pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(20);

@@ -15,11 +15,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use socket_core::server::ServerEvent;
-use socket_core::{Client, Config, MessageType, Server, SocketMessage, Transport, TransportRegistry};
+use socket_core::{Client, Config, MessageType, Server, SocketMessage, Transport};
 
 use crate::common::{
-    check_seq, ctx, event_name, free_port, make_message, rate, rtt_stats, set_seq, temp_dir, BenchResult, Net, Pacer,
-    Rtt, RttPlan, IO_TIMEOUT,
+    check_seq, event_name, free_port, make_message, rate, rtt_stats, set_seq, temp_dir, BenchResult, Net, Pacer, Rtt,
+    RttPlan, IO_TIMEOUT,
 };
 
 /// Which public API drives the library.
@@ -29,11 +29,6 @@ pub(crate) enum Api {
     Async,
     /// `start`, `connect`, `receive`, `send`.
     Blocking,
-}
-
-fn registry() -> TransportRegistry {
-    // Replaced by socket_factory::default_registry() once the transports exist.
-    TransportRegistry::new()
 }
 
 fn err(what: &'static str) -> impl Fn(socket_core::Error) -> String {
@@ -57,7 +52,7 @@ fn setup(net: Net, max_connections: usize) -> BenchResult<Setup> {
     if net == Net::Tcp {
         cfg.socket.tcp.port = Some(free_port()?);
     }
-    let transport = registry().get(net.name()).map_err(err("transport"))?;
+    let transport = crate::serve::registry().get(net.name()).map_err(err("transport"))?;
     Ok(Setup { cfg, transport, _dir: dir })
 }
 
@@ -355,30 +350,6 @@ fn spawn_echo(api: Api, server: &Server) {
     });
 }
 
-/// The idle server of the memory test (child process): `addr` is the socket
-/// directory (unix) or the port (tcp).
-pub(crate) fn serve_idle(net: Net, addr: &str, max: usize) -> BenchResult<(String, Server, Arc<AtomicUsize>)> {
-    let mut cfg = Config::default();
-    cfg.socket.transport = net.name().to_owned();
-    cfg.socket.unix.max_connections = max + 8;
-    cfg.socket.tcp.max_connections = max + 8;
-    match net {
-        Net::Unix => cfg.socket.socket_dir = addr.into(),
-        Net::Tcp => cfg.socket.tcp.port = Some(addr.parse().map_err(ctx("port"))?),
-    }
-    let transport = registry().get(net.name()).map_err(err("transport"))?;
-    let server = Server::new(transport, event_name(), &cfg).map_err(err("server"))?;
-    let count = drain_events(&server);
-    server.start().map_err(err("server start"))?;
-    let address = server.address().ok_or("server has no address")?;
-    Ok((address, server, count))
-}
-
-/// Stops a server made by [`serve_idle`].
-pub(crate) fn stop(server: &Server) {
-    let _ = server.stop();
-}
-
 /// One idle client of the memory test, connected to `address` (socket path or `host:port`).
 pub(crate) fn idle_client(net: Net, address: &str, max: usize) -> BenchResult<Client> {
     let mut cfg = Config::default();
@@ -395,6 +366,6 @@ pub(crate) fn idle_client(net: Net, address: &str, max: usize) -> BenchResult<Cl
             cfg.socket.tcp.port = Some(port);
         }
     }
-    let transport = registry().get(net.name()).map_err(err("transport"))?;
+    let transport = crate::serve::registry().get(net.name()).map_err(err("transport"))?;
     Client::connect(transport, event_name(), &cfg).map_err(err("connect"))
 }

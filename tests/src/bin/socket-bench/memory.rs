@@ -1,20 +1,21 @@
-//! Memory of an idle server: the server runs in a child process (this binary
-//! re-executed with the hidden `__serve` subcommand), the clients in the
-//! parent, and the parent reads the child's `VmRSS` from `/proc/<pid>/status`.
+//! Memory of an idle server: the server runs in a child process, the clients
+//! in the parent, and the parent reads the child's `VmRSS` from
+//! `/proc/<pid>/status` (protocol in `serve.rs`).
 //!
-//! Child protocol (lines): the child prints `READY <address>`; the parent
-//! writes `WAIT <n>` and the child answers `OK <n>` once it has accepted `n`
-//! connections; end of stdin (or `QUIT`) stops the child.
+//! The ceiling's and the library's servers run in the lean
+//! `socket-bench-server` binary (std and the library only), built on demand;
+//! the libzmq server runs in this binary, re-executed with the hidden
+//! `__serve zmq` subcommand.
 
 use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::ceiling::Stream;
-use crate::common::{ctx, free_port, rss_kib, sock_path, temp_dir, BenchResult, Net, IO_TIMEOUT};
+use crate::common::{ctx, free_port, rss_kib, sock_path, temp_dir, BenchResult, Net};
 use crate::Contender;
 
 /// RSS of the server process after each number of connected clients.
@@ -112,9 +113,17 @@ pub(crate) fn measure(who: Contender, net: Net, steps: &[usize]) -> BenchResult<
         (Net::Tcp, _) => free_port()?.to_string(),
     };
     let max = steps.iter().copied().max().unwrap_or(0);
-    let exe = std::env::current_exe().map_err(ctx("finding the bench executable"))?;
+    let (exe, first) = match who {
+        Contender::Zmq => (std::env::current_exe().map_err(ctx("finding the bench executable"))?, "__serve"),
+        _ => (server_binary()?, ""),
+    };
+    let kind = match who {
+        Contender::Ceiling => "ceiling",
+        Contender::Zmq => "zmq",
+        Contender::LibAsync | Contender::LibBlocking => "lib",
+    };
     let mut child = Command::new(exe)
-        .args(["__serve", who.key(), net.name(), &addr, &max.to_string()])
+        .args([first, kind, net.name(), &addr, &max.to_string()].into_iter().filter(|a| !a.is_empty()))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -172,53 +181,45 @@ fn connect_one(clients: &mut Clients, net: Net, address: &str, max: usize) -> Be
     Ok(())
 }
 
-/// The `__serve` subcommand: an idle server until stdin closes.
-pub(crate) fn serve_child(who: Contender, net: Net, addr: &str, max: usize) -> BenchResult<()> {
-    let out = std::io::stdout();
-    let (address, count): (String, Arc<AtomicUsize>);
-    // Keep-alive guards for the server of each contender.
-    let mut _zmq_guard = None;
-    let mut _lib_guard = None;
-    match who {
-        Contender::Ceiling => (address, count) = crate::ceiling::serve_idle(net, addr)?,
-        Contender::Zmq => {
-            let (a, zctx, publ, c) = crate::zmq_bench::serve_idle(net, addr)?;
-            _zmq_guard = Some((publ, zctx));
-            (address, count) = (a, c);
+/// The lean `socket-bench-server` binary next to this one, built (once per run)
+/// with the same profile when it is missing or older than this binary.
+pub(crate) fn server_binary() -> BenchResult<PathBuf> {
+    static BIN: OnceLock<BenchResult<PathBuf>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let me = std::env::current_exe().map_err(ctx("finding the bench executable"))?;
+        let bin = me.with_file_name("socket-bench-server");
+        let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        if matches!((mtime(&bin), mtime(&me)), (Some(b), Some(m)) if b >= m) {
+            return Ok(bin);
         }
-        Contender::LibAsync | Contender::LibBlocking => {
-            let (a, server, c) = crate::lib_bench::serve_idle(net, addr, max)?;
-            _lib_guard = Some(server);
-            (address, count) = (a, c);
+        let release = me.parent().and_then(|d| d.file_name()).is_some_and(|n| n == "release");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(root).args(["build", "--locked", "-p", "socket-tests", "--features", "bench"]);
+        if release {
+            cmd.arg("--release");
         }
+        cmd.args(["--bin", "socket-bench-server"]).stdout(Stdio::null());
+        eprintln!("building socket-bench-server (the lean server of the memory test)");
+        let status = cmd.status().map_err(ctx("running cargo build"))?;
+        if !status.success() || !bin.exists() {
+            return Err(format!("cargo build of socket-bench-server failed ({status})"));
+        }
+        Ok(bin)
+    })
+    .clone()
+}
+
+/// The hidden `__serve zmq <net> <addr> <max>` subcommand: the idle libzmq server.
+pub(crate) fn serve_zmq(args: &[String]) -> BenchResult<()> {
+    let [who, net, addr, _max] = args else {
+        return Err("usage: socket-bench __serve zmq <unix|tcp> <addr> <max-clients>".into());
+    };
+    if who != "zmq" {
+        // The other servers live in serve.rs (also reachable from here as a fallback).
+        return crate::serve::run(args);
     }
-    {
-        let mut o = out.lock();
-        writeln!(o, "READY {address}").map_err(ctx("stdout"))?;
-        o.flush().map_err(ctx("stdout"))?;
-    }
-    for line in std::io::stdin().lock().lines() {
-        let line = line.map_err(ctx("stdin"))?;
-        let Some(n) = line.strip_prefix("WAIT ").and_then(|n| n.parse::<usize>().ok()) else {
-            break;
-        };
-        let deadline = Instant::now() + IO_TIMEOUT;
-        let reply = loop {
-            let have = count.load(Ordering::Acquire);
-            if have >= n {
-                break format!("OK {n}");
-            }
-            if Instant::now() >= deadline {
-                break format!("ERR only {have} of {n} clients accepted");
-            }
-            thread::sleep(Duration::from_millis(2));
-        };
-        let mut o = out.lock();
-        writeln!(o, "{reply}").map_err(ctx("stdout"))?;
-        o.flush().map_err(ctx("stdout"))?;
-    }
-    if let Some(server) = _lib_guard.take() {
-        crate::lib_bench::stop(&server);
-    }
-    Ok(())
+    let (address, _zctx, _publ, count) = crate::zmq_bench::serve_idle(Net::parse(net)?, addr)?;
+    crate::serve::serve_loop(&address, &count)
 }

@@ -369,8 +369,8 @@ const METHOD: &str = "
 
 - *ceiling (std)*: plain `std::os::unix::net` / `std::net` sockets with `TCP_NODELAY`, one blocking thread
   per connection on each side. The publisher encodes each message once with `socket_core::codec::encode_frame`
-  and hands the shared frame to every connection's writer thread (a `std::sync::mpsc` channel, drained into a
-  64 KiB `BufWriter`). Subscribers read 4 KiB at a time into `FrameDecoder` and decode every body with
+  and hands the shared frame to every connection's writer thread (each connection has an outbox buffer the publisher appends the frame to; the connection thread takes the
+  whole outbox and writes it with one `write_all`, so writes batch whenever the socket is the bottleneck). Subscribers read up to 64 KiB at a time straight into `FrameDecoder` (`spare`/`commit`) and decode every body with
   `decode_body`. It is what a careful hand-written program achieves with the same wire format.
 - *libzmq*: the `zmq` crate (libzmq built from source by `zmq-sys`), `ipc://` for Unix and `tcp://` for TCP.
   Throughput uses PUB/SUB with `ZMQ_SNDHWM` = `ZMQ_RCVHWM` = 0 (unlimited, nothing is dropped); each zmq message
@@ -401,8 +401,11 @@ message in flight; p50 and p99 over up to 100,000 round trips (at most 0.7 s per
 trips). *free*: threads float over all cores. *pinned*: every thread of the process (client, server and the
 library's runtime threads) pinned to CPU 0 with `sched_setaffinity`.
 
-**Memory** is `VmRSS` of a server process (this binary re-executed as a child with a hidden subcommand), read
-from `/proc/<pid>/status` after it has accepted 0, then 10, 500 and 1,000 idle clients that live in the
-parent. *per connection* is the RSS growth from 10 to 1,000 clients divided by 990; *linearity* compares the
+**Memory** is `VmRSS` of a server process, read from `/proc/<pid>/status` after it has accepted 0, then 10,
+500 and 1,000 idle clients that live in the parent. The ceiling's and the library's servers run in
+`socket-bench-server`, a lean binary of the same crate that links only std and the library (the bench binary
+itself links libzmq and so libstdc++, about 1.2 MiB of extra RSS that is no server's cost); the libzmq server
+runs in the bench binary re-executed with a hidden subcommand. The library's server is `Server::start` with
+`max_connections` raised to fit the clients. *per connection* is the RSS growth from 10 to 1,000 clients divided by 990; *linearity* compares the
 per-connection growth of the second half (500 to 1,000) with the first half (10 to 500).
 ";
