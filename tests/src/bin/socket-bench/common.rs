@@ -165,7 +165,10 @@ impl Pacer {
             if Instant::now() >= deadline {
                 return Err(format!("timed out: slowest subscriber stuck at {} messages", self.min()));
             }
-            listener.wait_timeout(Duration::from_millis(50));
+            if listener.wait_timeout(Duration::from_millis(50)).is_none() && std::env::var_os("SBENCH_DEBUG").is_some()
+            {
+                eprintln!("pacer: 50 ms without progress at seq {seq}, min {}", self.min());
+            }
         }
     }
 }

@@ -346,6 +346,7 @@ Only numbers measured side by side in one run are comparable. This file is gener
     );
     let _ = writeln!(s, "- command: `{}`", o.command);
     let _ = writeln!(s, "- date: {date}");
+    let _ = writeln!(s, "- runs per cell: {} (the best counts)", o.repeat);
     let _ = writeln!(s, "- whole run: {:.0} s\n", res.elapsed.as_secs_f64());
     s.push_str("## Machine\n\n");
     s.push_str(&m.markdown());
@@ -388,6 +389,10 @@ const METHOD: &str = "
 4 KiB>}`, stamped once; the publisher only rewrites `seq` before each send, so every contender pays the same
 application cost. Every subscriber checks that it got exactly N messages, in order, with the right payload
 size, and that nothing more arrives; a cell that loses, duplicates or reorders a message fails the run.
+
+**Repeats.** Every throughput and round-trip cell runs twice (`--repeat`), the contenders interleaved
+(ceiling, libzmq, async, blocking, then again), and the better run counts: on a shared 2-core machine a
+disturbance then hits every contender alike instead of one.
 
 **Throughput** is N divided by the time from the first send to the last receipt at the slowest subscriber.
 The publisher never runs more than 512 messages ahead of the slowest subscriber (the same application-level
