@@ -539,13 +539,33 @@ impl FrameDecoder {
         self.pos = 0;
     }
 
+    /// Makes room for `n` more bytes after `filled`: capacity grows by
+    /// doubling (amortised), but never past one header, one maximal body and
+    /// this chunk, unless the caller left more than that unconsumed.
+    fn reserve(&mut self, n: usize) {
+        let needed = self.filled + n;
+        if needed <= self.buf.capacity() {
+            return;
+        }
+        let bound = (HEADER_LEN + self.limits.max_frame_len).saturating_add(n).max(needed);
+        let target = needed.max(self.buf.capacity().saturating_mul(2)).min(bound);
+        self.buf.truncate(self.filled);
+        self.buf.reserve_exact(target - self.filled);
+    }
+
     /// Appends bytes read from the stream.
     pub fn feed(&mut self, bytes: &[u8]) {
         self.compact();
+        self.reserve(bytes.len());
         self.buf.truncate(self.filled);
         self.buf.extend_from_slice(bytes);
         self.filled = self.buf.len();
         self.spare_len = 0;
+    }
+
+    /// Heap bytes held by the buffer (its capacity).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Room for `n` more bytes at the end of the buffer, to read into
@@ -569,6 +589,7 @@ impl FrameDecoder {
         self.compact();
         let end = self.filled + n;
         if self.buf.len() < end {
+            self.reserve(n);
             self.buf.resize(end, 0);
         }
         self.spare_len = n;

@@ -320,10 +320,15 @@ impl<'a> Reader<'a> {
 
     /// Reads a top-level field that must be a string.
     fn str_field(&mut self, field: &'static str) -> Result<&'a str, DecodeError> {
-        match self.head()? {
+        match self.field_head(field)? {
             Head::Str(len) => self.str_body(len).map_err(|e| e.under_key(field)),
             other => Err(DecodeError::WrongType { field, expected: "a string", found: other.type_name() }),
         }
+    }
+
+    /// Reads the header of a top-level field's value; errors name the field.
+    fn field_head(&mut self, field: &'static str) -> Result<Head, DecodeError> {
+        self.head().map_err(|e| e.under_key(field))
     }
 
     fn message(&mut self) -> Result<SocketMessage, DecodeError> {
@@ -358,7 +363,7 @@ impl<'a> Reader<'a> {
                     if timestamp_ms.is_some() {
                         return Err(dup());
                     }
-                    timestamp_ms = Some(match self.head()? {
+                    timestamp_ms = Some(match self.field_head("timestamp_ms")? {
                         Head::UInt(n) => n,
                         Head::Int(n) => u64::try_from(n).map_err(|_| DecodeError::InvalidField {
                             field: "timestamp_ms",
@@ -403,7 +408,7 @@ impl<'a> Reader<'a> {
                     if data.is_some() {
                         return Err(dup());
                     }
-                    data = Some(match self.head()? {
+                    data = Some(match self.field_head("data")? {
                         Head::Map(len) => self.data(len).map_err(|e| e.under_key("data"))?,
                         other => {
                             return Err(DecodeError::WrongType {

@@ -6,4 +6,4 @@ mod malformed;
 mod prop;
 mod timestamps;
 
-pub(crate) use golden::{golden_dir, golden_messages, hex};
+pub(crate) use golden::{golden_dir, golden_messages};
