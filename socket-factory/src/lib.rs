@@ -1,1 +1,280 @@
-//! socket-factory
+//! Real-time event passing between processes: the facade of `socket`.
+//!
+//! A *server* is bound per event name (`wallpaper_change`, `system_status`, ...) and broadcasts
+//! messages to every connected *client*; clients reconnect by themselves. This crate re-exports
+//! the whole public API of `socket-core` and builds servers and clients from a [`Config`] through
+//! a [`TransportRegistry`], so the transport is chosen at run time (`socket.transport`).
+//!
+//! # Features
+//!
+//! Transports are compiled in by feature, none by default:
+//!
+//! | feature | scheme | crate |
+//! |---|---|---|
+//! | `unix` | `"unix"` | `socket-unix`: Unix domain sockets in `socket.socket_dir` |
+//! | `tcp` | `"tcp"` | `socket-tcp`: TCP, loopback by default, ports discovered by event name |
+//!
+//! [`default_registry`] holds exactly the compiled-in transports. Asking for one that is not
+//! compiled in is an [`ErrorKind::Config`] error that lists the available schemes and names the
+//! feature to enable. A plug-in transport (any crate implementing [`Transport`]) is added with
+//! [`TransportRegistry::register`] and read its settings from its own `[socket.<scheme>]` table.
+//!
+//! # Examples
+//!
+//! A server and a client of one event (with `features = ["unix"]`):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use socket_factory::{Config, Data, EventName, SocketMessage};
+//!
+//! let registry = socket_factory::default_registry();
+//! let config = Config::default(); // socket.transport = "unix", socket_dir = /tmp/sockets
+//!
+//! let server = socket_factory::create_server(&registry, &config, "wallpaper_change")?;
+//! server.start()?;
+//!
+//! let client = socket_factory::create_client(&registry, &config, "wallpaper_change")?;
+//! let event = EventName::new("wallpaper_change")?;
+//! server.broadcast(&SocketMessage::data(event, Data::new().with("path", "/tmp/wall.png")))?;
+//! if let Some(message) = client.receive(Some(Duration::from_secs(1)))? {
+//!     assert_eq!(message.data.get_str("path"), Some("/tmp/wall.png"));
+//! }
+//! server.stop()?;
+//! # Ok::<(), socket_factory::Error>(())
+//! ```
+//!
+//! A transport that is not available says what to do:
+//!
+//! ```
+//! use socket_factory::{Config, ErrorKind};
+//!
+//! let registry = socket_factory::default_registry();
+//! let err = socket_factory::create_server_for(&registry, "carrier-pigeon", "ev", &Config::default()).unwrap_err();
+//! assert_eq!(err.kind(), ErrorKind::Config);
+//! assert!(err.to_string().contains("unknown transport \"carrier-pigeon\""));
+//! ```
+
+use std::sync::Arc;
+
+pub use socket_core::{client, codec, config, control, message, runtime, server, transport};
+pub use socket_core::{
+    Client, ClientId, ClientInfo, ClientOptions, Config, Connection, ConnectionState, Data, Endpoint, Error, ErrorKind,
+    EventName, Listener, MessageType, PeerInfo, Result, Server, ServerEvent, ServerOptions, ServerStats, SocketMessage,
+    Transport, TransportRegistry, PROTOCOL_VERSION, SERVER_NAME,
+};
+
+/// The Unix domain socket transport (feature `unix`).
+#[cfg(feature = "unix")]
+pub use socket_unix as unix;
+
+/// The TCP transport (feature `tcp`).
+#[cfg(feature = "tcp")]
+pub use socket_tcp as tcp;
+
+/// Transports this crate knows, each compiled in by the feature of the same name, and whether it is.
+const BUILT_IN: [(&str, bool); 2] = [("unix", cfg!(feature = "unix")), ("tcp", cfg!(feature = "tcp"))];
+
+/// A registry holding every transport compiled into this crate (see the feature table in the
+/// [crate documentation](crate)).
+///
+/// # Examples
+///
+/// ```
+/// let registry = socket_factory::default_registry();
+/// assert_eq!(registry.contains("unix"), cfg!(feature = "unix"));
+/// assert_eq!(registry.contains("tcp"), cfg!(feature = "tcp"));
+/// ```
+pub fn default_registry() -> TransportRegistry {
+    let registry = TransportRegistry::new();
+    #[cfg(feature = "unix")]
+    socket_unix::register(&registry);
+    #[cfg(feature = "tcp")]
+    socket_tcp::register(&registry);
+    registry
+}
+
+fn available(registry: &TransportRegistry) -> String {
+    let schemes = registry.schemes();
+    if schemes.is_empty() {
+        "none".to_owned()
+    } else {
+        schemes.join(", ")
+    }
+}
+
+/// The transport registered under `scheme` (case-insensitive).
+///
+/// # Errors
+///
+/// [`ErrorKind::Config`]: for `"unix"` or `"tcp"` when its feature is off, naming the feature to
+/// enable; otherwise naming the unknown scheme. Both list the available schemes.
+///
+/// # Examples
+///
+/// ```
+/// let registry = socket_factory::default_registry();
+/// if !cfg!(feature = "tcp") {
+///     let err = socket_factory::transport(&registry, "TCP").unwrap_err();
+///     assert!(err.to_string().contains("enable the \"tcp\" feature of socket-factory"));
+/// }
+/// ```
+pub fn transport(registry: &TransportRegistry, scheme: &str) -> Result<Arc<dyn Transport>> {
+    if let Ok(transport) = registry.get(scheme) {
+        return Ok(transport);
+    }
+    let lower = scheme.to_ascii_lowercase();
+    let message = match BUILT_IN.iter().find(|(name, _)| *name == lower) {
+        Some((name, false)) => format!(
+            "transport {name:?} is not compiled in: enable the {name:?} feature of socket-factory (available: {})",
+            available(registry)
+        ),
+        Some((name, _)) => format!(
+            "transport {name:?} is not registered in this registry: start from socket_factory::default_registry() \
+             (available: {})",
+            available(registry)
+        ),
+        None => format!(
+            "unknown transport {scheme:?}: register a plug-in transport under that scheme or set socket.transport \
+             to one of the available ones (available: {})",
+            available(registry)
+        ),
+    };
+    Err(Error::new(ErrorKind::Config, message))
+}
+
+/// Checks `config` against `registry`: every plug-in table `[socket.<scheme>]` must belong to a
+/// registered transport, and the transport of `socket.transport` and those of the plug-in
+/// tables validate their own settings.
+///
+/// # Errors
+///
+/// [`ErrorKind::Config`] naming the offending table, key or transport.
+pub fn validate_config(registry: &TransportRegistry, config: &Config) -> Result<()> {
+    validate_for(registry, &config.socket.transport, config).map(drop)
+}
+
+fn validate_for(registry: &TransportRegistry, scheme: &str, config: &Config) -> Result<Arc<dyn Transport>> {
+    for table in config.socket.plugins.keys() {
+        let lower = table.to_ascii_lowercase();
+        if BUILT_IN.iter().any(|(name, _)| *name == lower) {
+            continue;
+        }
+        match registry.get(table) {
+            Ok(plugin) => plugin.validate(config)?,
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "unknown table [socket.{table}]: no transport {table:?} is registered (available: {}); \
+                         remove the table or register its transport",
+                        available(registry)
+                    ),
+                ))
+            }
+        }
+    }
+    let chosen = transport(registry, scheme)?;
+    chosen.validate(config)?;
+    Ok(chosen)
+}
+
+/// Validates `event`, finds and checks the transport: everything builders do before any I/O.
+fn prepare(
+    registry: &TransportRegistry,
+    scheme: &str,
+    event: &str,
+    config: &Config,
+) -> Result<(Arc<dyn Transport>, EventName)> {
+    let event = EventName::new(event)?;
+    let transport = validate_for(registry, scheme, config)?;
+    Ok((transport, event))
+}
+
+/// A server for `event` over the transport named by `socket.transport` (not started: call
+/// [`Server::start`]).
+///
+/// # Errors
+///
+/// [`ErrorKind::Validation`] for an invalid event name (checked before anything else);
+/// [`ErrorKind::Config`] for an unknown or not compiled-in transport or invalid settings.
+pub fn create_server(registry: &TransportRegistry, config: &Config, event: impl AsRef<str>) -> Result<Server> {
+    create_server_for(registry, &config.socket.transport, event, config)
+}
+
+/// A server for `event` over the transport `scheme` (case-insensitive), ignoring
+/// `socket.transport`.
+///
+/// # Errors
+///
+/// See [`create_server`].
+pub fn create_server_for(
+    registry: &TransportRegistry,
+    scheme: &str,
+    event: impl AsRef<str>,
+    config: &Config,
+) -> Result<Server> {
+    let (transport, event) = prepare(registry, scheme, event.as_ref(), config)?;
+    Server::new(transport, event, config)
+}
+
+/// Connects a client to the server of `event` over the transport named by `socket.transport`.
+///
+/// # Blocking
+///
+/// Blocks the calling thread until connected (or `socket.default_timeout`); use
+/// [`create_client_async`] from async code.
+///
+/// # Errors
+///
+/// [`ErrorKind::Validation`] for an invalid event name; [`ErrorKind::Config`] for an unknown or
+/// not compiled-in transport or invalid settings; the errors of [`Client::connect`].
+pub fn create_client(registry: &TransportRegistry, config: &Config, event: impl AsRef<str>) -> Result<Client> {
+    create_client_for(registry, &config.socket.transport, event, config)
+}
+
+/// Connects a client to the server of `event` over the transport `scheme` (case-insensitive).
+///
+/// # Blocking
+///
+/// Blocks the calling thread until connected; use [`create_client_for_async`] from async code.
+///
+/// # Errors
+///
+/// See [`create_client`].
+pub fn create_client_for(
+    registry: &TransportRegistry,
+    scheme: &str,
+    event: impl AsRef<str>,
+    config: &Config,
+) -> Result<Client> {
+    let (transport, event) = prepare(registry, scheme, event.as_ref(), config)?;
+    Client::connect(transport, event, config)
+}
+
+/// Async [`create_client`].
+///
+/// # Errors
+///
+/// See [`create_client`].
+pub async fn create_client_async(
+    registry: &TransportRegistry,
+    config: &Config,
+    event: impl AsRef<str>,
+) -> Result<Client> {
+    create_client_for_async(registry, &config.socket.transport, event, config).await
+}
+
+/// Async [`create_client_for`].
+///
+/// # Errors
+///
+/// See [`create_client`].
+pub async fn create_client_for_async(
+    registry: &TransportRegistry,
+    scheme: &str,
+    event: impl AsRef<str>,
+    config: &Config,
+) -> Result<Client> {
+    let (transport, event) = prepare(registry, scheme, event.as_ref(), config)?;
+    Client::connect_async(transport, event, config).await
+}

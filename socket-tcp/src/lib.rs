@@ -25,6 +25,13 @@
 //! connected to itself (local address = peer address), which can happen when the port is in the
 //! ephemeral range and nobody listens.
 //!
+//! # Connections
+//!
+//! An accepted connection's [`PeerInfo`] has the peer's `ip:port` as `address` (no pid or uid).
+//! After [`Listener::close`](socket_core::Listener::close) (idempotent), `accept` fails with
+//! [`ErrorKind::Closed`], also an `accept` that was already waiting; new connects are refused and
+//! the port can be bound again at once.
+//!
 //! # Examples
 //!
 //! ```
@@ -279,9 +286,17 @@ impl TcpTransport {
     /// socket connected to itself.
     pub async fn connect_stream(&self, endpoint: &Endpoint) -> Result<(async_net::TcpStream, PeerInfo)> {
         let address = endpoint.address.as_str();
-        let targets = match address.parse::<SocketAddr>() {
-            Ok(addr) => vec![addr],
-            Err(_) => async_net::resolve(address).await.map_err(|e| {
+        let localhost_port = address
+            .rsplit_once(':')
+            .filter(|(host, _)| host.eq_ignore_ascii_case("localhost"))
+            .and_then(|(_, port)| port.parse::<u16>().ok());
+        let targets = match (address.parse::<SocketAddr>(), localhost_port) {
+            (Ok(addr), _) => vec![addr],
+            // A server on "localhost" binds 127.0.0.1: try that first, without a resolver.
+            (Err(_), Some(port)) => {
+                vec![(Ipv4Addr::LOCALHOST, port).into(), (std::net::Ipv6Addr::LOCALHOST, port).into()]
+            }
+            (Err(_), None) => async_net::resolve(address).await.map_err(|e| {
                 Error::new(ErrorKind::Connection, format!("cannot resolve {address}: check socket.tcp.host"))
                     .with_source(e)
             })?,

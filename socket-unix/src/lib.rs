@@ -33,10 +33,16 @@
 //!   engine. A client talks only to a server running as its own user, root, or an allowed uid, so
 //!   another user cannot squat the path.
 //!
+//! # Connections
+//!
+//! An accepted connection's [`PeerInfo`] has the socket path as `address` and the peer's pid and
+//! uid. After [`Listener::close`] (idempotent), `accept` fails with [`ErrorKind::Closed`], also an
+//! `accept` that was already waiting, and new connects are refused at once.
+//!
 //! # Platform-specific behavior
 //!
 //! Written for Linux. Peer credentials are read on Linux and Android only; elsewhere the file
-//! mode is the only guard and [`PeerInfo`](socket_core::PeerInfo) has no pid or uid.
+//! mode is the only guard and [`PeerInfo`] has no pid or uid.
 //!
 //! # Examples
 //!
