@@ -215,6 +215,7 @@ impl Client {
                 shutdown_reason: None,
                 watchers: Vec::new(),
                 supervisor: None,
+                link: None,
             }),
             writer: async_lock::Mutex::new(None),
             msg_tx,
@@ -308,6 +309,10 @@ impl Client {
     ///
     /// See [`receive_async`](Self::receive_async).
     pub fn receive(&self, timeout: Option<Duration>) -> Result<Option<SocketMessage>> {
+        // Fast path: a buffered message needs no executor round trip.
+        if let Ok(m) = self.inner.msg_rx.try_recv() {
+            return Ok(Some(m));
+        }
         runtime::block_on(self.receive_async(timeout))
     }
 
@@ -356,6 +361,10 @@ impl Client {
     }
 
     /// True only while a live connection exists.
+    ///
+    /// End-of-stream is noticed at once while the client reads; while the
+    /// receive buffer is full the client does not read (back-pressure), so a
+    /// lost connection is noticed once the application takes messages again.
     pub fn is_connected(&self) -> bool {
         self.inner.connected.load(Ordering::Acquire)
     }
@@ -501,6 +510,8 @@ struct Shared {
     shutdown_reason: Option<String>,
     watchers: Vec<Sender<ConnectionState>>,
     supervisor: Option<Task<()>>,
+    /// The live connection's death switch.
+    link: Option<Link>,
 }
 
 /// The death switch of one connection: whoever notices first (reader or a
@@ -631,20 +642,19 @@ impl Inner {
             tracing::debug!(event = %self.event, %reason, "client closed");
             sh.close_reason = Some(reason);
             self.set_state(&mut sh, ConnectionState::Closed);
+            // Interrupts a blocked sender and the reader of the live connection.
+            if let Some(link) = sh.link.take() {
+                link.kill();
+            }
         }
         self.msg_tx.close();
-        // Interrupt a sender blocked on a dead connection.
         if let Some(mut slot) = self.writer.try_lock() {
-            if let Some(s) = slot.take() {
-                s.link.kill();
-            }
+            slot.take();
         }
     }
 
-    /// A random delay in `[initial, cur]` (full jitter above the floor).
     fn backoff(&self, cur: Duration) -> Duration {
-        let floor = self.opts.reconnect_initial_delay.min(cur);
-        floor + (cur - floor).mul_f64(fastrand::f64())
+        backoff_delay(self.opts.reconnect_initial_delay, cur)
     }
 
     fn next_delay(&self, cur: Duration) -> Duration {
@@ -883,6 +893,7 @@ impl Inner {
                 self.can_send.store(!self.opts.receive_only, Ordering::Release);
             }
             *slot = Some(WriterSlot { w: est.writer, link: link.clone(), st: StallTimer::new() });
+            sh.link = Some(link.clone());
             self.connected.store(true, Ordering::Release);
             self.set_state(&mut sh, ConnectionState::Connected);
         }
@@ -1039,5 +1050,44 @@ impl Inner {
                 Err(e) => return format!("read failed: {e}"),
             }
         }
+    }
+}
+
+/// A random delay in `[floor, cur]` (full jitter above the floor `initial`).
+fn backoff_delay(initial: Duration, cur: Duration) -> Duration {
+    let floor = initial.min(cur);
+    floor + (cur - floor).mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_stays_between_floor_and_cap_and_spreads() {
+        let initial = Duration::from_millis(100);
+        let cap = Duration::from_secs(5);
+        let mut cur = initial;
+        for _ in 0..10 {
+            cur = cur.saturating_mul(2).min(cap);
+        }
+        assert_eq!(cur, cap);
+        let samples: Vec<Duration> = (0..1000).map(|_| backoff_delay(initial, cur)).collect();
+        assert!(samples.iter().all(|d| *d >= initial && *d <= cap));
+        let mean = samples.iter().sum::<Duration>() / 1000;
+        // Full jitter: the mean sits near the middle, far from the cap (no synchronized spikes).
+        assert!(mean > Duration::from_millis(2000) && mean < Duration::from_millis(3100), "mean {mean:?}");
+        assert_eq!(backoff_delay(initial, initial), initial);
+    }
+
+    #[test]
+    fn options_from_config() -> Result<()> {
+        let o = ClientOptions::from_config(&Config::default())?;
+        assert_eq!(o.connect_timeout, Duration::from_secs(5));
+        assert_eq!(o.reconnect_initial_delay, Duration::from_millis(100));
+        assert_eq!(o.reconnect_max_delay, Duration::from_secs(5));
+        assert_eq!(o.receive_buffer_size, 1024);
+        assert!(o.auto_reconnect && !o.receive_only && o.wait_timeout.is_none());
+        Ok(())
     }
 }

@@ -222,6 +222,12 @@ cases![
     unfinished_frame_closes_connection,
     blocking_mode_start,
     stream_and_iterator_end_with_reason,
+    legacy_server_mode,
+    receive_only_client,
+    connect_errors_and_wait_for_server,
+    write_stall_disconnects,
+    inbound_backpressure,
+    hello_with_wrong_protocol_refused,
 ];
 
 /// Runs the case called `name`.
@@ -957,7 +963,7 @@ async fn client_send_not_allowed(cx: &Ctx) -> CaseResult {
             return Err(Failure::new(format!("send in receive-only mode: expected SendNotAllowed, got {other:?}")))
         }
     }
-    ensure!(t0.elapsed() < Duration::from_millis(100), "refused send took {:?}", t0.elapsed());
+    ensure!(t0.elapsed() < Duration::from_millis(500), "refused send took {:?}", t0.elapsed());
     // A legacy sender that ignores the rule gets an ERROR and stays connected.
     let mut raw = cx.raw().await?;
     raw.send_msg(&cx.data(2)).await?;
@@ -1534,6 +1540,202 @@ async fn stream_and_iterator_end_with_reason(cx: &Ctx) -> CaseResult {
     }
 }
 
+async fn legacy_server_mode(cx: &Ctx) -> CaseResult {
+    // Our server stands in for a legacy one: the client sends no hello and expects no welcome.
+    let server = cx.started(|o| o.allow_client_send = false).await?;
+    let events = server.events();
+    let client = cx.connect_with(|o| o.legacy_server = true).await??;
+    ensure!(client.client_id().is_none(), "a legacy-mode client got an id without welcome");
+    ensure!(client.is_connected(), "legacy-mode client not connected");
+    let ev =
+        expect_event(&events, SOON, "legacy-mode client connected", |e| matches!(e, ServerEvent::Connected(_))).await?;
+    ensure!(matches!(&ev, ServerEvent::Connected(i) if !i.handshaken), "legacy-mode client sent hello: {ev:?}");
+    server.broadcast(&cx.data(1))?;
+    cx.expect_n(&client, 1).await?;
+    // Without welcome the client learns the rule from the server's ERROR.
+    ensure!(client.can_send(), "legacy-mode client should try sending");
+    cx.send(&client, &cx.data(2)).await?;
+    let err = cx.expect_message(&client, "send_not_allowed ERROR").await?;
+    ensure!(
+        matches!(ErrorCode::parse(&err), Some((ErrorCode::SendNotAllowed, _))),
+        "expected the send_not_allowed ERROR as a message, got {err:?}"
+    );
+    ensure!(!client.can_send(), "client still thinks it can send after send_not_allowed");
+    match cx.send(&client, &cx.data(3)).await {
+        Err(e) if e.kind() == ErrorKind::SendNotAllowed => {}
+        other => return Err(Failure::new(format!("send after send_not_allowed: {other:?}"))),
+    }
+    cx.stop(&server).await?;
+    Ok(())
+}
+
+async fn receive_only_client(cx: &Ctx) -> CaseResult {
+    let server = cx.started(|_| {}).await?;
+    let client = cx.connect_with(|o| o.receive_only = true).await??;
+    ensure!(!client.can_send(), "receive-only client says it can send");
+    match cx.send(&client, &cx.data(1)).await {
+        Err(e) if e.kind() == ErrorKind::SendNotAllowed => {
+            ensure!(e.to_string().contains("receive-only"), "error does not explain: {e}");
+        }
+        other => return Err(Failure::new(format!("receive-only send: expected SendNotAllowed, got {other:?}"))),
+    }
+    server.broadcast(&cx.data(2))?;
+    cx.expect_n(&client, 2).await?;
+    cx.stop(&server).await?;
+    Ok(())
+}
+
+async fn connect_errors_and_wait_for_server(cx: &Ctx) -> CaseResult {
+    // No server: a clear Connection error at once.
+    let t0 = Instant::now();
+    match cx.connect_with(|_| {}).await? {
+        Err(e) if e.kind() == ErrorKind::Connection => {
+            let text = e.to_string();
+            ensure!(text.contains("no server for event conformance"), "unclear no-server error: {text}");
+        }
+        other => return Err(Failure::new(format!("connect without a server: {other:?}"))),
+    }
+    ensure!(t0.elapsed() < Duration::from_secs(2), "no-server error took {:?}", t0.elapsed());
+    // Waiting, bounded: a Timeout error.
+    match cx
+        .connect_with(|o| {
+            o.wait_for_server = true;
+            o.wait_timeout = Some(Duration::from_millis(300));
+        })
+        .await?
+    {
+        Err(e) if e.kind() == ErrorKind::Timeout => {}
+        other => return Err(Failure::new(format!("bounded wait without a server: {other:?}"))),
+    }
+    // Waiting for a server that comes up later.
+    let mut o = cx.client_options()?;
+    o.wait_for_server = true;
+    o.wait_timeout = Some(Duration::from_secs(10));
+    let (t, e, c) = (cx.h.transport.clone(), cx.event(), cx.config());
+    let waiting: Pin<Box<dyn Future<Output = socket_core::Result<Client>> + Send>> = match cx.mode() {
+        Mode::Async => Box::pin(socket_core::runtime::spawn(Client::connect_with_async(t, e, c, o))),
+        Mode::Blocking => {
+            let (tx, rx) = async_channel::bounded(1);
+            std::thread::spawn(move || {
+                let _ = tx.send_blocking(Client::connect_with(t, e, c, o));
+            });
+            Box::pin(async move {
+                rx.recv()
+                    .await
+                    .unwrap_or_else(|_| Err(socket_core::Error::new(ErrorKind::Connection, "connect thread died")))
+            })
+        }
+    };
+    let server = cx.started(|_| {}).await?;
+    let client = future::or(waiting, async {
+        async_io::Timer::after(SOON).await;
+        Err(socket_core::Error::new(ErrorKind::Timeout, "the waiting client did not connect"))
+    })
+    .await?;
+    server.broadcast(&cx.data(1))?;
+    cx.expect_n(&client, 1).await?;
+    cx.stop(&server).await?;
+    Ok(())
+}
+
+async fn write_stall_disconnects(cx: &Ctx) -> CaseResult {
+    // Queues large enough that only the stall deadline can act.
+    let server = cx
+        .started(|o| {
+            o.write_stall_timeout = Duration::from_millis(300);
+            o.outbound_queue_bytes = 256 << 20;
+        })
+        .await?;
+    let events = server.events();
+    let _frozen = cx.raw().await?;
+    let id =
+        match expect_event(&events, SOON, "raw client connected", |e| matches!(e, ServerEvent::Connected(_))).await? {
+            ServerEvent::Connected(info) => info.id,
+            _ => return Err(Failure::new("not a Connected event")),
+        };
+    let blob = "x".repeat(900_000);
+    let t0 = Instant::now();
+    // 18 MB: more than socket buffers hold (loopback TCP autotunes to about 10 MB): the writer stalls.
+    for n in 0..20 {
+        server.broadcast(&SocketMessage::data(cx.event(), Data::new().with("n", n).with("blob", blob.as_str())))?;
+    }
+    let ev = expect_event(
+        &events,
+        Duration::from_secs(10),
+        "stalled client disconnected",
+        |e| matches!(e, ServerEvent::Disconnected { id: d, .. } if *d == id),
+    )
+    .await?;
+    ensure!(
+        matches!(&ev, ServerEvent::Disconnected { reason, .. } if reason.contains("slow consumer")),
+        "reason: {ev:?}"
+    );
+    ensure!(t0.elapsed() >= Duration::from_millis(250), "disconnected before the stall deadline");
+    ensure!(server.stats().slow_consumers == 1, "stall not counted: {:?}", server.stats());
+    cx.stop(&server).await?;
+    Ok(())
+}
+
+async fn inbound_backpressure(cx: &Ctx) -> CaseResult {
+    const N: u64 = 500;
+    let server = cx.started(|o| o.inbound_queue_size = 4).await?;
+    let events = server.events();
+    let sender = cx.connect().await?;
+    let listener = cx.connect().await?;
+    // The application does not read events yet: the sender is pushed back, nothing is lost.
+    let sending: Pin<Box<dyn Future<Output = socket_core::Result<()>> + Send>> = match cx.mode() {
+        Mode::Async => {
+            let (c, event) = (sender.clone(), cx.event());
+            Box::pin(socket_core::runtime::spawn(async move {
+                for n in 0..N {
+                    c.send_async(&SocketMessage::data(event.clone(), Data::new().with("n", n))).await?;
+                }
+                Ok(())
+            }))
+        }
+        Mode::Blocking => {
+            let (c, event) = (sender.clone(), cx.event());
+            let (tx, rx) = async_channel::bounded(1);
+            std::thread::spawn(move || {
+                let r = (0..N).try_for_each(|n| c.send(&SocketMessage::data(event.clone(), Data::new().with("n", n))));
+                let _ = tx.send_blocking(r);
+            });
+            Box::pin(async move { rx.recv().await.unwrap_or(Ok(())) })
+        }
+    };
+    // Other clients are unaffected meanwhile.
+    for n in 0..20 {
+        server.broadcast(&cx.data(10_000 + n))?;
+        cx.expect_n(&listener, 10_000 + n).await?;
+    }
+    let mut next = 0;
+    while next < N {
+        let ev = expect_event(&events, SOON, "sent messages", |e| matches!(e, ServerEvent::Message { .. })).await?;
+        if let ServerEvent::Message { message, .. } = ev {
+            ensure!(num(&message) == Some(next), "got {:?}, expected {next}", num(&message));
+            next += 1;
+        }
+    }
+    future::or(sending, async {
+        async_io::Timer::after(SOON).await;
+        Err(socket_core::Error::new(ErrorKind::Timeout, "sender did not finish"))
+    })
+    .await?;
+    ensure!(server.stats().slow_consumers == 0, "back-pressure disconnected someone: {:?}", server.stats());
+    cx.stop(&server).await?;
+    Ok(())
+}
+
+async fn hello_with_wrong_protocol_refused(cx: &Ctx) -> CaseResult {
+    let server = cx.started(|_| {}).await?;
+    let mut raw = cx.raw().await?;
+    raw.send_msg(&control(&cx.event(), &Control::Hello { protocol: 99, client_name: None })).await?;
+    raw.expect_error(ErrorCode::Protocol).await?;
+    raw.expect_eof("after an unsupported protocol version").await?;
+    cx.stop(&server).await?;
+    Ok(())
+}
+
 /// Defines one `#[test]` per conformance case, named after it, that runs
 /// the case against the [`Harness`](crate::conformance::Harness) built by `$harness`
 /// (an expression evaluated once per test). See the crate documentation
@@ -1570,6 +1772,12 @@ macro_rules! conformance_tests {
             unfinished_frame_closes_connection,
             blocking_mode_start,
             stream_and_iterator_end_with_reason,
+            legacy_server_mode,
+            receive_only_client,
+            connect_errors_and_wait_for_server,
+            write_stall_disconnects,
+            inbound_backpressure,
+            hello_with_wrong_protocol_refused,
         );
     };
     (@cases $harness:expr; $($name:ident),* $(,)?) => {

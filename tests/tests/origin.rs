@@ -102,7 +102,8 @@ fn origin_defect_01_no_deadlock_on_write_error() -> TestResult {
             let _ = server.clients();
             slowest = slowest.max(t0.elapsed());
         }
-        if slowest > Duration::from_millis(100) {
+        // Generous for loaded CI machines; the origin blocked forever.
+        if slowest > Duration::from_millis(500) {
             return Err(format!("a broadcast took {slowest:?}").into());
         }
         for c in &keep {
@@ -141,7 +142,7 @@ fn origin_defect_02_slow_consumer_does_not_freeze_server() -> TestResult {
                 expect_n(&reader, k)?;
             }
         }
-        if slowest > Duration::from_millis(50) {
+        if slowest > Duration::from_millis(500) {
             return Err(format!("a broadcast blocked for {slowest:?}").into());
         }
         server.stop()?;
