@@ -80,12 +80,9 @@ pub(crate) fn serve_loop(address: &str, count: &AtomicUsize) -> ServeResult<()> 
     Ok(())
 }
 
-/// The transports under test, registered under `unix` and `tcp`.
+/// The transports under test: the facade's registry with features `unix` and `tcp`.
 pub(crate) fn registry() -> TransportRegistry {
-    let registry = TransportRegistry::new();
-    socket_unix::register(&registry);
-    socket_tcp::register(&registry);
-    registry
+    socket_factory::default_registry()
 }
 
 /// The ceiling's idle server: one blocking thread per connection, each parked in `read`.
