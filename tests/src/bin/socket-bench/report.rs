@@ -16,6 +16,15 @@ pub(crate) struct Machine {
     rustc: String,
     memory: String,
     zmq: String,
+    load_start: String,
+}
+
+/// The 1, 5 and 15 minute load averages (other processes share the machine).
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 impl Machine {
@@ -45,21 +54,21 @@ impl Machine {
             })
             .map_or_else(|| "unknown".into(), |kib| format!("{:.1} GiB", kib as f64 / (1024.0 * 1024.0)));
         let (a, b, c) = zmq::version();
-        Machine { cpu, cores, kernel, rustc, memory, zmq: format!("{a}.{b}.{c}") }
+        Machine { cpu, cores, kernel, rustc, memory, zmq: format!("{a}.{b}.{c}"), load_start: load_average() }
     }
 
     /// One line for the progress output.
     pub(crate) fn line(&self) -> String {
         format!(
-            "machine: {}, {} cores, {} RAM, Linux {}, {}, libzmq {}",
-            self.cpu, self.cores, self.memory, self.kernel, self.rustc, self.zmq
+            "machine: {}, {} cores, {} RAM, Linux {}, {}, libzmq {}, load average at start {}",
+            self.cpu, self.cores, self.memory, self.kernel, self.rustc, self.zmq, self.load_start
         )
     }
 
-    fn markdown(&self) -> String {
+    fn markdown(&self, load_end: &str) -> String {
         format!(
-            "| | |\n|---|---|\n| CPU | {} |\n| cores | {} |\n| memory | {} |\n| kernel | Linux {} |\n| rustc | {} |\n| libzmq | {} (built by the `zmq` crate) |\n",
-            self.cpu, self.cores, self.memory, self.kernel, self.rustc, self.zmq
+            "| | |\n|---|---|\n| CPU | {} |\n| cores | {} |\n| memory | {} |\n| kernel | Linux {} |\n| rustc | {} |\n| libzmq | {} (built by the `zmq` crate) |\n| load average (1, 5, 15 min) | {} at start, {} at end |\n",
+            self.cpu, self.cores, self.memory, self.kernel, self.rustc, self.zmq, self.load_start, load_end
         )
     }
 }
@@ -110,8 +119,12 @@ fn count_text(n: u64) -> String {
 pub(crate) fn rate_text(v: f64) -> String {
     if v >= 1e6 {
         format!("{:.2} M", v / 1e6)
-    } else {
+    } else if v >= 1e5 {
         format!("{:.0} k", v / 1e3)
+    } else if v >= 1e4 {
+        format!("{:.1} k", v / 1e3)
+    } else {
+        format!("{:.2} k", v / 1e3)
     }
 }
 
@@ -349,19 +362,29 @@ Only numbers measured side by side in one run are comparable. This file is gener
     let _ = writeln!(s, "- runs per cell: {} (the best counts)", o.repeat);
     let _ = writeln!(s, "- whole run: {:.0} s\n", res.elapsed.as_secs_f64());
     s.push_str("## Machine\n\n");
-    s.push_str(&m.markdown());
+    s.push_str(&m.markdown(&load_average()));
     s.push_str("\n## Results\n\n");
     s.push_str(&table(res));
     s.push_str("\n## Targets\n\n");
     s.push_str(&targets(res));
     s.push_str(METHOD);
     let path = docs_path();
+    // Hand-written notes after the marker survive regeneration.
+    if let Some(notes) =
+        std::fs::read_to_string(&path).ok().and_then(|old| old.find(NOTES_MARKER).map(|i| old[i..].to_owned()))
+    {
+        s.push('\n');
+        s.push_str(&notes);
+    }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
     std::fs::write(&path, s).map_err(|e| format!("writing {}: {e}", path.display()))?;
     Ok(path.display().to_string())
 }
+
+/// Everything from this line on in `docs/benchmarks.md` is kept by `--write-docs`.
+const NOTES_MARKER: &str = "<!-- notes below are hand-written and kept by --write-docs -->";
 
 const METHOD: &str = "
 ## Method
