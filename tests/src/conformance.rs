@@ -243,6 +243,35 @@ pub fn run_case(harness: &Harness, name: &str) -> CaseResult {
     run(harness, case)
 }
 
+/// Runs every case against `transport` through both API faces (async, then blocking).
+///
+/// The simplest entry point: `make_config` gives each case a fresh
+/// configuration (own socket dir, port or namespace).
+///
+/// # Errors
+///
+/// Every failed case of either run.
+pub fn run_suite(
+    transport: Arc<dyn Transport>,
+    make_config: impl Fn() -> Config + Send + Sync + 'static,
+) -> Result<Report, Failures> {
+    let started = Instant::now();
+    let h = Harness::new(transport, make_config);
+    let mut passed = Vec::new();
+    let mut failed = Vec::new();
+    for mode in [Mode::Async, Mode::Blocking] {
+        match run_all(&h.clone().mode(mode)) {
+            Ok(r) => passed.extend(r.passed),
+            Err(Failures(f)) => failed.extend(f),
+        }
+    }
+    if failed.is_empty() {
+        Ok(Report { passed, elapsed: started.elapsed() })
+    } else {
+        Err(Failures(failed))
+    }
+}
+
 /// Runs every case, one after the other.
 ///
 /// # Errors
@@ -1485,14 +1514,21 @@ async fn blocking_mode_start(cx: &Ctx) -> CaseResult {
                 let r = runner.start();
                 let _ = tx.send_blocking(r);
             });
-            // Connect (waiting for the server to come up) proves it runs.
-            let client = cx
-                .connect_with(|o| {
-                    o.wait_for_server = true;
-                    o.wait_timeout = Some(SOON);
-                })
-                .await??;
-            ensure!(rx.try_recv().is_err(), "start() returned while the server runs in blocking_mode");
+            // Connect (waiting for the server to come up) proves it runs; start() must not return meanwhile.
+            let mut o = cx.client_options()?;
+            o.wait_for_server = true;
+            o.wait_timeout = Some(SOON);
+            let connecting = socket_core::runtime::spawn(Client::connect_with_async(
+                cx.h.transport.clone(),
+                cx.event(),
+                cx.config(),
+                o,
+            ));
+            let client = future::or(async { connecting.await.map_err(Failure::from) }, async {
+                let r = rx.recv().await;
+                Err(Failure::new(format!("start() returned while the server should run: {r:?}")))
+            })
+            .await?;
             server.stop()?;
             let t0 = Instant::now();
             let r = rx.recv_blocking().map_err(|_| Failure::new("start thread died"))?;

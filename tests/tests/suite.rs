@@ -33,6 +33,39 @@ fn every_case_has_a_test() {
     assert_eq!(names.len(), 34, "update conformance_tests! and this count together: {names:?}");
 }
 
+/// A transport that cannot bind or connect: every case must fail, and say so.
+#[derive(Debug)]
+struct Broken;
+
+#[async_trait::async_trait]
+impl socket_core::Transport for Broken {
+    fn scheme(&self) -> &str {
+        "broken"
+    }
+    async fn bind(
+        &self,
+        _: &socket_core::EventName,
+        _: &Config,
+    ) -> socket_core::Result<Box<dyn socket_core::Listener>> {
+        Err(socket_core::Error::new(socket_core::ErrorKind::Connection, "broken transport cannot bind"))
+    }
+    fn endpoints(&self, _: &socket_core::EventName, _: &Config) -> socket_core::Result<Vec<socket_core::Endpoint>> {
+        Ok(vec![socket_core::Endpoint { address: "broken://x".to_owned(), explicit: true }])
+    }
+    async fn connect(&self, _: &socket_core::Endpoint, _: &Config) -> socket_core::Result<socket_core::Connection> {
+        Err(socket_core::Error::new(socket_core::ErrorKind::Connection, "broken transport cannot connect"))
+    }
+}
+
+#[test]
+fn run_suite_reports_every_failed_case() {
+    let err = conformance::run_suite(Arc::new(Broken), Config::default).unwrap_err();
+    assert_eq!(err.0.len(), 2 * conformance::cases().len(), "{err}");
+    let names: std::collections::HashSet<&str> = err.0.iter().map(|f| f.case.as_str()).collect();
+    assert_eq!(names.len(), conformance::cases().len());
+    assert!(err.to_string().contains("conformance case start_stop_idempotent failed"), "{err}");
+}
+
 #[test]
 fn unknown_case_is_an_error() {
     let err = conformance::run_case(&harness(Mode::Async), "no_such_case").unwrap_err();
