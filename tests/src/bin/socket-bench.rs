@@ -353,7 +353,7 @@ fn run(o: &Options) -> Results {
                         let t = Instant::now();
                         let r = guarded(|| {
                             if pinned {
-                                common::pin_process(Some(0))?;
+                                common::pin_process(Some(common::first_cpu()))?;
                             }
                             let r = match c {
                                 Contender::Ceiling => ceiling::round_trip(net, payload, plan),

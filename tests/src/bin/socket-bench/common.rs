@@ -238,6 +238,11 @@ fn all_cpus() -> rustix::thread::CpuSet {
     set
 }
 
+/// The first CPU this process may run on (the one "pinned" cells use).
+pub(crate) fn first_cpu() -> usize {
+    (0..rustix::thread::CpuSet::MAX_CPU).find(|&c| original_mask().is_set(c)).unwrap_or(0)
+}
+
 /// Records the starting affinity mask (call once, early).
 pub(crate) fn remember_affinity() {
     let _ = original_mask();

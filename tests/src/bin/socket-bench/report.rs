@@ -428,7 +428,7 @@ N is 600,000 deliveries per cell for 64 B and 150,000 for 4 KiB, divided among t
 **Round trip** is the time from before encoding/sending a message to after the decoded reply is in hand, one
 message in flight; p50 and p99 over up to 100,000 round trips (at most 0.7 s per cell after 500 warm-up round
 trips). The machine is shared, so p99 includes preemption by other processes; compare p50. *free*: threads float over all cores. *pinned*: every thread of the process (client, server and the
-library's runtime threads) pinned to CPU 0 with `sched_setaffinity`.
+library's runtime threads) pinned to one CPU (the first one allowed) with `sched_setaffinity`.
 
 **Memory** is `VmRSS` of a server process, read from `/proc/<pid>/status` after it has accepted 0, then 10,
 500 and 1,000 idle clients that live in the parent. The ceiling's and the library's servers run in
