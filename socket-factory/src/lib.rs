@@ -1,9 +1,33 @@
 //! Real-time event passing between processes: the facade of `socket`.
 //!
 //! A *server* is bound per event name (`wallpaper_change`, `system_status`, ...) and broadcasts
-//! messages to every connected *client*; clients reconnect by themselves. This crate re-exports
-//! the whole public API of `socket-core` and builds servers and clients from a [`Config`] through
-//! a [`TransportRegistry`], so the transport is chosen at run time (`socket.transport`).
+//! messages to every connected *client*, or sends to one client by id; clients reconnect by
+//! themselves, and while no client is connected broadcasts wait in a bounded offline queue. This
+//! crate re-exports the whole public API of `socket-core` and builds servers and clients from a
+//! [`Config`] through a [`TransportRegistry`], so the transport is chosen at run time
+//! (`socket.transport`).
+//!
+//! # Where to start
+//!
+//! * [`default_registry`] gives the compiled-in transports; [`create_server`] and
+//!   [`create_client`] build a [`Server`] and a connected [`Client`] from a [`Config`]
+//!   ([`Config::load`] reads the settings file and the `SOCKET__*` environment variables);
+//!   [`create_server_for`] and [`create_client_for`] name the transport explicitly.
+//! * [`Server`]: [`start`](Server::start), [`broadcast`](Server::broadcast),
+//!   [`send_to`](Server::send_to) one client, [`events`](Server::events) (connects, disconnects,
+//!   messages from clients), [`stats`](Server::stats), [`stop`](Server::stop).
+//! * [`Client`]: [`receive`](Client::receive) with a timeout, the blocking iterator
+//!   [`iter`](Client::iter), the async [`stream`](Client::stream), [`send`](Client::send),
+//!   [`state_changes`](Client::state_changes) (connected, reconnecting, closed).
+//! * Messages are [`SocketMessage`]s: an [`EventName`], a [`MessageType`] and a [`Data`] map
+//!   (build it key by key, or from any serde type with [`SocketMessage::from_serialize`]).
+//! * Every error is an [`Error`] with a [`kind`](Error::kind) to match on ([`ErrorKind`]).
+//! * Every blocking call has an `_async` twin; the engines run on their own background executor,
+//!   so the async API works under smol, tokio or any other runtime.
+//!
+//! The runnable programs in `socket-factory/examples` (`cargo xtask examples`) show a broadcast,
+//! unicast over TCP, a relay broker, a status-bar feeder and a plug-in transport; `cargo xtask
+//! demo` runs the guided tour.
 //!
 //! # Features
 //!
@@ -17,18 +41,22 @@
 //! [`default_registry`] holds exactly the compiled-in transports. Asking for one that is not
 //! compiled in is an [`ErrorKind::Config`] error that lists the available schemes and names the
 //! feature to enable. A plug-in transport (any crate implementing [`Transport`]) is added with
-//! [`TransportRegistry::register`] and read its settings from its own `[socket.<scheme>]` table.
+//! [`TransportRegistry::register`] and reads its settings from its own `[socket.<scheme>]` table
+//! (see `docs/transport-plugins.md`).
 //!
 //! # Examples
 //!
 //! A server and a client of one event (with `features = ["unix"]`):
 //!
-//! ```no_run
+//! ```
+//! # #[cfg(feature = "unix")] {
 //! use std::time::Duration;
 //! use socket_factory::{Config, Data, EventName, SocketMessage};
 //!
 //! let registry = socket_factory::default_registry();
-//! let config = Config::default(); // socket.transport = "unix", socket_dir = /tmp/sockets
+//! let mut config = Config::default(); // socket.transport = "unix"
+//! let dir = tempfile::tempdir()?;
+//! config.socket.socket_dir = dir.path().into(); // instead of /tmp/sockets
 //!
 //! let server = socket_factory::create_server(&registry, &config, "wallpaper_change")?;
 //! server.start()?;
@@ -36,11 +64,11 @@
 //! let client = socket_factory::create_client(&registry, &config, "wallpaper_change")?;
 //! let event = EventName::new("wallpaper_change")?;
 //! server.broadcast(&SocketMessage::data(event, Data::new().with("path", "/tmp/wall.png")))?;
-//! if let Some(message) = client.receive(Some(Duration::from_secs(1)))? {
-//!     assert_eq!(message.data.get_str("path"), Some("/tmp/wall.png"));
-//! }
+//! let message = client.receive(Some(Duration::from_secs(5)))?.ok_or("no message within 5 s")?;
+//! assert_eq!(message.data.get_str("path"), Some("/tmp/wall.png"));
 //! server.stop()?;
-//! # Ok::<(), socket_factory::Error>(())
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! A transport that is not available says what to do:
@@ -53,6 +81,8 @@
 //! assert_eq!(err.kind(), ErrorKind::Config);
 //! assert!(err.to_string().contains("unknown transport \"carrier-pigeon\""));
 //! ```
+// The README's examples are doctests of this crate (compiled and run, not rendered here).
+#![cfg_attr(all(doctest, feature = "unix"), doc = include_str!("../../README.md"))]
 
 use std::sync::Arc;
 
