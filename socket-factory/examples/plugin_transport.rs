@@ -77,25 +77,32 @@ impl Transport for InProcTransport {
     /// Unknown keys and bad values are errors naming the key, the value and the rule.
     fn validate(&self, config: &Config) -> socket_factory::Result<()> {
         for (key, value) in Self::table(config).into_iter().flatten() {
-            let rule =
-                match key.as_str() {
-                    "namespace" if value.as_str().is_some_and(|s| !s.is_empty()) => continue,
-                    "max_connections" if value.as_integer().is_some_and(|n| n > 0) => continue,
-                    "namespace" => "a non-empty string",
-                    "max_connections" => "a positive integer",
-                    _ => return Err(Error::new(
+            let rule = match key.as_str() {
+                "namespace" if value.as_str().is_some_and(|s| !s.is_empty()) => continue,
+                "max_connections" if integer(value).is_some_and(|n| n > 0) => continue,
+                "namespace" => "a non-empty string",
+                "max_connections" => "a positive integer",
+                _ => {
+                    return Err(Error::new(
                         ErrorKind::Config,
                         format!(
                             "unknown key socket.inproc.{key}: the inproc transport knows namespace and max_connections"
                         ),
-                    )),
-                };
+                    ))
+                }
+            };
             return Err(Error::new(
                 ErrorKind::Config,
                 format!("invalid value {value} for key socket.inproc.{key}: it must be {rule}"),
             ));
         }
         Ok(())
+    }
+
+    /// The connection limit: `max_connections` of the table, or 10.
+    fn max_connections(&self, config: &Config) -> usize {
+        let limit = Self::table(config).and_then(|t| t.get("max_connections")).and_then(integer);
+        limit.and_then(|n| usize::try_from(n).ok()).unwrap_or(10)
     }
 
     async fn bind(&self, event: &EventName, config: &Config) -> socket_factory::Result<Box<dyn Listener>> {
@@ -179,6 +186,12 @@ impl Drop for InProcListener {
     }
 }
 
+/// An integer setting, written in the file (`max_connections = 20`) or taken from the environment
+/// (`SOCKET__INPROC__MAX_CONNECTIONS=20`), where plug-in values arrive as strings.
+fn integer(value: &toml::Value) -> Option<i64> {
+    value.as_integer().or_else(|| value.as_str()?.trim().parse().ok())
+}
+
 /// Sets `[socket.inproc] key = value`.
 fn set_option(config: &mut Config, key: &str, value: impl Into<toml::Value>) {
     config.socket.plugins.entry(InProcTransport::SCHEME.to_owned()).or_default().insert(key.to_owned(), value.into());
@@ -188,15 +201,35 @@ fn set_option(config: &mut Config, key: &str, value: impl Into<toml::Value>) {
 // The application: register the plug-in and use it through the factory.
 // ---------------------------------------------------------------------------------------------
 
+const SETTINGS: &str = r#"
+[socket]
+transport = "inproc"
+
+[socket.inproc]
+namespace = "example"
+max_connections = 2
+"#;
+
 fn main() -> Result {
     let registry = socket_factory::default_registry();
     registry.register(InProcTransport::default());
     println!("registered transports: {}", registry.schemes().join(", "));
 
-    let mut config = Config::default();
-    config.socket.transport = "inproc".to_owned();
-    set_option(&mut config, "namespace", "example");
+    // The plug-in's table in a settings file, and one value from the environment on top.
+    let dir = tempfile::tempdir()?;
+    let settings = dir.path().join("settings.toml");
+    std::fs::write(&settings, SETTINGS)?;
+    let config = Config::loader()
+        .file(&settings)
+        .env([("SOCKET__INPROC__MAX_CONNECTIONS", "5")]) // instead of the process environment
+        .load()?;
     socket_factory::validate_config(&registry, &config)?;
+    let inproc = socket_factory::transport(&registry, &config.socket.transport)?;
+    let table = config.socket.plugins.get("inproc").cloned().unwrap_or_default();
+    let keys: Vec<String> = table.iter().map(|(key, value)| format!("{key} = {value}")).collect();
+    println!("settings: transport = {:?}; [socket.inproc] {}", config.socket.transport, keys.join(", "));
+    // From the environment the limit arrives as the string "5": `integer` above reads both forms.
+    println!("connection limit of the inproc server: {}", inproc.max_connections(&config));
 
     let event = EventName::new("plugin_demo")?;
     let server = socket_factory::create_server(&registry, &config, &event)?;
