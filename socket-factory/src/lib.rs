@@ -179,6 +179,16 @@ pub fn transport(registry: &TransportRegistry, scheme: &str) -> Result<Arc<dyn T
 /// # Errors
 ///
 /// [`ErrorKind::Config`] naming the offending table, key or transport.
+///
+/// # Examples
+///
+/// ```
+/// let registry = socket_factory::default_registry();
+/// let mut config = socket_factory::Config::default();
+/// config.socket.plugins.insert("carrier-pigeon".to_owned(), Default::default());
+/// let err = socket_factory::validate_config(&registry, &config).unwrap_err();
+/// assert!(err.to_string().contains("unknown table [socket.carrier-pigeon]"));
+/// ```
 pub fn validate_config(registry: &TransportRegistry, config: &Config) -> Result<()> {
     validate_for(registry, &config.socket.transport, config).map(drop)
 }
@@ -227,6 +237,27 @@ fn prepare(
 ///
 /// [`ErrorKind::Validation`] for an invalid event name (checked before anything else);
 /// [`ErrorKind::Config`] for an unknown or not compiled-in transport or invalid settings.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "unix")] {
+/// use socket_factory::{Config, Data, EventName, SocketMessage};
+///
+/// let registry = socket_factory::default_registry();
+/// let mut config = Config::default();
+/// let dir = tempfile::tempdir()?;
+/// config.socket.socket_dir = dir.path().into();
+/// config.socket.retain_last = true; // late subscribers get the last status at once
+///
+/// let server = socket_factory::create_server(&registry, &config, "system_status")?;
+/// server.start()?;
+/// assert!(server.address().is_some_and(|a| a.ends_with("system_status.sock")));
+/// server.broadcast(&SocketMessage::data(EventName::new("system_status")?, Data::new().with("cpu", 12)))?;
+/// server.stop()?;
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn create_server(registry: &TransportRegistry, config: &Config, event: impl AsRef<str>) -> Result<Server> {
     create_server_for(registry, &config.socket.transport, event, config)
 }
@@ -237,6 +268,23 @@ pub fn create_server(registry: &TransportRegistry, config: &Config, event: impl 
 /// # Errors
 ///
 /// See [`create_server`].
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "tcp")] {
+/// let registry = socket_factory::default_registry();
+/// let mut config = socket_factory::Config::default(); // socket.transport is still "unix"
+/// config.socket.tcp.port = Some(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port());
+///
+/// let server = socket_factory::create_server_for(&registry, "tcp", "system_status", &config)?;
+/// server.start()?;
+/// let client = socket_factory::create_client_for(&registry, "tcp", "system_status", &config)?;
+/// assert_eq!(client.server_address(), server.address());
+/// server.stop()?;
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn create_server_for(
     registry: &TransportRegistry,
     scheme: &str,
@@ -258,6 +306,33 @@ pub fn create_server_for(
 ///
 /// [`ErrorKind::Validation`] for an invalid event name; [`ErrorKind::Config`] for an unknown or
 /// not compiled-in transport or invalid settings; the errors of [`Client::connect`].
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "unix")] {
+/// use std::time::Duration;
+/// use socket_factory::{Config, ErrorKind};
+///
+/// let registry = socket_factory::default_registry();
+/// let mut config = Config::default();
+/// let dir = tempfile::tempdir()?;
+/// config.socket.socket_dir = dir.path().into();
+///
+/// // No server yet: a clear error, at once.
+/// let err = socket_factory::create_client(&registry, &config, "system_status").unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::Connection);
+///
+/// let server = socket_factory::create_server(&registry, &config, "system_status")?;
+/// server.start()?;
+/// let client = socket_factory::create_client(&registry, &config, "system_status")?;
+/// assert!(client.is_connected());
+/// assert_eq!(client.receive(Some(Duration::from_millis(10)))?, None); // nothing sent yet
+/// client.disconnect();
+/// server.stop()?;
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn create_client(registry: &TransportRegistry, config: &Config, event: impl AsRef<str>) -> Result<Client> {
     create_client_for(registry, &config.socket.transport, event, config)
 }
@@ -271,6 +346,10 @@ pub fn create_client(registry: &TransportRegistry, config: &Config, event: impl 
 /// # Errors
 ///
 /// See [`create_client`].
+///
+/// # Examples
+///
+/// See [`create_server_for`].
 pub fn create_client_for(
     registry: &TransportRegistry,
     scheme: &str,
@@ -286,6 +365,19 @@ pub fn create_client_for(
 /// # Errors
 ///
 /// See [`create_client`].
+///
+/// # Examples
+///
+/// ```
+/// # async fn demo() -> socket_factory::Result<()> {
+/// let registry = socket_factory::default_registry();
+/// let config = socket_factory::Config::load()?;
+/// let client = socket_factory::create_client_async(&registry, &config, "system_status").await?;
+/// if let Some(message) = client.receive_async(None).await? {
+///     println!("{:?}", message.data.get("cpu"));
+/// }
+/// # Ok(()) }
+/// ```
 pub async fn create_client_async(
     registry: &TransportRegistry,
     config: &Config,
