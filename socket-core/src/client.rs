@@ -351,11 +351,40 @@ impl Client {
     /// # Blocking
     ///
     /// `next()` blocks until a message arrives or the client closes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn demo(client: &socket_core::Client) {
+    /// for message in client.iter() {
+    ///     match message {
+    ///         Ok(message) => println!("{:?}", message.data.get_str("path")),
+    ///         Err(closed) => eprintln!("subscription ended: {closed}"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub fn iter(&self) -> Messages {
         Messages { client: self.clone(), done: false }
     }
 
     /// Received messages as an async [`Stream`]; same end as [`iter`](Self::iter).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn demo(client: &socket_core::Client) {
+    /// use futures_lite::StreamExt;
+    ///
+    /// let mut messages = client.stream();
+    /// while let Some(message) = messages.next().await {
+    ///     match message {
+    ///         Ok(message) => println!("{:?}", message.data.get_str("path")),
+    ///         Err(closed) => eprintln!("subscription ended: {closed}"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub fn stream(&self) -> MessageStream {
         MessageStream { rx: Box::pin(self.inner.msg_rx.clone()), client: self.clone(), done: false }
     }

@@ -45,6 +45,28 @@ use crate::codec::{Limits, MAX_DEPTH_CEILING, MAX_FRAME_LEN_CEILING};
 use crate::error::{Error, ErrorKind, Result};
 
 /// The whole configuration.
+///
+/// [`Config::default`] holds the documented defaults; [`Config::load`]
+/// layers the settings file and the environment on top (see the
+/// [module documentation](self)). Fields can be changed in code before the
+/// configuration is handed to a server or client.
+///
+/// # Examples
+///
+/// ```
+/// use socket_core::Config;
+///
+/// let mut config = Config::default();
+/// assert_eq!(config.socket.transport, "unix");
+/// assert_eq!(config.socket.socket_dir, std::path::Path::new("/tmp/sockets"));
+/// assert_eq!(config.socket.unix.max_connections, 10);
+/// assert_eq!(config.socket.tcp.port_range_start, 9000);
+///
+/// config.socket.retain_last = true;
+/// config.socket.tcp.port = Some(9001);
+/// config.validate()?;
+/// # Ok::<(), socket_core::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {

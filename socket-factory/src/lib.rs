@@ -1,9 +1,33 @@
 //! Real-time event passing between processes: the facade of `socket`.
 //!
 //! A *server* is bound per event name (`wallpaper_change`, `system_status`, ...) and broadcasts
-//! messages to every connected *client*; clients reconnect by themselves. This crate re-exports
-//! the whole public API of `socket-core` and builds servers and clients from a [`Config`] through
-//! a [`TransportRegistry`], so the transport is chosen at run time (`socket.transport`).
+//! messages to every connected *client*, or sends to one client by id; clients reconnect by
+//! themselves, and while no client is connected broadcasts wait in a bounded offline queue. This
+//! crate re-exports the whole public API of `socket-core` and builds servers and clients from a
+//! [`Config`] through a [`TransportRegistry`], so the transport is chosen at run time
+//! (`socket.transport`).
+//!
+//! # Where to start
+//!
+//! * [`default_registry`] gives the compiled-in transports; [`create_server`] and
+//!   [`create_client`] build a [`Server`] and a connected [`Client`] from a [`Config`]
+//!   ([`Config::load`] reads the settings file and the `SOCKET__*` environment variables);
+//!   [`create_server_for`] and [`create_client_for`] name the transport explicitly.
+//! * [`Server`]: [`start`](Server::start), [`broadcast`](Server::broadcast),
+//!   [`send_to`](Server::send_to) one client, [`events`](Server::events) (connects, disconnects,
+//!   messages from clients), [`stats`](Server::stats), [`stop`](Server::stop).
+//! * [`Client`]: [`receive`](Client::receive) with a timeout, the blocking iterator
+//!   [`iter`](Client::iter), the async [`stream`](Client::stream), [`send`](Client::send),
+//!   [`state_changes`](Client::state_changes) (connected, reconnecting, closed).
+//! * Messages are [`SocketMessage`]s: an [`EventName`], a [`MessageType`] and a [`Data`] map
+//!   (build it key by key, or from any serde type with [`SocketMessage::from_serialize`]).
+//! * Every error is an [`Error`] with a [`kind`](Error::kind) to match on ([`ErrorKind`]).
+//! * Every blocking call has an `_async` twin; the engines run on their own background executor,
+//!   so the async API works under smol, tokio or any other runtime.
+//!
+//! The runnable programs in `socket-factory/examples` (`cargo xtask examples`) show a broadcast,
+//! unicast over TCP, a relay broker, a status-bar feeder and a plug-in transport; `cargo xtask
+//! demo` runs the guided tour.
 //!
 //! # Features
 //!
@@ -17,18 +41,22 @@
 //! [`default_registry`] holds exactly the compiled-in transports. Asking for one that is not
 //! compiled in is an [`ErrorKind::Config`] error that lists the available schemes and names the
 //! feature to enable. A plug-in transport (any crate implementing [`Transport`]) is added with
-//! [`TransportRegistry::register`] and read its settings from its own `[socket.<scheme>]` table.
+//! [`TransportRegistry::register`] and reads its settings from its own `[socket.<scheme>]` table
+//! (see `docs/transport-plugins.md`).
 //!
 //! # Examples
 //!
 //! A server and a client of one event (with `features = ["unix"]`):
 //!
-//! ```no_run
+//! ```
+//! # #[cfg(feature = "unix")] {
 //! use std::time::Duration;
 //! use socket_factory::{Config, Data, EventName, SocketMessage};
 //!
 //! let registry = socket_factory::default_registry();
-//! let config = Config::default(); // socket.transport = "unix", socket_dir = /tmp/sockets
+//! let mut config = Config::default(); // socket.transport = "unix"
+//! let dir = tempfile::tempdir()?;
+//! config.socket.socket_dir = dir.path().into(); // instead of /tmp/sockets
 //!
 //! let server = socket_factory::create_server(&registry, &config, "wallpaper_change")?;
 //! server.start()?;
@@ -36,11 +64,11 @@
 //! let client = socket_factory::create_client(&registry, &config, "wallpaper_change")?;
 //! let event = EventName::new("wallpaper_change")?;
 //! server.broadcast(&SocketMessage::data(event, Data::new().with("path", "/tmp/wall.png")))?;
-//! if let Some(message) = client.receive(Some(Duration::from_secs(1)))? {
-//!     assert_eq!(message.data.get_str("path"), Some("/tmp/wall.png"));
-//! }
+//! let message = client.receive(Some(Duration::from_secs(5)))?.ok_or("no message within 5 s")?;
+//! assert_eq!(message.data.get_str("path"), Some("/tmp/wall.png"));
 //! server.stop()?;
-//! # Ok::<(), socket_factory::Error>(())
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! A transport that is not available says what to do:
@@ -53,6 +81,8 @@
 //! assert_eq!(err.kind(), ErrorKind::Config);
 //! assert!(err.to_string().contains("unknown transport \"carrier-pigeon\""));
 //! ```
+// The README's examples are doctests of this crate (compiled and run, not rendered here).
+#![cfg_attr(all(doctest, feature = "unix"), doc = include_str!("../../README.md"))]
 
 use std::sync::Arc;
 
@@ -149,6 +179,16 @@ pub fn transport(registry: &TransportRegistry, scheme: &str) -> Result<Arc<dyn T
 /// # Errors
 ///
 /// [`ErrorKind::Config`] naming the offending table, key or transport.
+///
+/// # Examples
+///
+/// ```
+/// let registry = socket_factory::default_registry();
+/// let mut config = socket_factory::Config::default();
+/// config.socket.plugins.insert("carrier-pigeon".to_owned(), Default::default());
+/// let err = socket_factory::validate_config(&registry, &config).unwrap_err();
+/// assert!(err.to_string().contains("unknown table [socket.carrier-pigeon]"));
+/// ```
 pub fn validate_config(registry: &TransportRegistry, config: &Config) -> Result<()> {
     validate_for(registry, &config.socket.transport, config).map(drop)
 }
@@ -197,6 +237,27 @@ fn prepare(
 ///
 /// [`ErrorKind::Validation`] for an invalid event name (checked before anything else);
 /// [`ErrorKind::Config`] for an unknown or not compiled-in transport or invalid settings.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "unix")] {
+/// use socket_factory::{Config, Data, EventName, SocketMessage};
+///
+/// let registry = socket_factory::default_registry();
+/// let mut config = Config::default();
+/// let dir = tempfile::tempdir()?;
+/// config.socket.socket_dir = dir.path().into();
+/// config.socket.retain_last = true; // late subscribers get the last status at once
+///
+/// let server = socket_factory::create_server(&registry, &config, "system_status")?;
+/// server.start()?;
+/// assert!(server.address().is_some_and(|a| a.ends_with("system_status.sock")));
+/// server.broadcast(&SocketMessage::data(EventName::new("system_status")?, Data::new().with("cpu", 12)))?;
+/// server.stop()?;
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn create_server(registry: &TransportRegistry, config: &Config, event: impl AsRef<str>) -> Result<Server> {
     create_server_for(registry, &config.socket.transport, event, config)
 }
@@ -207,6 +268,23 @@ pub fn create_server(registry: &TransportRegistry, config: &Config, event: impl 
 /// # Errors
 ///
 /// See [`create_server`].
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "tcp")] {
+/// let registry = socket_factory::default_registry();
+/// let mut config = socket_factory::Config::default(); // socket.transport is still "unix"
+/// config.socket.tcp.port = Some(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port());
+///
+/// let server = socket_factory::create_server_for(&registry, "tcp", "system_status", &config)?;
+/// server.start()?;
+/// let client = socket_factory::create_client_for(&registry, "tcp", "system_status", &config)?;
+/// assert_eq!(client.server_address(), server.address());
+/// server.stop()?;
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn create_server_for(
     registry: &TransportRegistry,
     scheme: &str,
@@ -228,6 +306,33 @@ pub fn create_server_for(
 ///
 /// [`ErrorKind::Validation`] for an invalid event name; [`ErrorKind::Config`] for an unknown or
 /// not compiled-in transport or invalid settings; the errors of [`Client::connect`].
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "unix")] {
+/// use std::time::Duration;
+/// use socket_factory::{Config, ErrorKind};
+///
+/// let registry = socket_factory::default_registry();
+/// let mut config = Config::default();
+/// let dir = tempfile::tempdir()?;
+/// config.socket.socket_dir = dir.path().into();
+///
+/// // No server yet: a clear error, at once.
+/// let err = socket_factory::create_client(&registry, &config, "system_status").unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::Connection);
+///
+/// let server = socket_factory::create_server(&registry, &config, "system_status")?;
+/// server.start()?;
+/// let client = socket_factory::create_client(&registry, &config, "system_status")?;
+/// assert!(client.is_connected());
+/// assert_eq!(client.receive(Some(Duration::from_millis(10)))?, None); // nothing sent yet
+/// client.disconnect();
+/// server.stop()?;
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn create_client(registry: &TransportRegistry, config: &Config, event: impl AsRef<str>) -> Result<Client> {
     create_client_for(registry, &config.socket.transport, event, config)
 }
@@ -241,6 +346,10 @@ pub fn create_client(registry: &TransportRegistry, config: &Config, event: impl 
 /// # Errors
 ///
 /// See [`create_client`].
+///
+/// # Examples
+///
+/// See [`create_server_for`].
 pub fn create_client_for(
     registry: &TransportRegistry,
     scheme: &str,
@@ -256,6 +365,19 @@ pub fn create_client_for(
 /// # Errors
 ///
 /// See [`create_client`].
+///
+/// # Examples
+///
+/// ```
+/// # async fn demo() -> socket_factory::Result<()> {
+/// let registry = socket_factory::default_registry();
+/// let config = socket_factory::Config::load()?;
+/// let client = socket_factory::create_client_async(&registry, &config, "system_status").await?;
+/// if let Some(message) = client.receive_async(None).await? {
+///     println!("{:?}", message.data.get("cpu"));
+/// }
+/// # Ok(()) }
+/// ```
 pub async fn create_client_async(
     registry: &TransportRegistry,
     config: &Config,

@@ -48,6 +48,33 @@
 //! assert!(!endpoints[0].explicit);
 //! # Ok::<(), socket_core::Error>(())
 //! ```
+//!
+//! A server and a client over this transport, with `socket-core` alone (applications usually go
+//! through `socket-factory`, which does the same from `socket.transport = "tcp"`):
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use socket_core::{Client, Config, Data, EventName, Server, SocketMessage};
+//!
+//! let mut config = Config::default();
+//! // An explicit port (here one the kernel says is free); without it, the port comes from the
+//! // event name within socket.tcp.port_range_start..=port_range_end.
+//! config.socket.tcp.port = Some(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port());
+//! let event = EventName::new("color-scheme-update")?;
+//! let tcp = Arc::new(socket_tcp::TcpTransport);
+//!
+//! let server = Server::new(tcp.clone(), event.clone(), &config)?;
+//! server.start()?;
+//! let client = Client::connect(tcp, event.clone(), &config)?;
+//! assert_eq!(client.server_address(), server.address()); // "127.0.0.1:<port>"
+//!
+//! server.broadcast(&SocketMessage::data(event, Data::new().with("scheme", "gruvbox")))?;
+//! let message = client.receive(Some(Duration::from_secs(5)))?.ok_or("no message")?;
+//! assert_eq!(message.data.get_str("scheme"), Some("gruvbox"));
+//! server.stop()?; // the port is free again at once
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod listener;
 mod port;

@@ -59,6 +59,36 @@
 //! assert_eq!(endpoints[0].address, "/run/user/1000/sockets/wallpaper_change.sock");
 //! # Ok::<(), socket_core::Error>(())
 //! ```
+//!
+//! A server and a client over this transport, with `socket-core` alone (applications usually go
+//! through `socket-factory`, which does the same from `socket.transport = "unix"`):
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use socket_core::{Client, Config, Data, EventName, Server, SocketMessage};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let mut config = Config::default();
+//! config.socket.socket_dir = dir.path().join("sockets"); // created with mode 0700
+//! let event = EventName::new("wallpaper_change")?;
+//! let unix = Arc::new(socket_unix::UnixTransport::new());
+//!
+//! let server = Server::new(unix.clone(), event.clone(), &config)?;
+//! server.start()?;
+//! assert!(dir.path().join("sockets/wallpaper_change.sock").exists());
+//!
+//! let client = Client::connect(unix, event.clone(), &config)?;
+//! server.broadcast(&SocketMessage::data(event, Data::new().with("path", "/tmp/wall.png")))?;
+//! let message = client.receive(Some(Duration::from_secs(5)))?.ok_or("no message")?;
+//! assert_eq!(message.data.get_str("path"), Some("/tmp/wall.png"));
+//! let peer = &server.clients()[0]; // SO_PEERCRED: the client is this process
+//! assert_eq!(peer.pid, cfg!(target_os = "linux").then(std::process::id));
+//!
+//! server.stop()?; // removes the socket file
+//! assert!(!dir.path().join("sockets/wallpaper_change.sock").exists());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod dir;
 mod listener;

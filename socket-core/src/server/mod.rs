@@ -390,6 +390,10 @@ impl Server {
 
     /// Sends `message` to client `id` only.
     ///
+    /// Ids come from [`clients`](Self::clients), from [`ServerEvent`]s, or
+    /// from a client's [`Client::client_id`](crate::Client::client_id)
+    /// (`"c2".parse()`).
+    ///
     /// # Errors
     ///
     /// [`crate::ErrorKind::Validation`] if no client has that id (never queued),
@@ -397,6 +401,19 @@ impl Server {
     /// then disconnected as a slow consumer), [`crate::ErrorKind::Message`] if
     /// the message cannot be encoded, [`crate::ErrorKind::Closed`] if the
     /// server is not running.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn demo(server: &socket_core::Server) -> socket_core::Result<()> {
+    /// use socket_core::{Data, SocketMessage};
+    ///
+    /// for client in server.clients() {
+    ///     let hello = Data::new().with("text", format!("hello {}", client.client_name.unwrap_or_default()));
+    ///     server.send_to(client.id, &SocketMessage::data(server.event().clone(), hello))?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn send_to(&self, id: ClientId, message: &SocketMessage) -> Result<()> {
         self.inner.check_running()?;
         let frame = encode_frame(message, self.inner.opts.limits.max_frame_len)?;
@@ -423,6 +440,26 @@ impl Server {
     /// receiver exists but is not read, a full event buffer
     /// (`inbound_queue_size`) makes the server stop reading from the clients
     /// that send (back-pressure on those clients only).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn demo(server: &socket_core::Server) {
+    /// use socket_core::ServerEvent;
+    ///
+    /// let events = server.events();
+    /// std::thread::spawn(move || {
+    ///     while let Ok(event) = events.recv_blocking() {
+    ///         match event {
+    ///             ServerEvent::Connected(info) => println!("{} connected from {}", info.id, info.address),
+    ///             ServerEvent::Disconnected { id, reason } => println!("{id} left: {reason}"),
+    ///             ServerEvent::Message { from, message } => println!("{from} sent {:?}", message.data.get_str("text")),
+    ///             _ => {}
+    ///         }
+    ///     }
+    /// });
+    /// # }
+    /// ```
     pub fn events(&self) -> async_channel::Receiver<ServerEvent> {
         self.inner.events_rx.clone()
     }
