@@ -1115,6 +1115,7 @@ fn coerce(info: &KeyInfo, value: &config::Value) -> std::result::Result<Option<t
 /// Plug-in tables are kept as they are (converted to TOML values).
 fn to_toml(value: config::Value) -> Option<toml::Value> {
     use config::ValueKind;
+    let from_env = value.origin() == Some("the environment");
     Some(match value.kind {
         ValueKind::Nil => return None,
         ValueKind::Boolean(b) => toml::Value::Boolean(b),
@@ -1123,10 +1124,26 @@ fn to_toml(value: config::Value) -> Option<toml::Value> {
         ValueKind::U64(n) => i64::try_from(n).map_or(toml::Value::Float(n as f64), toml::Value::Integer),
         ValueKind::U128(n) => i64::try_from(n).map_or(toml::Value::Float(n as f64), toml::Value::Integer),
         ValueKind::Float(f) => toml::Value::Float(f),
+        // Environment variables are text: a plug-in table has no schema here, so a value from the
+        // environment that reads as a TOML integer, float or boolean takes that type (as it would in a file).
+        ValueKind::String(s) if from_env => env_scalar(s),
         ValueKind::String(s) => toml::Value::String(s),
         ValueKind::Table(t) => toml::Value::Table(t.into_iter().filter_map(|(k, v)| Some((k, to_toml(v)?))).collect()),
         ValueKind::Array(items) => toml::Value::Array(items.into_iter().filter_map(to_toml).collect()),
     })
+}
+
+/// An environment string as the TOML scalar it spells (`20`, `1.5`, `true`), else as a string.
+fn env_scalar(s: String) -> toml::Value {
+    if let Ok(n) = s.parse::<i64>() {
+        toml::Value::Integer(n)
+    } else if let Ok(f) = s.parse::<f64>().map_err(|_| ()).and_then(|f| if f.is_finite() { Ok(f) } else { Err(()) }) {
+        toml::Value::Float(f)
+    } else if let Ok(b) = s.parse::<bool>() {
+        toml::Value::Boolean(b)
+    } else {
+        toml::Value::String(s)
+    }
 }
 
 /// Walks the merged tree: every key must be in [`KEYS`] (or be a plug-in

@@ -79,7 +79,7 @@ impl Transport for InProcTransport {
         for (key, value) in Self::table(config).into_iter().flatten() {
             let rule = match key.as_str() {
                 "namespace" if value.as_str().is_some_and(|s| !s.is_empty()) => continue,
-                "max_connections" if integer(value).is_some_and(|n| n > 0) => continue,
+                "max_connections" if value.as_integer().is_some_and(|n| n > 0) => continue,
                 "namespace" => "a non-empty string",
                 "max_connections" => "a positive integer",
                 _ => {
@@ -97,12 +97,6 @@ impl Transport for InProcTransport {
             ));
         }
         Ok(())
-    }
-
-    /// The connection limit: `max_connections` of the table, or 10.
-    fn max_connections(&self, config: &Config) -> usize {
-        let limit = Self::table(config).and_then(|t| t.get("max_connections")).and_then(integer);
-        limit.and_then(|n| usize::try_from(n).ok()).unwrap_or(10)
     }
 
     async fn bind(&self, event: &EventName, config: &Config) -> socket_factory::Result<Box<dyn Listener>> {
@@ -186,12 +180,6 @@ impl Drop for InProcListener {
     }
 }
 
-/// An integer setting, written in the file (`max_connections = 20`) or taken from the environment
-/// (`SOCKET__INPROC__MAX_CONNECTIONS=20`), where plug-in values arrive as strings.
-fn integer(value: &toml::Value) -> Option<i64> {
-    value.as_integer().or_else(|| value.as_str()?.trim().parse().ok())
-}
-
 /// Sets `[socket.inproc] key = value`.
 fn set_option(config: &mut Config, key: &str, value: impl Into<toml::Value>) {
     config.socket.plugins.entry(InProcTransport::SCHEME.to_owned()).or_default().insert(key.to_owned(), value.into());
@@ -228,7 +216,7 @@ fn main() -> Result {
     let table = config.socket.plugins.get("inproc").cloned().unwrap_or_default();
     let keys: Vec<String> = table.iter().map(|(key, value)| format!("{key} = {value}")).collect();
     println!("settings: transport = {:?}; [socket.inproc] {}", config.socket.transport, keys.join(", "));
-    // From the environment the limit arrives as the string "5": `integer` above reads both forms.
+    // From the environment the limit arrives as text, and is read as the integer 5.
     println!("connection limit of the inproc server: {}", inproc.max_connections(&config));
 
     let event = EventName::new("plugin_demo")?;

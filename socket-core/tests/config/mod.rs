@@ -263,14 +263,27 @@ fn plugin_tables_are_kept_raw() {
         "s.toml",
         "[socket.memory]\nmax_connections = 3\nname = \"x\"\n[socket.memory.inner]\na = [1, 2]\n",
     );
-    let c = loader(&[("SOCKET__QUIC__MAX_CONNECTIONS", "4")]).file(&path).load().unwrap();
+    let c = loader(&[
+        ("SOCKET__QUIC__MAX_CONNECTIONS", "4"),
+        ("SOCKET__QUIC__RATE", "1.5"),
+        ("SOCKET__QUIC__SECURE", "true"),
+        ("SOCKET__QUIC__PEER", "host-1"),
+    ])
+    .file(&path)
+    .load()
+    .unwrap();
     let memory = &c.socket.plugins["memory"];
     assert_eq!(memory["max_connections"].as_integer(), Some(3));
     assert_eq!(memory["name"].as_str(), Some("x"));
     assert_eq!(memory["inner"]["a"].as_array().map(Vec::len), Some(2));
     assert_eq!(c.max_connections("memory"), 3);
-    // From the environment: a string, read as a number by max_connections.
-    assert_eq!(c.socket.plugins["quic"]["max_connections"].as_str(), Some("4"));
+    // From the environment: text that spells a TOML scalar takes its type, as it would in a file.
+    let quic = &c.socket.plugins["quic"];
+    assert_eq!(quic["max_connections"].as_integer(), Some(4));
+    assert_eq!(quic["rate"].as_float(), Some(1.5));
+    assert_eq!(quic["secure"].as_bool(), Some(true));
+    assert_eq!(quic["peer"].as_str(), Some("host-1"));
+    assert_eq!(c.max_connections("quic"), 4);
     assert_eq!(c.max_connections("unknown"), 10);
     assert_eq!(c.max_connections("unix"), 10);
     // Written out beside unix and tcp.
