@@ -377,7 +377,7 @@ impl Conn {
     fn push_own(&self, f: Frame) {
         let len = f.len();
         self.shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        if self.tx.try_send(f).is_err() {
+        if super::try_push(&self.tx, self.inner.opts.outbound_queue_size, f).is_err() {
             self.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
         }
     }
