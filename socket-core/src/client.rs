@@ -33,7 +33,7 @@ use async_channel::{Receiver, Sender};
 use async_executor::Task;
 use futures_lite::{future, Stream};
 
-use crate::codec::{decode_body, encode_frame, Frame, Limits};
+use crate::codec::{decode_body, decode_body_for, encode_frame, Frame, Limits};
 use crate::config::{secs, Config};
 use crate::control::{Control, ErrorCode};
 use crate::error::{Error, ErrorKind, Result};
@@ -685,7 +685,7 @@ impl Inner {
     fn open(&self, item: Incoming) -> Option<SocketMessage> {
         match item {
             Incoming::Decoded(m) => Some(m),
-            Incoming::Raw(body) => match decode_body(&body, &self.opts.limits) {
+            Incoming::Raw(body) => match decode_body_for(&body, &self.opts.limits, &self.event) {
                 Ok(m) => Some(m),
                 Err(e) => {
                     tracing::warn!(event = %self.event, error = %e, "malformed frame from the server dropped");

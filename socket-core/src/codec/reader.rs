@@ -71,8 +71,12 @@ impl Head {
 }
 
 /// Decodes one frame body into a message.
-pub(super) fn decode_message(body: &[u8], max_depth: usize) -> Result<SocketMessage, DecodeError> {
-    let mut rd = Reader { buf: body, pos: 0, max_depth };
+pub(super) fn decode_message(
+    body: &[u8],
+    max_depth: usize,
+    known: Option<&EventName>,
+) -> Result<SocketMessage, DecodeError> {
+    let mut rd = Reader { buf: body, pos: 0, max_depth, known };
     let msg = rd.message()?;
     if rd.pos != body.len() {
         return Err(DecodeError::TrailingBytes { count: body.len() - rd.pos });
@@ -84,6 +88,8 @@ struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
     max_depth: usize,
+    /// An event name to share (no allocation, no validation) when the bytes match.
+    known: Option<&'a EventName>,
 }
 
 impl<'a> Reader<'a> {
@@ -353,10 +359,13 @@ impl<'a> Reader<'a> {
                         return Err(dup());
                     }
                     let s = self.str_field("event_name")?;
-                    let name = EventName::new(s).map_err(|e| DecodeError::InvalidField {
-                        field: "event_name",
-                        reason: e.message().to_owned(),
-                    })?;
+                    let name = match self.known {
+                        Some(k) if k.as_str() == s => k.clone(),
+                        _ => EventName::new(s).map_err(|e| DecodeError::InvalidField {
+                            field: "event_name",
+                            reason: e.message().to_owned(),
+                        })?,
+                    };
                     event_name = Some(name);
                 }
                 "timestamp_ms" => {
