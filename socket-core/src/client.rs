@@ -585,15 +585,11 @@ enum Incoming {
     Decoded(SocketMessage),
 }
 
-/// True if `body` may carry `message_type` `control` or `error` (a cheap
-/// byte search for the MessagePack strings; a false positive only means the
+/// True if `body` may carry `message_type` `control` or `error` (anything a
+/// shallow scan does not show to be `data`; a false positive only means the
 /// frame is decoded on the reader side).
 fn may_be_protocol(body: &[u8]) -> bool {
-    const CONTROL: &[u8] = b"\xa7control";
-    const ERROR: &[u8] = b"\xa5error";
-    body.windows(ERROR.len()).enumerate().any(|(i, w)| {
-        w == ERROR || (w[0] == CONTROL[0] && body.get(i..i + CONTROL.len()).is_some_and(|c| c == CONTROL))
-    })
+    !crate::codec::is_data_body(body)
 }
 
 #[derive(Debug)]
@@ -1200,6 +1196,19 @@ mod tests {
         // Full jitter: the mean sits near the middle, far from the cap (no synchronized spikes).
         assert!(mean > Duration::from_millis(2000) && mean < Duration::from_millis(3100), "mean {mean:?}");
         assert_eq!(backoff_delay(initial, initial), initial);
+    }
+
+    #[test]
+    fn only_data_frames_skip_the_reader_side_decode() -> Result<()> {
+        let event = EventName::new("t")?;
+        let tz = jiff::tz::TimeZone::UTC;
+        let data = SocketMessage::data(event.clone(), crate::Data::new().with("message_type", "control"));
+        assert!(!may_be_protocol(encode_frame(&data, usize::MAX)?.body()));
+        let ping = Control::Ping { nonce: 1 }.to_message(&event, &tz);
+        assert!(may_be_protocol(encode_frame(&ping, usize::MAX)?.body()));
+        assert!(may_be_protocol(b"\x81"));
+        assert!(may_be_protocol(b""));
+        Ok(())
     }
 
     #[test]

@@ -481,6 +481,13 @@ pub fn decode_body_for(body: &[u8], limits: &Limits, event: &EventName) -> Resul
     reader::decode_message(body, limits.depth(), Some(event))
 }
 
+/// True if `body` is certainly a `data` message by a shallow scan of its
+/// top-level keys up to `message_type` (no allocation). A `false` body may
+/// still be data (or malformed): decode it to know.
+pub(crate) fn is_data_body(body: &[u8]) -> bool {
+    reader::peek_message_type(body) == Some(b"data")
+}
+
 /// Capacity above which an emptied buffer is released rather than kept.
 const KEEP_CAPACITY: usize = 64 << 10;
 

@@ -84,6 +84,31 @@ pub(super) fn decode_message(
     Ok(msg)
 }
 
+/// The raw `message_type` value of `body`, found by a shallow scan of the
+/// top-level map that stops at the first container value; `None` when the
+/// scan cannot tell (nothing is validated or allocated: the caller decodes
+/// the body properly later).
+pub(super) fn peek_message_type(body: &[u8]) -> Option<&[u8]> {
+    let mut rd = Reader { buf: body, pos: 0, max_depth: 1, known: None };
+    let Ok(Head::Map(len)) = rd.head() else { return None };
+    for _ in 0..len {
+        let Ok(Head::Str(klen)) = rd.head() else { return None };
+        let key = rd.take(klen).ok()?;
+        match rd.head().ok()? {
+            Head::Str(n) | Head::Bin(n) => {
+                let v = rd.take(n).ok()?;
+                if key == b"message_type" {
+                    return Some(v);
+                }
+            }
+            Head::Array(_) | Head::Map(_) | Head::Ext(_) => return None,
+            _ if key == b"message_type" => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
