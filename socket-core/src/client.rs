@@ -33,7 +33,7 @@ use async_channel::{Receiver, Sender};
 use async_executor::Task;
 use futures_lite::{future, Stream};
 
-use crate::codec::{decode_body, encode_frame, Frame, Limits};
+use crate::codec::{decode_body, decode_body_for, encode_frame, Frame, Limits};
 use crate::config::{secs, Config};
 use crate::control::{Control, ErrorCode};
 use crate::error::{Error, ErrorKind, Result};
@@ -292,10 +292,30 @@ impl Client {
     ///
     /// [`crate::ErrorKind::Closed`] once the client is closed, with the reason.
     pub async fn receive_async(&self, timeout: Option<Duration>) -> Result<Option<SocketMessage>> {
-        let recv = async { self.inner.msg_rx.recv().await.map(Some).map_err(|_| self.inner.closed_error()) };
-        match timeout {
-            None => recv.await,
-            Some(t) => runtime::timeout(t, recv).await.unwrap_or(Ok(None)),
+        // The deadline (and a timer) only when the buffer is empty.
+        let mut deadline = None;
+        loop {
+            let item = match self.inner.msg_rx.try_recv() {
+                Ok(item) => item,
+                Err(async_channel::TryRecvError::Closed) => return Err(self.inner.closed_error()),
+                Err(async_channel::TryRecvError::Empty) => {
+                    let recv = self.inner.msg_rx.recv();
+                    let got = match timeout {
+                        None => recv.await,
+                        Some(t) => {
+                            let at = *deadline.get_or_insert_with(|| runtime::deadline_after(t));
+                            match runtime::until(at, recv).await {
+                                Some(r) => r,
+                                None => return Ok(None),
+                            }
+                        }
+                    };
+                    got.map_err(|_| self.inner.closed_error())?
+                }
+            };
+            if let Some(m) = self.inner.open(item) {
+                return Ok(Some(m));
+            }
         }
     }
 
@@ -310,8 +330,19 @@ impl Client {
     /// See [`receive_async`](Self::receive_async).
     pub fn receive(&self, timeout: Option<Duration>) -> Result<Option<SocketMessage>> {
         // Fast path: a buffered message needs no executor round trip.
-        if let Ok(m) = self.inner.msg_rx.try_recv() {
-            return Ok(Some(m));
+        while let Ok(item) = self.inner.msg_rx.try_recv() {
+            if let Some(m) = self.inner.open(item) {
+                return Ok(Some(m));
+            }
+        }
+        if timeout.is_none() {
+            // Parks the thread on the channel alone, without driving the reactor.
+            loop {
+                let item = self.inner.msg_rx.recv_blocking().map_err(|_| self.inner.closed_error())?;
+                if let Some(m) = self.inner.open(item) {
+                    return Ok(Some(m));
+                }
+            }
         }
         runtime::block_on(self.receive_async(timeout))
     }
@@ -322,10 +353,16 @@ impl Client {
     ///
     /// [`crate::ErrorKind::Closed`] once the client is closed and the buffer is empty.
     pub fn try_receive(&self) -> Result<Option<SocketMessage>> {
-        match self.inner.msg_rx.try_recv() {
-            Ok(m) => Ok(Some(m)),
-            Err(async_channel::TryRecvError::Empty) => Ok(None),
-            Err(async_channel::TryRecvError::Closed) => Err(self.inner.closed_error()),
+        loop {
+            match self.inner.msg_rx.try_recv() {
+                Ok(item) => {
+                    if let Some(m) = self.inner.open(item) {
+                        return Ok(Some(m));
+                    }
+                }
+                Err(async_channel::TryRecvError::Empty) => return Ok(None),
+                Err(async_channel::TryRecvError::Closed) => return Err(self.inner.closed_error()),
+            }
         }
     }
 
@@ -493,7 +530,7 @@ impl Iterator for Messages {
 /// Async stream of a client's messages (see [`Client::stream`]).
 #[derive(Debug)]
 pub struct MessageStream {
-    rx: Pin<Box<Receiver<SocketMessage>>>,
+    rx: Pin<Box<Receiver<Incoming>>>,
     client: Client,
     done: bool,
 }
@@ -505,13 +542,19 @@ impl Stream for MessageStream {
         if self.done {
             return Poll::Ready(None);
         }
-        match self.rx.as_mut().poll_next(cx) {
-            Poll::Ready(Some(m)) => Poll::Ready(Some(Ok(m))),
-            Poll::Ready(None) => {
-                self.done = true;
-                Poll::Ready(Some(Err(self.client.inner.closed_error())))
+        loop {
+            match self.rx.as_mut().poll_next(cx) {
+                Poll::Ready(Some(item)) => {
+                    if let Some(m) = self.client.inner.open(item) {
+                        return Poll::Ready(Some(Ok(m)));
+                    }
+                }
+                Poll::Ready(None) => {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(self.client.inner.closed_error())));
+                }
+                Poll::Pending => return Poll::Pending,
             }
-            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -526,8 +569,27 @@ struct Inner {
     can_send: AtomicBool,
     shared: Mutex<Shared>,
     writer: async_lock::Mutex<Option<WriterSlot>>,
-    msg_tx: Sender<SocketMessage>,
-    msg_rx: Receiver<SocketMessage>,
+    msg_tx: Sender<Incoming>,
+    msg_rx: Receiver<Incoming>,
+}
+
+/// One entry of the receive buffer.
+///
+/// Data frames stay raw and are decoded by the consumer, on its own thread
+/// (decoding runs in parallel with the reader, and the message is allocated
+/// and freed on one thread). Frames that may be protocol control or errors
+/// are decoded by the reader, which must act on them.
+#[derive(Debug)]
+enum Incoming {
+    Raw(Box<[u8]>),
+    Decoded(SocketMessage),
+}
+
+/// True if `body` may carry `message_type` `control` or `error` (anything a
+/// shallow scan does not show to be `data`; a false positive only means the
+/// frame is decoded on the reader side).
+fn may_be_protocol(body: &[u8]) -> bool {
+    !crate::codec::is_data_body(body)
 }
 
 #[derive(Debug)]
@@ -615,6 +677,20 @@ enum HsError {
 }
 
 impl Inner {
+    /// The message of a receive-buffer entry; `None` (logged) for a malformed frame.
+    fn open(&self, item: Incoming) -> Option<SocketMessage> {
+        match item {
+            Incoming::Decoded(m) => Some(m),
+            Incoming::Raw(body) => match decode_body_for(&body, &self.opts.limits, &self.event) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::warn!(event = %self.event, error = %e, "malformed frame from the server dropped");
+                    None
+                }
+            },
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -1040,6 +1116,19 @@ impl Inner {
                     Ok(None) => break,
                     Err(e) => return format!("the server sent an invalid frame: {e}"),
                 };
+                if !may_be_protocol(body) {
+                    let item = Incoming::Raw(body.into());
+                    match self.msg_tx.try_send(item) {
+                        Ok(()) => continue,
+                        Err(async_channel::TrySendError::Full(item)) => {
+                            if self.msg_tx.send(item).await.is_err() {
+                                return "the client was closed".to_owned();
+                            }
+                            continue;
+                        }
+                        Err(async_channel::TrySendError::Closed(_)) => return "the client was closed".to_owned(),
+                    }
+                }
                 let msg = match decode_body(body, &self.opts.limits) {
                     Ok(m) => m,
                     Err(e) => {
@@ -1065,7 +1154,7 @@ impl Inner {
                 if let Some((ErrorCode::SendNotAllowed, _)) = ErrorCode::parse(&msg) {
                     self.can_send.store(false, Ordering::Release);
                 }
-                if self.msg_tx.send(msg).await.is_err() {
+                if self.msg_tx.send(Incoming::Decoded(msg)).await.is_err() {
                     return "the client was closed".to_owned();
                 }
             }
@@ -1107,6 +1196,19 @@ mod tests {
         // Full jitter: the mean sits near the middle, far from the cap (no synchronized spikes).
         assert!(mean > Duration::from_millis(2000) && mean < Duration::from_millis(3100), "mean {mean:?}");
         assert_eq!(backoff_delay(initial, initial), initial);
+    }
+
+    #[test]
+    fn only_data_frames_skip_the_reader_side_decode() -> Result<()> {
+        let event = EventName::new("t")?;
+        let tz = jiff::tz::TimeZone::UTC;
+        let data = SocketMessage::data(event.clone(), crate::Data::new().with("message_type", "control"));
+        assert!(!may_be_protocol(encode_frame(&data, usize::MAX)?.body()));
+        let ping = Control::Ping { nonce: 1 }.to_message(&event, &tz);
+        assert!(may_be_protocol(encode_frame(&ping, usize::MAX)?.body()));
+        assert!(may_be_protocol(b"\x81"));
+        assert!(may_be_protocol(b""));
+        Ok(())
     }
 
     #[test]

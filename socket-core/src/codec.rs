@@ -23,7 +23,7 @@ use snafu::Snafu;
 
 use crate::control::ErrorCode;
 use crate::error::{Error, ErrorKind};
-use crate::message::SocketMessage;
+use crate::message::{EventName, SocketMessage};
 
 mod reader;
 mod writer;
@@ -467,7 +467,25 @@ pub fn encode_frame_with(msg: &SocketMessage, limits: &Limits) -> Result<Frame, 
 /// assert!(!err.is_fatal());
 /// ```
 pub fn decode_body(body: &[u8], limits: &Limits) -> Result<SocketMessage, DecodeError> {
-    reader::decode_message(body, limits.depth())
+    reader::decode_message(body, limits.depth(), None)
+}
+
+/// [`decode_body`] for a connection that expects messages of `event`: when the
+/// body names `event`, the message shares that name (no allocation, no
+/// second validation). The result is the same as [`decode_body`]'s.
+///
+/// # Errors
+///
+/// See [`decode_body`].
+pub fn decode_body_for(body: &[u8], limits: &Limits, event: &EventName) -> Result<SocketMessage, DecodeError> {
+    reader::decode_message(body, limits.depth(), Some(event))
+}
+
+/// True if `body` is certainly a `data` message by a shallow scan of its
+/// top-level keys up to `message_type` (no allocation). A `false` body may
+/// still be data (or malformed): decode it to know.
+pub(crate) fn is_data_body(body: &[u8]) -> bool {
+    reader::peek_message_type(body) == Some(b"data")
 }
 
 /// Capacity above which an emptied buffer is released rather than kept.

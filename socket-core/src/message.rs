@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use rmpv::Value;
 
@@ -27,7 +28,7 @@ pub const MAX_EVENT_NAME_LEN: usize = 64;
 /// # Ok::<(), socket_core::Error>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EventName(String);
+pub struct EventName(Arc<str>);
 
 impl EventName {
     /// Validates `name` and wraps it.
@@ -40,7 +41,7 @@ impl EventName {
     pub fn new(name: impl Into<String>) -> Result<Self> {
         let name = name.into();
         validate_event_name(&name)?;
-        Ok(EventName(name))
+        Ok(EventName(Arc::from(name)))
     }
 
     /// The name as a string slice.

@@ -71,8 +71,12 @@ impl Head {
 }
 
 /// Decodes one frame body into a message.
-pub(super) fn decode_message(body: &[u8], max_depth: usize) -> Result<SocketMessage, DecodeError> {
-    let mut rd = Reader { buf: body, pos: 0, max_depth };
+pub(super) fn decode_message(
+    body: &[u8],
+    max_depth: usize,
+    known: Option<&EventName>,
+) -> Result<SocketMessage, DecodeError> {
+    let mut rd = Reader { buf: body, pos: 0, max_depth, known };
     let msg = rd.message()?;
     if rd.pos != body.len() {
         return Err(DecodeError::TrailingBytes { count: body.len() - rd.pos });
@@ -80,10 +84,37 @@ pub(super) fn decode_message(body: &[u8], max_depth: usize) -> Result<SocketMess
     Ok(msg)
 }
 
+/// The raw `message_type` value of `body`, found by a shallow scan of the
+/// top-level map that stops at the first container value; `None` when the
+/// scan cannot tell (nothing is validated or allocated: the caller decodes
+/// the body properly later).
+pub(super) fn peek_message_type(body: &[u8]) -> Option<&[u8]> {
+    let mut rd = Reader { buf: body, pos: 0, max_depth: 1, known: None };
+    let Ok(Head::Map(len)) = rd.head() else { return None };
+    for _ in 0..len {
+        let Ok(Head::Str(klen)) = rd.head() else { return None };
+        let key = rd.take(klen).ok()?;
+        match rd.head().ok()? {
+            Head::Str(n) | Head::Bin(n) => {
+                let v = rd.take(n).ok()?;
+                if key == b"message_type" {
+                    return Some(v);
+                }
+            }
+            Head::Array(_) | Head::Map(_) | Head::Ext(_) => return None,
+            _ if key == b"message_type" => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
     max_depth: usize,
+    /// An event name to share (no allocation, no validation) when the bytes match.
+    known: Option<&'a EventName>,
 }
 
 impl<'a> Reader<'a> {
@@ -353,10 +384,13 @@ impl<'a> Reader<'a> {
                         return Err(dup());
                     }
                     let s = self.str_field("event_name")?;
-                    let name = EventName::new(s).map_err(|e| DecodeError::InvalidField {
-                        field: "event_name",
-                        reason: e.message().to_owned(),
-                    })?;
+                    let name = match self.known {
+                        Some(k) if k.as_str() == s => k.clone(),
+                        _ => EventName::new(s).map_err(|e| DecodeError::InvalidField {
+                            field: "event_name",
+                            reason: e.message().to_owned(),
+                        })?,
+                    };
                     event_name = Some(name);
                 }
                 "timestamp_ms" => {

@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use super::wire::{write_all, Fill, FrameReader, StallTimer, WriteFail};
 use super::{ClientId, ClientInfo, Closing, ConnShared, Inner, ServerEvent, CLOSE_LINGER, STOP_FLUSH};
-use crate::codec::{decode_body, encode_frame, Frame};
+use crate::codec::{decode_body_for, encode_frame, Frame};
 use crate::control::{Control, ErrorCode};
 use crate::runtime;
 use crate::transport::{BoxRead, BoxWrite, Connection, Listener};
@@ -247,7 +247,7 @@ impl Conn {
                         return self.fatal(hs_tx, decided, e.error_code(), format!("{e}: connection closed")).await
                     }
                 };
-                let msg = match decode_body(body, &opts.limits) {
+                let msg = match decode_body_for(body, &opts.limits, &inner.event) {
                     Ok(msg) => msg,
                     Err(e) => {
                         inner.counters.malformed.fetch_add(1, Ordering::Relaxed);
@@ -377,7 +377,7 @@ impl Conn {
     fn push_own(&self, f: Frame) {
         let len = f.len();
         self.shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        if self.tx.try_send(f).is_err() {
+        if super::try_push(&self.tx, self.inner.opts.outbound_queue_size, f).is_err() {
             self.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
         }
     }

@@ -616,6 +616,14 @@ impl ConnShared {
     }
 }
 
+/// Queues `frame` on a connection's outbound channel holding at most `cap` frames.
+fn try_push(tx: &Sender<Frame>, cap: usize, frame: Frame) -> std::result::Result<(), TrySendError<Frame>> {
+    if tx.len() >= cap.max(1) {
+        return Err(TrySendError::Full(frame));
+    }
+    tx.try_send(frame)
+}
+
 /// Time the writer gets to push a final ERROR frame out before the connection closes.
 const CLOSE_LINGER: Duration = Duration::from_millis(200);
 /// Time writers get to flush their queues on `stop`.
@@ -747,7 +755,7 @@ impl Inner {
             return Err("outbound queue byte limit reached");
         }
         c.shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        match c.tx.try_send(frame.clone()) {
+        match try_push(&c.tx, self.opts.outbound_queue_size, frame.clone()) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {
                 c.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
@@ -852,7 +860,9 @@ impl Inner {
             return;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = async_channel::bounded(self.opts.outbound_queue_size.max(1));
+        // Unbounded, so no slot is allocated before a frame is queued (a
+        // bounded channel preallocates all of them); `try_push` keeps the bound.
+        let (tx, rx) = async_channel::unbounded();
         let shared = Arc::new(ConnShared::new());
         let info = ClientInfo {
             id: ClientId(id),
@@ -872,7 +882,7 @@ impl Inner {
                 replayed_last |= st.last.as_ref() == Some(&frame);
                 let len = frame.len();
                 shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
-                if tx.try_send(frame).is_err() {
+                if try_push(&tx, self.opts.outbound_queue_size, frame).is_err() {
                     // The offline queue is longer than the client's queue: the oldest part is lost.
                     shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
                     self.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -884,7 +894,7 @@ impl Inner {
             if let Some(last) = st.last.clone() {
                 let len = last.len();
                 shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
-                if tx.try_send(last).is_err() {
+                if try_push(&tx, self.opts.outbound_queue_size, last).is_err() {
                     shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
                 }
             }
