@@ -1,13 +1,47 @@
-//! The client engine. (API shell: the engine is being written.)
+//! The client engine.
+//!
+//! A [`Client`] connects to the server of one event, completes the `hello` /
+//! `welcome` handshake and then runs a supervisor task on the background
+//! executor of [`crate::runtime`]: it reads frames into a bounded receive
+//! buffer (when the buffer is full it stops reading, so back-pressure
+//! reaches the server; nothing is dropped), answers `ping`, and on
+//! end-of-stream reconnects with exponential backoff and jitter.
+//!
+//! # Reconnect backoff
+//!
+//! Attempt `k` (from 0) waits a random delay in `[initial, min(initial * 2^k, max)]`
+//! ("full jitter" above a floor of `reconnect_initial_delay`, so no attempt
+//! comes faster than the floor). The delay resets only after a completed
+//! handshake, so a server that accepts and closes at once (connection limit,
+//! crash loop) never causes a hot loop.
+//!
+//! # Waiting for a server
+//!
+//! With [`ClientOptions::wait_for_server`], `connect` keeps trying with the
+//! same backoff until a server answers, for at most
+//! [`ClientOptions::wait_timeout`] (`None`: without limit). A refusal
+//! (`max_connections`, a protocol mismatch) is returned at once.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::future::pending;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use crate::codec::Limits;
+use async_channel::{Receiver, Sender};
+use async_executor::Task;
+use futures_lite::{future, Stream};
+
+use crate::codec::{decode_body, encode_frame, Frame, Limits};
 use crate::config::{secs, Config};
-use crate::error::Result;
+use crate::control::{Control, ErrorCode};
+use crate::error::{Error, ErrorKind, Result};
 use crate::message::{EventName, SocketMessage};
-use crate::transport::Transport;
+use crate::runtime;
+use crate::server::wire::{write_all, Fill, FrameReader, StallTimer, WriteFail};
+use crate::transport::{BoxRead, BoxWrite, Endpoint, Transport};
+use crate::PROTOCOL_VERSION;
 
 /// The state of a client's connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,6 +86,12 @@ pub struct ClientOptions {
     pub frame_timeout: Duration,
     /// Zone of `timestamp_iso` in messages the client creates.
     pub timezone: jiff::tz::TimeZone,
+    /// With `wait_for_server`: how long `connect` waits for a server (`None`: no limit).
+    pub wait_timeout: Option<Duration>,
+    /// Never send: `send` fails at once with [`crate::ErrorKind::SendNotAllowed`].
+    pub receive_only: bool,
+    /// Time a `send` may make no progress before it fails (the connection is then reset).
+    pub send_timeout: Duration,
 }
 
 impl ClientOptions {
@@ -76,18 +116,51 @@ impl ClientOptions {
             limits: Limits { max_frame_len: s.max_message_size, max_depth: s.max_nesting_depth },
             frame_timeout: secs(s.frame_timeout),
             timezone: config.time_zone()?,
+            wait_timeout: None,
+            receive_only: false,
+            send_timeout: secs(s.write_stall_timeout),
         })
     }
 }
 
 /// A client of one event's server. Cheap to clone; clones share the connection.
+///
+/// Dropping the last handle closes the client (like [`disconnect`](Self::disconnect)).
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn demo(transport: std::sync::Arc<dyn socket_core::Transport>) -> socket_core::Result<()> {
+/// use std::time::Duration;
+/// use socket_core::{Client, Config, EventName};
+///
+/// let client = Client::connect(transport, EventName::new("system_status")?, &Config::default())?;
+/// if let Some(msg) = client.receive(Some(Duration::from_secs(1)))? {
+///     println!("{:?}", msg.data);
+/// }
+/// client.disconnect();
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Client {
-    #[allow(dead_code)]
-    inner: Arc<()>,
+    inner: Arc<Inner>,
+    _guard: Arc<CloseOnDrop>,
 }
 
-#[allow(clippy::unused_async, unused_variables)]
+#[derive(Debug)]
+struct CloseOnDrop(Arc<Inner>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        let task = self.0.lock().supervisor.take();
+        self.0.close("the client was dropped".to_owned());
+        drop(task);
+        if let Some(mut slot) = self.0.writer.try_lock() {
+            slot.take();
+        }
+    }
+}
+
 impl Client {
     /// Connects to the server of `event` and completes the handshake.
     ///
@@ -96,70 +169,917 @@ impl Client {
     /// [`crate::ErrorKind::Connection`] (no server), [`crate::ErrorKind::MaxConnections`],
     /// [`crate::ErrorKind::Timeout`].
     pub async fn connect_async(transport: Arc<dyn Transport>, event: EventName, config: &Config) -> Result<Client> {
-        unimplemented!("engine shell")
+        let options = ClientOptions::from_config(config)?;
+        Self::connect_with_async(transport, event, config.clone(), options).await
     }
+
     /// Blocking [`connect_async`](Self::connect_async).
+    ///
+    /// # Blocking
+    ///
+    /// Blocks until connected or failed (at most `default_timeout`, unless
+    /// waiting for a server).
     ///
     /// # Errors
     ///
     /// See [`connect_async`](Self::connect_async).
     pub fn connect(transport: Arc<dyn Transport>, event: EventName, config: &Config) -> Result<Client> {
-        unimplemented!("engine shell")
+        runtime::block_on(Self::connect_async(transport, event, config))
     }
-    /// Sends one message to the server.
+
+    /// Connects with explicit `options` (`config` is still handed to the transport).
     ///
     /// # Errors
     ///
-    /// [`crate::ErrorKind::SendNotAllowed`] in receive-only mode, [`crate::ErrorKind::Connection`] when not connected.
-    pub async fn send_async(&self, message: &SocketMessage) -> Result<()> {
-        unimplemented!("engine shell")
+    /// See [`connect_async`](Self::connect_async).
+    pub async fn connect_with_async(
+        transport: Arc<dyn Transport>,
+        event: EventName,
+        config: Config,
+        options: ClientOptions,
+    ) -> Result<Client> {
+        transport.validate(&config)?;
+        let (msg_tx, msg_rx) = async_channel::bounded(options.receive_buffer_size.max(1));
+        let inner = Arc::new(Inner {
+            can_send: AtomicBool::new(!options.receive_only),
+            transport,
+            event,
+            config,
+            opts: options,
+            connected: AtomicBool::new(false),
+            shared: Mutex::new(Shared {
+                state: ConnectionState::Connecting,
+                client_id: None,
+                address: None,
+                close_reason: None,
+                shutdown_reason: None,
+                watchers: Vec::new(),
+                supervisor: None,
+                link: None,
+            }),
+            writer: async_lock::Mutex::new(None),
+            msg_tx,
+            msg_rx,
+        });
+        let first = inner.clone();
+        let link = runtime::spawn(async move {
+            let est = first.first_connect().await?;
+            first.install(est).await
+        })
+        .await?;
+        // No await from here on: the supervisor is owned before anything can cancel us.
+        let client = Client { _guard: Arc::new(CloseOnDrop(inner.clone())), inner: inner.clone() };
+        let task = runtime::spawn(inner.clone().supervise(link));
+        inner.lock().supervisor = Some(task);
+        Ok(client)
     }
+
+    /// Blocking [`connect_with_async`](Self::connect_with_async).
+    ///
+    /// # Blocking
+    ///
+    /// See [`connect`](Self::connect).
+    ///
+    /// # Errors
+    ///
+    /// See [`connect_async`](Self::connect_async).
+    pub fn connect_with(
+        transport: Arc<dyn Transport>,
+        event: EventName,
+        config: Config,
+        options: ClientOptions,
+    ) -> Result<Client> {
+        runtime::block_on(Self::connect_with_async(transport, event, config, options))
+    }
+
+    /// Sends one message to the server.
+    ///
+    /// The frame is written whole under a lock, so concurrent senders never
+    /// interleave and each sender's order is kept. If this future is dropped
+    /// in the middle of a write, the connection is reset (it would be out of
+    /// sync) and the client reconnects.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::SendNotAllowed`] in receive-only mode (at once, nothing is written),
+    /// [`crate::ErrorKind::Connection`] when not connected, [`crate::ErrorKind::Timeout`] when
+    /// the server stopped reading for `send_timeout`, [`crate::ErrorKind::Message`] if the
+    /// message cannot be encoded, [`crate::ErrorKind::Closed`] once closed.
+    pub async fn send_async(&self, message: &SocketMessage) -> Result<()> {
+        self.inner.check_can_send()?;
+        let frame = encode_frame(message, self.inner.opts.limits.max_frame_len)?;
+        self.inner.write_frame(&frame).await
+    }
+
     /// Blocking [`send_async`](Self::send_async).
+    ///
+    /// # Blocking
+    ///
+    /// Blocks until the frame is handed to the operating system (at most `send_timeout`).
     ///
     /// # Errors
     ///
     /// See [`send_async`](Self::send_async).
     pub fn send(&self, message: &SocketMessage) -> Result<()> {
-        unimplemented!("engine shell")
+        runtime::block_on(self.send_async(message))
     }
+
     /// Next message, waiting at most `timeout` (`None`: no limit). `Ok(None)` on timeout.
+    ///
+    /// Messages buffered before the client closed are still returned.
     ///
     /// # Errors
     ///
     /// [`crate::ErrorKind::Closed`] once the client is closed, with the reason.
     pub async fn receive_async(&self, timeout: Option<Duration>) -> Result<Option<SocketMessage>> {
-        unimplemented!("engine shell")
+        let recv = async { self.inner.msg_rx.recv().await.map(Some).map_err(|_| self.inner.closed_error()) };
+        match timeout {
+            None => recv.await,
+            Some(t) => runtime::timeout(t, recv).await.unwrap_or(Ok(None)),
+        }
     }
+
     /// Blocking [`receive_async`](Self::receive_async).
+    ///
+    /// # Blocking
+    ///
+    /// Blocks for at most `timeout` (`None`: until a message arrives or the client closes).
     ///
     /// # Errors
     ///
     /// See [`receive_async`](Self::receive_async).
     pub fn receive(&self, timeout: Option<Duration>) -> Result<Option<SocketMessage>> {
-        unimplemented!("engine shell")
+        runtime::block_on(self.receive_async(timeout))
     }
+
+    /// A buffered message, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::Closed`] once the client is closed and the buffer is empty.
+    pub fn try_receive(&self) -> Result<Option<SocketMessage>> {
+        match self.inner.msg_rx.try_recv() {
+            Ok(m) => Ok(Some(m)),
+            Err(async_channel::TryRecvError::Empty) => Ok(None),
+            Err(async_channel::TryRecvError::Closed) => Err(self.inner.closed_error()),
+        }
+    }
+
+    /// Number of received messages waiting in the buffer.
+    pub fn buffered(&self) -> usize {
+        self.inner.msg_rx.len()
+    }
+
+    /// Drops every buffered message; returns how many there were.
+    pub fn clear_buffer(&self) -> usize {
+        let mut n = 0;
+        while self.inner.msg_rx.try_recv().is_ok() {
+            n += 1;
+        }
+        n
+    }
+
+    /// A blocking iterator over received messages.
+    ///
+    /// It ends after yielding one [`crate::ErrorKind::Closed`] error (with the
+    /// reason) once the client is closed and the buffer is drained.
+    ///
+    /// # Blocking
+    ///
+    /// `next()` blocks until a message arrives or the client closes.
+    pub fn iter(&self) -> Messages {
+        Messages { client: self.clone(), done: false }
+    }
+
+    /// Received messages as an async [`Stream`]; same end as [`iter`](Self::iter).
+    pub fn stream(&self) -> MessageStream {
+        MessageStream { rx: Box::pin(self.inner.msg_rx.clone()), client: self.clone(), done: false }
+    }
+
     /// True only while a live connection exists.
     pub fn is_connected(&self) -> bool {
-        unimplemented!("engine shell")
+        self.inner.connected.load(Ordering::Acquire)
     }
+
     /// The current connection state.
     pub fn state(&self) -> ConnectionState {
-        unimplemented!("engine shell")
+        self.inner.lock().state
     }
+
+    /// State changes, starting with the current state; the channel ends after `Closed`.
+    pub fn state_changes(&self) -> Receiver<ConnectionState> {
+        let (tx, rx) = async_channel::unbounded();
+        let mut sh = self.inner.lock();
+        let _ = tx.try_send(sh.state);
+        if sh.state != ConnectionState::Closed {
+            sh.watchers.push(tx);
+        }
+        rx
+    }
+
+    /// Why the client closed, once it is closed.
+    pub fn close_reason(&self) -> Option<String> {
+        self.inner.lock().close_reason.clone()
+    }
+
     /// True if the server accepts messages from this client (from `welcome`).
     pub fn can_send(&self) -> bool {
-        unimplemented!("engine shell")
+        self.inner.can_send.load(Ordering::Acquire)
     }
+
     /// The id the server gave this client, if it said (not for legacy servers).
     pub fn client_id(&self) -> Option<String> {
-        unimplemented!("engine shell")
+        self.inner.lock().client_id.clone()
     }
-    /// Closes the connection for good and stops reconnecting.
+
+    /// The address of the server currently (or last) connected to.
+    pub fn server_address(&self) -> Option<String> {
+        self.inner.lock().address.clone()
+    }
+
+    /// The event this client follows.
+    pub fn event(&self) -> &EventName {
+        &self.inner.event
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.opts
+    }
+
+    /// Closes the connection for good and stops reconnecting, at once (also during backoff).
     pub async fn disconnect_async(&self) {
-        unimplemented!("engine shell")
+        let task = self.inner.lock().supervisor.take();
+        self.inner.close("disconnected by the application".to_owned());
+        if let Some(task) = task {
+            task.cancel().await;
+        }
+        let writer = self.inner.writer.lock().await.take();
+        drop(writer);
     }
+
     /// Blocking [`disconnect_async`](Self::disconnect_async).
+    ///
+    /// # Blocking
+    ///
+    /// Returns as soon as the background task is cancelled (immediately in practice).
     pub fn disconnect(&self) {
-        unimplemented!("engine shell")
+        runtime::block_on(self.disconnect_async());
+    }
+}
+
+/// Blocking iterator over a client's messages (see [`Client::iter`]).
+#[derive(Debug)]
+pub struct Messages {
+    client: Client,
+    done: bool,
+}
+
+impl Iterator for Messages {
+    type Item = Result<SocketMessage>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.client.receive(None) {
+            Ok(Some(m)) => Some(Ok(m)),
+            Ok(None) => None,
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Async stream of a client's messages (see [`Client::stream`]).
+#[derive(Debug)]
+pub struct MessageStream {
+    rx: Pin<Box<Receiver<SocketMessage>>>,
+    client: Client,
+    done: bool,
+}
+
+impl Stream for MessageStream {
+    type Item = Result<SocketMessage>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.rx.as_mut().poll_next(cx) {
+            Poll::Ready(Some(m)) => Poll::Ready(Some(Ok(m))),
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(Some(Err(self.client.inner.closed_error())))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    transport: Arc<dyn Transport>,
+    event: EventName,
+    config: Config,
+    opts: ClientOptions,
+    connected: AtomicBool,
+    can_send: AtomicBool,
+    shared: Mutex<Shared>,
+    writer: async_lock::Mutex<Option<WriterSlot>>,
+    msg_tx: Sender<SocketMessage>,
+    msg_rx: Receiver<SocketMessage>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: ConnectionState,
+    client_id: Option<String>,
+    address: Option<String>,
+    close_reason: Option<String>,
+    shutdown_reason: Option<String>,
+    watchers: Vec<Sender<ConnectionState>>,
+    supervisor: Option<Task<()>>,
+    /// The live connection's death switch.
+    link: Option<Link>,
+}
+
+/// The death switch of one connection: whoever notices first (reader or a
+/// sender) closes it, and everybody else waiting on it stops.
+#[derive(Debug, Clone)]
+struct Link {
+    tx: Sender<()>,
+    rx: Receiver<()>,
+}
+
+impl Link {
+    fn new() -> Self {
+        let (tx, rx) = async_channel::bounded(1);
+        Link { tx, rx }
+    }
+    fn kill(&self) {
+        self.tx.close();
+    }
+    fn is_dead(&self) -> bool {
+        self.tx.is_closed()
+    }
+    async fn dead(&self) {
+        let _ = self.rx.recv().await;
+    }
+}
+
+struct WriterSlot {
+    w: BoxWrite,
+    link: Link,
+    st: StallTimer,
+}
+
+impl std::fmt::Debug for WriterSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriterSlot").field("link", &self.link).finish_non_exhaustive()
+    }
+}
+
+/// Kills the link if a write is abandoned half-way (the stream would be out of sync).
+struct KillOnDrop<'a>(Option<&'a Link>);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(link) = self.0 {
+            link.kill();
+        }
+    }
+}
+
+/// A connection that completed its handshake.
+struct Established {
+    reader: BoxRead,
+    writer: BoxWrite,
+    fr: FrameReader,
+    welcome: Option<(String, bool)>,
+    address: String,
+}
+
+/// The reading side of an installed connection, owned by the supervisor.
+struct LinkReader {
+    reader: BoxRead,
+    fr: FrameReader,
+    link: Link,
+}
+
+/// How one endpoint's handshake failed.
+enum HsError {
+    /// Try the next endpoint.
+    Next(Error),
+    /// Give up.
+    Fatal(Error),
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn closed_error(&self) -> Error {
+        let reason = self.lock().close_reason.clone().unwrap_or_else(|| "closed".to_owned());
+        Error::new(ErrorKind::Closed, format!("client for event {} is closed: {reason}", self.event))
+    }
+
+    fn not_connected(&self) -> Error {
+        if self.lock().state == ConnectionState::Closed {
+            return self.closed_error();
+        }
+        Error::new(
+            ErrorKind::Connection,
+            format!("not connected to the server for event {} (reconnecting): try again later", self.event),
+        )
+    }
+
+    fn check_can_send(&self) -> Result<()> {
+        if self.can_send.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let text = if self.opts.receive_only {
+            format!("client for event {} is receive-only: sending is disabled (receive_only)", self.event)
+        } else {
+            format!(
+                "the server for event {} does not accept messages from clients (allow_client_send = false)",
+                self.event
+            )
+        };
+        Err(Error::new(ErrorKind::SendNotAllowed, text))
+    }
+
+    fn set_state(&self, sh: &mut Shared, state: ConnectionState) {
+        if sh.state == state || sh.state == ConnectionState::Closed {
+            return;
+        }
+        sh.state = state;
+        sh.watchers.retain(|w| w.try_send(state).is_ok());
+        if state == ConnectionState::Closed {
+            sh.watchers.clear();
+        }
+    }
+
+    /// Closed for good: receive ends (after the buffer), send fails.
+    fn close(&self, reason: String) {
+        self.connected.store(false, Ordering::Release);
+        {
+            let mut sh = self.lock();
+            if sh.state == ConnectionState::Closed {
+                return;
+            }
+            tracing::debug!(event = %self.event, %reason, "client closed");
+            sh.close_reason = Some(reason);
+            self.set_state(&mut sh, ConnectionState::Closed);
+            // Interrupts a blocked sender and the reader of the live connection.
+            if let Some(link) = sh.link.take() {
+                link.kill();
+            }
+        }
+        self.msg_tx.close();
+        if let Some(mut slot) = self.writer.try_lock() {
+            slot.take();
+        }
+    }
+
+    fn backoff(&self, cur: Duration) -> Duration {
+        backoff_delay(self.opts.reconnect_initial_delay, cur)
+    }
+
+    fn next_delay(&self, cur: Duration) -> Duration {
+        cur.saturating_mul(2).min(self.opts.reconnect_max_delay.max(self.opts.reconnect_initial_delay))
+    }
+
+    async fn first_connect(&self) -> Result<Established> {
+        let started = Instant::now();
+        let mut delay = self.opts.reconnect_initial_delay;
+        loop {
+            match self.establish().await {
+                Ok(est) => return Ok(est),
+                Err(e)
+                    if self.opts.wait_for_server && matches!(e.kind(), ErrorKind::Connection | ErrorKind::Timeout) =>
+                {
+                    let wait = self.backoff(delay);
+                    if let Some(limit) = self.opts.wait_timeout {
+                        if started.elapsed() + wait > limit {
+                            return Err(Error::new(
+                                ErrorKind::Timeout,
+                                format!(
+                                    "no server for event {} appeared within {limit:?} (wait_timeout): last error: {}",
+                                    self.event,
+                                    e.message()
+                                ),
+                            ));
+                        }
+                    }
+                    tracing::debug!(event = %self.event, error = %e, ?wait, "waiting for a server");
+                    runtime::sleep(wait).await;
+                    delay = self.next_delay(delay);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Tries every endpoint in order; the first completed handshake wins.
+    async fn establish(&self) -> Result<Established> {
+        let endpoints = self.transport.endpoints(&self.event, &self.config)?;
+        let deadline = runtime::deadline_after(self.opts.connect_timeout);
+        let mut last: Option<Error> = None;
+        for ep in &endpoints {
+            let conn = match runtime::until(deadline, self.transport.connect(ep, &self.config)).await {
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "connecting to the server for event {} at {} timed out after {:?}",
+                            self.event, ep.address, self.opts.connect_timeout
+                        ),
+                    ))
+                }
+                Some(Ok(conn)) => conn,
+                Some(Err(e)) if e.kind() == ErrorKind::Connection => {
+                    last = Some(e);
+                    continue;
+                }
+                Some(Err(e)) => return Err(e),
+            };
+            let fr = FrameReader::new(self.opts.buffer_size, self.opts.limits);
+            if self.opts.legacy_server {
+                return Ok(Established {
+                    reader: conn.reader,
+                    writer: conn.writer,
+                    fr,
+                    welcome: None,
+                    address: ep.address.clone(),
+                });
+            }
+            match self.handshake(conn.reader, conn.writer, fr, ep, deadline).await {
+                Ok(est) => return Ok(est),
+                Err(HsError::Next(e)) => last = Some(e),
+                Err(HsError::Fatal(e)) => return Err(e),
+            }
+        }
+        let addresses = match endpoints.as_slice() {
+            [] => "no address".to_owned(),
+            [one] => one.address.clone(),
+            [first, .., end] if endpoints.len() > 3 => {
+                format!("{} .. {} ({} addresses)", first.address, end.address, endpoints.len())
+            }
+            all => all.iter().map(|e| e.address.as_str()).collect::<Vec<_>>().join(", "),
+        };
+        let err = Error::new(
+            ErrorKind::Connection,
+            format!(
+                "no server for event {event} at {addresses}: start one with `socketctl serve {event}`",
+                event = self.event
+            ),
+        );
+        Err(match last {
+            Some(source) => err.with_source(source),
+            None => err,
+        })
+    }
+
+    async fn handshake(
+        &self,
+        mut reader: BoxRead,
+        mut writer: BoxWrite,
+        mut fr: FrameReader,
+        ep: &Endpoint,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<Established, HsError> {
+        let event = &self.event;
+        let addr = &ep.address;
+        let hello = Control::Hello { protocol: PROTOCOL_VERSION, client_name: self.opts.client_name.clone() }
+            .to_message(event, &self.opts.timezone);
+        let frame = encode_frame(&hello, usize::MAX).map_err(HsError::Fatal)?;
+        let mut st = StallTimer::new();
+        // A refusing server may have closed already: its ERROR frame can
+        // still be read, so a failed write is only remembered.
+        let write_err = match runtime::until(
+            deadline,
+            write_all(&mut writer, frame.as_bytes(), self.opts.connect_timeout, &mut st, pending()),
+        )
+        .await
+        {
+            Some(Ok(())) => None,
+            Some(Err(e)) => Some(e.to_string()),
+            None => Some("timed out".to_owned()),
+        };
+        let timeout = || {
+            let e = Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "the server at {addr} did not answer hello within {:?}: if it is a legacy server, set socket.legacy_server = true (--legacy)",
+                    self.opts.connect_timeout
+                ),
+            );
+            if ep.explicit {
+                HsError::Fatal(e)
+            } else {
+                HsError::Next(e)
+            }
+        };
+        let first = loop {
+            match fr.next_frame() {
+                Ok(Some(body)) => break decode_body(body, &self.opts.limits),
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(HsError::Next(
+                        Error::new(
+                            ErrorKind::Connection,
+                            format!("the server at {addr} sent an invalid frame during the handshake"),
+                        )
+                        .with_source(e),
+                    ))
+                }
+            }
+            let at = deadline.into_iter().chain(fr.frame_deadline(self.opts.frame_timeout)).min();
+            match fr.fill(&mut reader, at).await {
+                Ok(Fill::Data) => {}
+                Ok(Fill::Deadline) => return Err(timeout()),
+                Ok(Fill::Eof) | Err(_) => {
+                    let why = write_err.unwrap_or_else(|| "no answer".to_owned());
+                    return Err(HsError::Next(Error::new(
+                        ErrorKind::Connection,
+                        format!("the server at {addr} closed the connection during the handshake ({why})"),
+                    )));
+                }
+            }
+        };
+        let msg = first.map_err(|e| {
+            HsError::Next(
+                Error::new(
+                    ErrorKind::Connection,
+                    format!("the server at {addr} answered hello with a malformed frame"),
+                )
+                .with_source(e),
+            )
+        })?;
+        if let Some(Ok(Control::Welcome { protocol, client_id, allow_client_send, event_name, .. })) =
+            Control::parse(&msg)
+        {
+            if !ep.explicit && event_name != event.as_str() {
+                return Err(HsError::Next(Error::new(
+                    ErrorKind::Connection,
+                    format!("the server at {addr} serves event {event_name}, not {event}"),
+                )));
+            }
+            if protocol != PROTOCOL_VERSION {
+                return Err(HsError::Fatal(Error::new(
+                    ErrorKind::Connection,
+                    format!("the server at {addr} speaks protocol {protocol}, this client speaks {PROTOCOL_VERSION}"),
+                )));
+            }
+            return Ok(Established {
+                reader,
+                writer,
+                fr,
+                welcome: Some((client_id, allow_client_send)),
+                address: addr.clone(),
+            });
+        }
+        if let Some((code, text)) = ErrorCode::parse(&msg) {
+            if !ep.explicit && msg.event_name != *event {
+                return Err(HsError::Next(Error::new(
+                    ErrorKind::Connection,
+                    format!("the server at {addr} serves event {}, not {event}", msg.event_name),
+                )));
+            }
+            let kind =
+                if code == ErrorCode::MaxConnections { ErrorKind::MaxConnections } else { ErrorKind::Connection };
+            return Err(HsError::Fatal(Error::new(
+                kind,
+                format!("the server for event {event} at {addr} refused the connection ({code}): {text}"),
+            )));
+        }
+        let e = Error::new(
+            ErrorKind::Connection,
+            format!(
+                "the server at {addr} did not answer hello with welcome: if it is a legacy server, set socket.legacy_server = true (--legacy)"
+            ),
+        );
+        Err(if ep.explicit { HsError::Fatal(e) } else { HsError::Next(e) })
+    }
+
+    /// Makes an established connection the live one.
+    async fn install(&self, est: Established) -> Result<LinkReader> {
+        let link = Link::new();
+        let mut slot = self.writer.lock().await;
+        {
+            let mut sh = self.lock();
+            if sh.state == ConnectionState::Closed {
+                drop(sh);
+                return Err(self.closed_error());
+            }
+            sh.address = Some(est.address.clone());
+            sh.shutdown_reason = None;
+            if let Some((id, allowed)) = &est.welcome {
+                sh.client_id = Some(id.clone());
+                self.can_send.store(*allowed && !self.opts.receive_only, Ordering::Release);
+            } else {
+                self.can_send.store(!self.opts.receive_only, Ordering::Release);
+            }
+            *slot = Some(WriterSlot { w: est.writer, link: link.clone(), st: StallTimer::new() });
+            sh.link = Some(link.clone());
+            self.connected.store(true, Ordering::Release);
+            self.set_state(&mut sh, ConnectionState::Connected);
+        }
+        tracing::debug!(event = %self.event, address = %est.address, "connected");
+        Ok(LinkReader { reader: est.reader, fr: est.fr, link })
+    }
+
+    async fn write_frame(&self, frame: &Frame) -> Result<()> {
+        let mut slot = self.writer.lock().await;
+        let Some(s) = slot.as_mut() else {
+            return Err(self.not_connected());
+        };
+        if s.link.is_dead() {
+            *slot = None;
+            return Err(self.not_connected());
+        }
+        let WriterSlot { w, link, st } = s;
+        let mut guard = KillOnDrop(Some(link));
+        let res = write_all(w, frame.as_bytes(), self.opts.send_timeout, st, link.dead()).await;
+        guard.0 = None;
+        drop(guard);
+        match res {
+            Ok(()) => Ok(()),
+            Err(fail) => {
+                link.kill();
+                *slot = None;
+                self.connected.store(false, Ordering::Release);
+                Err(match fail {
+                    WriteFail::Stalled => Error::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "sending to the server for event {} made no progress for {:?}: the server does not read; the connection is reset",
+                            self.event, self.opts.send_timeout
+                        ),
+                    ),
+                    WriteFail::Interrupted { .. } => Error::new(
+                        ErrorKind::Connection,
+                        format!("lost the connection to the server for event {} while sending", self.event),
+                    ),
+                    WriteFail::Io(e) => Error::new(
+                        ErrorKind::Connection,
+                        format!("cannot send to the server for event {}: the connection failed", self.event),
+                    )
+                    .with_source(e),
+                })
+            }
+        }
+    }
+
+    /// Runs connections and reconnects until closed.
+    async fn supervise(self: Arc<Self>, mut link: LinkReader) {
+        loop {
+            let switch = link.link.clone();
+            let reason = future::or(self.read_frames(&mut link), async {
+                switch.dead().await;
+                "a write to the server failed".to_owned()
+            })
+            .await;
+            self.connected.store(false, Ordering::Release);
+            link.link.kill();
+            if let Some(s) = self.writer.lock().await.take() {
+                drop(s);
+            }
+            let reason = match self.lock().shutdown_reason.take() {
+                Some(r) if r.is_empty() => "the server shut down".to_owned(),
+                Some(r) => format!("the server shut down: {r}"),
+                None => reason,
+            };
+            if !self.opts.auto_reconnect {
+                self.close(format!("connection to the server for event {} ended: {reason}", self.event));
+                return;
+            }
+            tracing::info!(event = %self.event, %reason, "connection lost, reconnecting");
+            {
+                let mut sh = self.lock();
+                if sh.state == ConnectionState::Closed {
+                    return;
+                }
+                self.set_state(&mut sh, ConnectionState::Reconnecting);
+            }
+            let mut delay = self.opts.reconnect_initial_delay;
+            let mut attempts: u32 = 0;
+            let mut last = reason;
+            link = loop {
+                if self.opts.reconnect_max_retries.is_some_and(|max| attempts >= max) {
+                    self.close(format!(
+                        "gave up reconnecting to the server for event {} after {attempts} attempts: {last}",
+                        self.event
+                    ));
+                    return;
+                }
+                runtime::sleep(self.backoff(delay)).await;
+                attempts += 1;
+                match self.establish().await {
+                    Ok(est) => match self.install(est).await {
+                        Ok(l) => break l,
+                        Err(_) => return,
+                    },
+                    Err(e) => {
+                        tracing::debug!(event = %self.event, error = %e, attempts, "reconnect attempt failed");
+                        last = e.to_string();
+                        delay = self.next_delay(delay);
+                    }
+                }
+            };
+        }
+    }
+
+    /// Reads frames into the receive buffer until the connection ends; returns why.
+    async fn read_frames(&self, lr: &mut LinkReader) -> String {
+        loop {
+            loop {
+                let body = match lr.fr.next_frame() {
+                    Ok(Some(body)) => body,
+                    Ok(None) => break,
+                    Err(e) => return format!("the server sent an invalid frame: {e}"),
+                };
+                let msg = match decode_body(body, &self.opts.limits) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(event = %self.event, error = %e, "malformed frame from the server dropped");
+                        continue;
+                    }
+                };
+                match Control::parse(&msg) {
+                    Some(Ok(Control::Ping { nonce })) => {
+                        let pong = Control::Pong { nonce }.to_message(&self.event, &self.opts.timezone);
+                        if let Ok(f) = encode_frame(&pong, usize::MAX) {
+                            let _ = self.write_frame(&f).await;
+                        }
+                        continue;
+                    }
+                    Some(Ok(Control::Shutdown { reason })) => {
+                        self.lock().shutdown_reason = Some(reason);
+                        continue;
+                    }
+                    Some(_) => continue,
+                    None => {}
+                }
+                if let Some((ErrorCode::SendNotAllowed, _)) = ErrorCode::parse(&msg) {
+                    self.can_send.store(false, Ordering::Release);
+                }
+                if self.msg_tx.send(msg).await.is_err() {
+                    return "the client was closed".to_owned();
+                }
+            }
+            let deadline = lr.fr.frame_deadline(self.opts.frame_timeout);
+            match lr.fr.fill(&mut lr.reader, deadline).await {
+                Ok(Fill::Data) => {}
+                Ok(Fill::Eof) => return "the server closed the connection".to_owned(),
+                Ok(Fill::Deadline) => {
+                    return format!("the server did not complete a frame within {:?}", self.opts.frame_timeout)
+                }
+                Err(e) => return format!("read failed: {e}"),
+            }
+        }
+    }
+}
+
+/// A random delay in `[floor, cur]` (full jitter above the floor `initial`).
+fn backoff_delay(initial: Duration, cur: Duration) -> Duration {
+    let floor = initial.min(cur);
+    floor + (cur - floor).mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_stays_between_floor_and_cap_and_spreads() {
+        let initial = Duration::from_millis(100);
+        let cap = Duration::from_secs(5);
+        let mut cur = initial;
+        for _ in 0..10 {
+            cur = cur.saturating_mul(2).min(cap);
+        }
+        assert_eq!(cur, cap);
+        let samples: Vec<Duration> = (0..1000).map(|_| backoff_delay(initial, cur)).collect();
+        assert!(samples.iter().all(|d| *d >= initial && *d <= cap));
+        let mean = samples.iter().sum::<Duration>() / 1000;
+        // Full jitter: the mean sits near the middle, far from the cap (no synchronized spikes).
+        assert!(mean > Duration::from_millis(2000) && mean < Duration::from_millis(3100), "mean {mean:?}");
+        assert_eq!(backoff_delay(initial, initial), initial);
+    }
+
+    #[test]
+    fn options_from_config() -> Result<()> {
+        let o = ClientOptions::from_config(&Config::default())?;
+        assert_eq!(o.connect_timeout, Duration::from_secs(5));
+        assert_eq!(o.reconnect_initial_delay, Duration::from_millis(100));
+        assert_eq!(o.reconnect_max_delay, Duration::from_secs(5));
+        assert_eq!(o.receive_buffer_size, 1024);
+        assert!(o.auto_reconnect && !o.receive_only && o.wait_timeout.is_none());
+        Ok(())
     }
 }

@@ -11,12 +11,14 @@
 use std::fmt;
 use std::sync::Arc;
 
-use rmpv::Value;
 use snafu::Snafu;
 
 use crate::control::ErrorCode;
 use crate::error::{Error, ErrorKind};
-use crate::message::{check_string_keys, Data, EventName, MessageType, SocketMessage};
+use crate::message::SocketMessage;
+
+mod reader;
+mod writer;
 
 /// Length of the frame header.
 pub const HEADER_LEN: usize = 4;
@@ -26,14 +28,26 @@ pub const DEFAULT_MAX_FRAME_LEN: usize = 1 << 20;
 pub const MAX_FRAME_LEN_CEILING: usize = 64 << 20;
 /// Default deepest nesting of MessagePack containers accepted.
 pub const DEFAULT_MAX_DEPTH: usize = 64;
+/// Hard ceiling for the nesting limit: a larger [`Limits::max_depth`] is
+/// treated as this value, so the decoder's recursion stays small.
+pub const MAX_DEPTH_CEILING: usize = 128;
+/// Most unknown top-level keys a message may carry before it is malformed.
+pub const MAX_UNKNOWN_KEYS: usize = reader::MAX_UNKNOWN_KEYS;
 
 /// Limits applied by the decoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest frame body accepted, in bytes.
     pub max_frame_len: usize,
-    /// Deepest nesting of containers accepted (the top-level map counts as 1).
+    /// Deepest nesting of containers accepted (the top-level map counts as
+    /// 1, `data` as 2); values above [`MAX_DEPTH_CEILING`] count as the ceiling.
     pub max_depth: usize,
+}
+
+impl Limits {
+    fn depth(&self) -> usize {
+        self.max_depth.min(MAX_DEPTH_CEILING)
+    }
 }
 
 impl Default for Limits {
@@ -43,6 +57,14 @@ impl Default for Limits {
 }
 
 /// Why bytes could not be turned into a message.
+///
+/// Frame-level errors ([`EmptyFrame`](DecodeError::EmptyFrame),
+/// [`FrameTooLarge`](DecodeError::FrameTooLarge)) are fatal: the stream
+/// cannot be trusted any more and the connection must be closed. Every other
+/// variant describes one well-framed but malformed body: the frame is
+/// dropped and the connection kept. Body errors name the field or the path
+/// of the offending value (`data.items[3]`); they never include payload
+/// values, only (shortened) key names.
 #[derive(Debug, Snafu, Clone, PartialEq, Eq)]
 #[snafu(visibility(pub(crate)))]
 #[non_exhaustive]
@@ -51,34 +73,224 @@ pub enum DecodeError {
     #[snafu(display("frame length is 0: an empty frame is a protocol error"))]
     EmptyFrame,
     /// A frame header announced more than the limit.
-    #[snafu(display("frame length {len} exceeds the limit of {max} bytes"))]
+    #[snafu(display("frame length {len} exceeds the limit of {max} bytes (max_message_size)"))]
     FrameTooLarge {
         /// Announced length.
         len: u64,
         /// Configured limit.
         max: usize,
     },
-    /// The body is not a valid message.
+    /// The body is not a valid message (generic form; the decoder reports
+    /// the specific variants below).
     #[snafu(display("malformed message: {reason}"))]
     Malformed {
-        /// What is wrong, e.g. `"trailing bytes after the map"`.
+        /// What is wrong.
         reason: String,
+    },
+    /// The body ends inside a value.
+    #[snafu(display("malformed message: the body ends inside a value at byte {offset} ({})", at(path)))]
+    UnexpectedEnd {
+        /// Offset in the body where more bytes were needed.
+        offset: usize,
+        /// Path of the value being read.
+        path: String,
+    },
+    /// A string, binary, array or map declares more elements or bytes than
+    /// the body has left (checked before anything is allocated).
+    #[snafu(display(
+        "malformed message: {kind} of length {len} at {} does not fit in the {remaining} bytes left in the body",
+        at(path)
+    ))]
+    LengthExceedsBody {
+        /// `"string"`, `"binary"`, `"array"` or `"map"`.
+        kind: &'static str,
+        /// Declared length.
+        len: u64,
+        /// Bytes left in the body after the header of the value.
+        remaining: usize,
+        /// Path of the value.
+        path: String,
+    },
+    /// A byte that is not a MessagePack marker (`0xc1`).
+    #[snafu(display(
+        "malformed message: byte {byte:#04x} at offset {offset} is not valid MessagePack ({})",
+        at(path)
+    ))]
+    InvalidMarker {
+        /// The byte.
+        byte: u8,
+        /// Its offset in the body.
+        offset: usize,
+        /// Path of the value being read.
+        path: String,
+    },
+    /// Containers are nested deeper than [`Limits::max_depth`].
+    #[snafu(display("malformed message: nesting deeper than {max} levels at {}", at(path)))]
+    DepthLimitExceeded {
+        /// The limit.
+        max: usize,
+        /// Path of the container that went too deep.
+        path: String,
+    },
+    /// A map key is not a string.
+    #[snafu(display("malformed message: a map key is {found}, not a string, in the map at {}", at(path)))]
+    NonStringKey {
+        /// What the key is, e.g. `"an integer"`.
+        found: &'static str,
+        /// Path of the map.
+        path: String,
+    },
+    /// A string (value or key) is not valid UTF-8.
+    #[snafu(display("malformed message: invalid UTF-8 in a string at {}", at(path)))]
+    InvalidUtf8 {
+        /// Path of the string (for a key: of its map).
+        path: String,
+    },
+    /// An ext value (any type, including the timestamp ext -1): refused.
+    #[snafu(display("malformed message: ext type {type_id} at {} is not supported", at(path)))]
+    ExtType {
+        /// The ext type id.
+        type_id: i8,
+        /// Path of the value (for a key: of its map).
+        path: String,
+    },
+    /// A map repeats a key.
+    #[snafu(display("malformed message: key {key:?} appears twice in the map at {}", at(path)))]
+    DuplicateKey {
+        /// The repeated key (shortened to 32 characters).
+        key: String,
+        /// Path of the map.
+        path: String,
+    },
+    /// Bytes follow the message map inside the frame.
+    #[snafu(display("malformed message: {count} trailing bytes after the message map"))]
+    TrailingBytes {
+        /// Number of extra bytes.
+        count: usize,
+    },
+    /// The body is a valid value but not a map.
+    #[snafu(display("malformed message: the top level is {found}, not a map"))]
+    NotAMap {
+        /// What the top level is, e.g. `"an array"`.
+        found: &'static str,
+    },
+    /// A required top-level field is missing.
+    #[snafu(display("malformed message: missing field {field}"))]
+    MissingField {
+        /// The field name.
+        field: &'static str,
+    },
+    /// A top-level field has the wrong type.
+    #[snafu(display("malformed message: field {field} is {found}, expected {expected}"))]
+    WrongType {
+        /// The field name.
+        field: &'static str,
+        /// The type the field must have.
+        expected: &'static str,
+        /// The type found.
+        found: &'static str,
+    },
+    /// A top-level field has the right type but an invalid value.
+    #[snafu(display("malformed message: field {field}: {reason}"))]
+    InvalidField {
+        /// The field name.
+        field: &'static str,
+        /// What is wrong with the value.
+        reason: String,
+    },
+    /// More unknown top-level keys than allowed.
+    #[snafu(display("malformed message: more than {max} unknown top-level keys"))]
+    TooManyUnknownKeys {
+        /// The limit.
+        max: usize,
     },
 }
 
+fn at(path: &str) -> String {
+    if path.is_empty() {
+        "the top level".to_owned()
+    } else {
+        format!("`{path}`")
+    }
+}
+
 impl DecodeError {
-    /// The ERROR code a server answers this error with.
+    /// The ERROR code a server answers this error with: `protocol` for an
+    /// empty frame, `message_too_large` for an oversized one, `malformed`
+    /// for any body error.
     pub fn error_code(&self) -> ErrorCode {
         match self {
             DecodeError::EmptyFrame => ErrorCode::Protocol,
             DecodeError::FrameTooLarge { .. } => ErrorCode::MessageTooLarge,
-            DecodeError::Malformed { .. } => ErrorCode::Malformed,
+            _ => ErrorCode::Malformed,
         }
     }
 
-    /// True if the connection must be closed (the stream cannot be trusted any more).
+    /// True if the connection must be closed (the stream cannot be trusted
+    /// any more): only for frame-level errors. A malformed body is dropped
+    /// and the connection kept.
     pub fn is_fatal(&self) -> bool {
-        !matches!(self, DecodeError::Malformed { .. })
+        matches!(self, DecodeError::EmptyFrame | DecodeError::FrameTooLarge { .. })
+    }
+
+    /// The top-level field this error is about, if any (`"event_name"`,
+    /// `"data"`, ...). For errors inside `data`, `"data"`.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            DecodeError::MissingField { field }
+            | DecodeError::WrongType { field, .. }
+            | DecodeError::InvalidField { field, .. } => Some(field),
+            _ => self.path().filter(|p| !p.is_empty()).map(|p| {
+                let end = p.find(['.', '[']).unwrap_or(p.len());
+                &p[..end]
+            }),
+        }
+    }
+
+    /// The path of the offending value (`""` for the top level), for errors
+    /// that have one.
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            DecodeError::UnexpectedEnd { path, .. }
+            | DecodeError::LengthExceedsBody { path, .. }
+            | DecodeError::InvalidMarker { path, .. }
+            | DecodeError::DepthLimitExceeded { path, .. }
+            | DecodeError::NonStringKey { path, .. }
+            | DecodeError::InvalidUtf8 { path }
+            | DecodeError::ExtType { path, .. }
+            | DecodeError::DuplicateKey { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    fn path_mut(&mut self) -> Option<&mut String> {
+        match self {
+            DecodeError::UnexpectedEnd { path, .. }
+            | DecodeError::LengthExceedsBody { path, .. }
+            | DecodeError::InvalidMarker { path, .. }
+            | DecodeError::DepthLimitExceeded { path, .. }
+            | DecodeError::NonStringKey { path, .. }
+            | DecodeError::InvalidUtf8 { path }
+            | DecodeError::ExtType { path, .. }
+            | DecodeError::DuplicateKey { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// Adds `key` in front of the path while the error unwinds out of a map.
+    pub(crate) fn under_key(mut self, key: &str) -> Self {
+        if let Some(path) = self.path_mut() {
+            reader::prepend(path, reader::PathSegment::Key(key));
+        }
+        self
+    }
+
+    /// Adds `[index]` in front of the path while the error unwinds out of an array.
+    pub(crate) fn under_index(mut self, index: usize) -> Self {
+        if let Some(path) = self.path_mut() {
+            reader::prepend(path, reader::PathSegment::Index(index));
+        }
+        self
     }
 }
 
@@ -88,8 +300,10 @@ impl From<DecodeError> for Error {
     }
 }
 
-fn malformed(reason: impl Into<String>) -> DecodeError {
-    DecodeError::Malformed { reason: reason.into() }
+impl From<writer::EncodeError> for Error {
+    fn from(e: writer::EncodeError) -> Self {
+        Error::new(ErrorKind::Message, "cannot encode message").with_source(e)
+    }
 }
 
 /// A complete encoded frame (header and body), cheap to clone and share
@@ -138,135 +352,132 @@ impl fmt::Debug for Frame {
     }
 }
 
+impl AsRef<[u8]> for Frame {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 fn check_len(len: usize, max: usize) -> Result<(), Error> {
     if len == 0 {
         return Err(DecodeError::EmptyFrame.into());
     }
+    let max = max.min(u32::MAX as usize);
     if len > max {
         return Err(Error::new(
             ErrorKind::Message,
-            format!("message of {len} bytes exceeds the limit of {max} bytes (max_message_size)"),
+            format!(
+                "message of {len} bytes exceeds the limit of {max} bytes: send less data or raise max_message_size on both ends"
+            ),
         ));
     }
     Ok(())
 }
 
-/// Encodes the body of `msg` (MessagePack, string keys, named fields).
+/// Encodes the body of `msg` (MessagePack, string keys, named fields) with
+/// the nesting ceiling [`MAX_DEPTH_CEILING`].
+///
+/// The encoding is the smallest for every value, the one msgpack-python's
+/// `packb` writes: the five keys in the order `event_name`, `timestamp_ms`,
+/// `timestamp_iso`, `message_type`, `data`.
 ///
 /// # Errors
 ///
-/// [`ErrorKind::Message`] if `data` holds a map with a non-string key.
+/// [`ErrorKind::Message`] if `data` holds a map with a non-string key, a
+/// string that is not UTF-8, an ext value, or nesting deeper than the ceiling.
 pub fn encode_body(msg: &SocketMessage, out: &mut Vec<u8>) -> Result<(), Error> {
-    for (_, v) in msg.data.iter() {
-        check_string_keys(v)?;
-    }
-    let io = |e: std::io::Error| Error::new(ErrorKind::Message, "cannot encode message").with_source(e);
-    rmp::encode::write_map_len(out, 5).map_err(|e| io(e.into()))?;
-    rmp::encode::write_str(out, "event_name").map_err(|e| io(e.into()))?;
-    rmp::encode::write_str(out, msg.event_name.as_str()).map_err(|e| io(e.into()))?;
-    rmp::encode::write_str(out, "timestamp_ms").map_err(|e| io(e.into()))?;
-    rmp::encode::write_uint(out, msg.timestamp_ms).map_err(|e| io(e.into()))?;
-    rmp::encode::write_str(out, "timestamp_iso").map_err(|e| io(e.into()))?;
-    rmp::encode::write_str(out, &msg.timestamp_iso).map_err(|e| io(e.into()))?;
-    rmp::encode::write_str(out, "message_type").map_err(|e| io(e.into()))?;
-    rmp::encode::write_str(out, msg.message_type.as_str()).map_err(|e| io(e.into()))?;
-    rmp::encode::write_str(out, "data").map_err(|e| io(e.into()))?;
-    rmp::encode::write_map_len(out, msg.data.len() as u32).map_err(|e| io(e.into()))?;
-    for (k, v) in msg.data.iter() {
-        rmp::encode::write_str(out, k).map_err(|e| io(e.into()))?;
-        rmpv::encode::write_value(out, v).map_err(|e| io(e.into()))?;
-    }
-    Ok(())
+    writer::write_message(out, msg, MAX_DEPTH_CEILING).map_err(Error::from)
 }
 
-/// Encodes `msg` as a complete frame.
+/// Encodes `msg` as a complete frame, refusing a body larger than
+/// `max_frame_len` (nesting is checked against [`MAX_DEPTH_CEILING`]; see
+/// [`encode_frame_with`] to check the configured depth too).
 ///
 /// # Errors
 ///
 /// [`ErrorKind::Message`] if the body would exceed `max_frame_len`, or
-/// `data` holds a map with a non-string key.
+/// `data` cannot be encoded (see [`encode_body`]).
+///
+/// # Examples
+///
+/// ```
+/// use socket_core::codec::encode_frame;
+/// use socket_core::{Data, EventName, SocketMessage};
+///
+/// let msg = SocketMessage::data(EventName::new("demo")?, Data::new().with("n", 1));
+/// let frame = encode_frame(&msg, 1 << 20)?;
+/// assert_eq!(&frame.as_bytes()[..4], &(frame.body().len() as u32).to_be_bytes());
+/// # Ok::<(), socket_core::Error>(())
+/// ```
 pub fn encode_frame(msg: &SocketMessage, max_frame_len: usize) -> Result<Frame, Error> {
+    encode_frame_with(msg, &Limits { max_frame_len, max_depth: MAX_DEPTH_CEILING })
+}
+
+/// Encodes `msg` as a complete frame, checking both `limits`: what this
+/// function accepts, [`decode_body`] with the same limits accepts too.
+///
+/// # Errors
+///
+/// [`ErrorKind::Message`] if the body would exceed `limits.max_frame_len`,
+/// values are nested deeper than `limits.max_depth`, or `data` cannot be
+/// encoded (see [`encode_body`]).
+pub fn encode_frame_with(msg: &SocketMessage, limits: &Limits) -> Result<Frame, Error> {
     let mut buf = Vec::with_capacity(128);
     buf.extend_from_slice(&[0; HEADER_LEN]);
-    encode_body(msg, &mut buf)?;
+    writer::write_message(&mut buf, msg, limits.depth())?;
     let len = buf.len() - HEADER_LEN;
-    check_len(len, max_frame_len)?;
+    check_len(len, limits.max_frame_len)?;
     buf[..HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(Frame(buf.into()))
 }
 
 /// Decodes one frame body into a message.
 ///
+/// The body must be exactly one MessagePack map with string keys holding
+/// the five wire fields; up to [`MAX_UNKNOWN_KEYS`] other top-level keys are
+/// validated and ignored. Maps (anywhere) must not repeat a key, strings
+/// must be UTF-8, ext values are refused, and containers may nest at most
+/// `limits.max_depth` levels (the top-level map is level 1). Every declared
+/// length is checked against the bytes left before anything is allocated.
+///
 /// # Errors
 ///
-/// [`DecodeError::Malformed`] for anything but a valid message: not
-/// MessagePack, trailing bytes, nesting deeper than `limits.max_depth`, a
-/// non-string key anywhere, invalid UTF-8, a missing or mistyped field, an
-/// unknown `message_type`, `data` not a map.
+/// A body error of [`DecodeError`] (never [`EmptyFrame`](DecodeError::EmptyFrame)
+/// or [`FrameTooLarge`](DecodeError::FrameTooLarge)): not MessagePack,
+/// trailing bytes, nesting too deep, a non-string key, invalid UTF-8, an
+/// ext value, a repeated key, a missing or mistyped field, an unknown
+/// `message_type`, `data` not a map, too many unknown keys.
+///
+/// # Examples
+///
+/// ```
+/// use socket_core::codec::{decode_body, DecodeError, Limits};
+///
+/// // A map with one integer key: refused, naming the problem.
+/// let err = decode_body(&[0x81, 0x01, 0xc0], &Limits::default()).unwrap_err();
+/// assert!(matches!(err, DecodeError::NonStringKey { .. }));
+/// assert!(!err.is_fatal());
+/// ```
 pub fn decode_body(body: &[u8], limits: &Limits) -> Result<SocketMessage, DecodeError> {
-    let mut rd = body;
-    let value = rmpv::decode::read_value_with_max_depth(&mut rd, limits.max_depth)
-        .map_err(|e| malformed(format!("not a valid MessagePack value ({e})")))?;
-    if !rd.is_empty() {
-        return Err(malformed(format!("{} trailing bytes after the message map", rd.len())));
-    }
-    message_from_value(value)
+    reader::decode_message(body, limits.depth())
 }
 
-fn message_from_value(value: Value) -> Result<SocketMessage, DecodeError> {
-    let Value::Map(entries) = value else {
-        return Err(malformed("top level is not a map"));
-    };
-    let mut event_name = None;
-    let mut timestamp_ms = None;
-    let mut timestamp_iso = None;
-    let mut message_type = None;
-    let mut data = None;
-    for (k, v) in entries {
-        let Value::String(k) = k else {
-            return Err(malformed("top-level map has a non-string key"));
-        };
-        let Some(k) = k.as_str() else {
-            return Err(malformed("top-level key is not valid UTF-8"));
-        };
-        match k {
-            "event_name" => {
-                let s = v.as_str().ok_or_else(|| malformed("field event_name is not a UTF-8 string"))?;
-                event_name = Some(EventName::new(s).map_err(|e| malformed(format!("field event_name: {e}")))?);
-            }
-            "timestamp_ms" => {
-                timestamp_ms =
-                    Some(v.as_u64().ok_or_else(|| malformed("field timestamp_ms is not an unsigned integer"))?);
-            }
-            "timestamp_iso" => {
-                timestamp_iso =
-                    Some(v.as_str().ok_or_else(|| malformed("field timestamp_iso is not a UTF-8 string"))?.to_owned());
-            }
-            "message_type" => {
-                let s = v.as_str().ok_or_else(|| malformed("field message_type is not a UTF-8 string"))?;
-                message_type =
-                    Some(s.parse::<MessageType>().map_err(|_| malformed(format!("unknown message_type {s:?}")))?);
-            }
-            "data" => {
-                data = Some(Data::try_from_value(v).map_err(|e| malformed(format!("field data: {}", e.message())))?);
-            }
-            _ => check_string_keys(&v).map_err(|_| malformed("a map key is not a string"))?,
-        }
-    }
-    Ok(SocketMessage {
-        event_name: event_name.ok_or_else(|| malformed("missing field event_name"))?,
-        timestamp_ms: timestamp_ms.ok_or_else(|| malformed("missing field timestamp_ms"))?,
-        timestamp_iso: timestamp_iso.ok_or_else(|| malformed("missing field timestamp_iso"))?,
-        message_type: message_type.ok_or_else(|| malformed("missing field message_type"))?,
-        data: data.ok_or_else(|| malformed("missing field data"))?,
-    })
-}
+/// Capacity above which an emptied buffer is released rather than kept.
+const KEEP_CAPACITY: usize = 64 << 10;
 
 /// Cuts a byte stream, fed in chunks of any size, into frame bodies.
 ///
 /// Each length header is checked before its body is buffered: a zero length
-/// or a length over the limit is an error at once, and the buffer never
-/// grows past one header plus one maximal body plus one read.
+/// or a length over the limit is an error at once. As long as the caller
+/// takes every complete frame ([`next_frame`](Self::next_frame) until it
+/// returns `None`) before it feeds more bytes, the buffer never holds more
+/// than one header, one maximal body and one fed chunk. Consumed bytes are
+/// dropped lazily, when bytes are next added, and a partial frame is moved at
+/// most once: many frames in one chunk cost no repeated copying. After a
+/// large frame the memory is released once the buffer is empty again.
+///
+/// Bytes can be fed by copying ([`feed`](Self::feed)) or read straight into
+/// the buffer ([`spare`](Self::spare) then [`commit`](Self::commit)).
 ///
 /// # Examples
 ///
@@ -287,36 +498,143 @@ fn message_from_value(value: Value) -> Result<SocketMessage, DecodeError> {
 #[derive(Debug)]
 pub struct FrameDecoder {
     limits: Limits,
+    /// Initialised storage; `buf[pos..filled]` holds the unconsumed bytes.
     buf: Vec<u8>,
     /// Start of unconsumed bytes in `buf`.
     pos: usize,
+    /// End of the bytes received; `buf[filled..]` is spare room.
+    filled: usize,
+    /// Length of the slice last handed out by `spare`.
+    spare_len: usize,
     /// Set once an error was returned: the stream is out of sync for good.
-    failed: bool,
+    failed: Option<DecodeError>,
 }
 
 impl FrameDecoder {
     /// A decoder enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
-        FrameDecoder { limits, buf: Vec::new(), pos: 0, failed: false }
+        FrameDecoder { limits, buf: Vec::new(), pos: 0, filled: 0, spare_len: 0, failed: None }
+    }
+
+    /// The limits this decoder enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Drops consumed bytes: resets an emptied buffer (releasing a large
+    /// one), or moves the unconsumed tail (at most one partial frame when
+    /// the caller drained the complete ones) to the front.
+    fn compact(&mut self) {
+        if self.pos == 0 {
+            return;
+        }
+        if self.pos == self.filled {
+            if self.buf.len() > KEEP_CAPACITY {
+                self.buf = Vec::new();
+            }
+        } else {
+            self.buf.copy_within(self.pos..self.filled, 0);
+        }
+        self.filled -= self.pos;
+        self.pos = 0;
+    }
+
+    /// Makes room for `n` more bytes after `filled`: capacity grows by
+    /// doubling (amortised), but never past one header, one maximal body and
+    /// this chunk, unless the caller left more than that unconsumed.
+    fn reserve(&mut self, n: usize) {
+        let needed = self.filled + n;
+        if needed <= self.buf.capacity() {
+            return;
+        }
+        let bound = (HEADER_LEN + self.limits.max_frame_len).saturating_add(n).max(needed);
+        let target = needed.max(self.buf.capacity().saturating_mul(2)).min(bound);
+        self.buf.truncate(self.filled);
+        self.buf.reserve_exact(target - self.filled);
     }
 
     /// Appends bytes read from the stream.
     pub fn feed(&mut self, bytes: &[u8]) {
-        if self.pos > 0 && self.pos == self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-        }
+        self.compact();
+        self.reserve(bytes.len());
+        self.buf.truncate(self.filled);
         self.buf.extend_from_slice(bytes);
+        self.filled = self.buf.len();
+        self.spare_len = 0;
+    }
+
+    /// Heap bytes held by the buffer (its capacity).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Room for `n` more bytes at the end of the buffer, to read into
+    /// directly (no copy); report how many were written with
+    /// [`commit`](Self::commit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use socket_core::codec::{FrameDecoder, Limits};
+    ///
+    /// let mut stream: &[u8] = &[0, 0, 0, 1, 0xc0];
+    /// let mut dec = FrameDecoder::new(Limits::default());
+    /// let n = stream.read(dec.spare(4096))?;
+    /// dec.commit(n);
+    /// assert_eq!(dec.next_frame()?, Some(&[0xc0][..]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn spare(&mut self, n: usize) -> &mut [u8] {
+        self.compact();
+        let end = self.filled + n;
+        if self.buf.len() < end {
+            self.reserve(n);
+            self.buf.resize(end, 0);
+        }
+        self.spare_len = n;
+        &mut self.buf[self.filled..end]
+    }
+
+    /// Marks `n` bytes of the last [`spare`](Self::spare) slice as received.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is larger than that slice (a bug in the caller, never caused by input).
+    pub fn commit(&mut self, n: usize) {
+        assert!(n <= self.spare_len, "FrameDecoder::commit({n}) exceeds the spare slice of {} bytes", self.spare_len);
+        self.filled += n;
+        self.spare_len = 0;
     }
 
     /// Bytes buffered but not yet returned as a frame.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.pos
+        self.filled - self.pos
     }
 
     /// True while part of a frame (a header byte or more) is buffered.
     pub fn in_frame(&self) -> bool {
         self.buffered() > 0
+    }
+
+    /// Bytes still needed to complete the frame in progress (at least the
+    /// rest of the header), or 0 when a whole frame is buffered. A hint for
+    /// how much to read next; `None` after an error.
+    pub fn needed(&self) -> Option<usize> {
+        if self.failed.is_some() {
+            return None;
+        }
+        let avail = self.buffered();
+        if avail < HEADER_LEN {
+            return Some(HEADER_LEN - avail);
+        }
+        let len = self.header_len();
+        Some((HEADER_LEN + len.min(self.limits.max_frame_len)).saturating_sub(avail))
+    }
+
+    fn header_len(&self) -> usize {
+        let h = &self.buf[self.pos..self.pos + HEADER_LEN];
+        u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize
     }
 
     /// The next complete frame body, if one is buffered.
@@ -326,32 +644,32 @@ impl FrameDecoder {
     /// # Errors
     ///
     /// [`DecodeError::EmptyFrame`] or [`DecodeError::FrameTooLarge`] from the
-    /// header; after an error every later call fails the same way.
+    /// header, as soon as the header is complete (the body is never
+    /// buffered); after an error every later call fails the same way.
     pub fn next_frame(&mut self) -> Result<Option<&[u8]>, DecodeError> {
-        if self.failed {
-            return Err(malformed("stream is out of sync after an earlier error"));
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
         }
-        // Compact before a new frame so the buffer stays bounded.
-        if self.pos > 0 {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        if self.buf.len() < HEADER_LEN {
+        if self.buffered() < HEADER_LEN {
             return Ok(None);
         }
-        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        let len = self.header_len();
         if len == 0 {
-            self.failed = true;
-            return Err(DecodeError::EmptyFrame);
+            return Err(self.fail(DecodeError::EmptyFrame));
         }
         if len > self.limits.max_frame_len {
-            self.failed = true;
-            return Err(DecodeError::FrameTooLarge { len: len as u64, max: self.limits.max_frame_len });
+            return Err(self.fail(DecodeError::FrameTooLarge { len: len as u64, max: self.limits.max_frame_len }));
         }
-        if self.buf.len() < HEADER_LEN + len {
+        if self.buffered() < HEADER_LEN + len {
             return Ok(None);
         }
-        self.pos = HEADER_LEN + len;
-        Ok(Some(&self.buf[HEADER_LEN..HEADER_LEN + len]))
+        let start = self.pos + HEADER_LEN;
+        self.pos = start + len;
+        Ok(Some(&self.buf[start..start + len]))
+    }
+
+    fn fail(&mut self, e: DecodeError) -> DecodeError {
+        self.failed = Some(e.clone());
+        e
     }
 }

@@ -231,13 +231,38 @@ impl Data {
         self.0
     }
 
-    /// Builds the map from pairs; a repeated key keeps its last value.
+    /// Builds the map from pairs; a repeated key keeps its last value (at
+    /// the position of its first occurrence).
     pub fn from_entries(entries: impl IntoIterator<Item = (String, Value)>) -> Self {
-        let mut data = Data::new();
+        let entries = entries.into_iter();
+        let mut out: Vec<(String, Value)> = Vec::with_capacity(entries.size_hint().0);
+        // Index of each key in `out`: keeps large maps linear.
+        let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for (k, v) in entries {
-            data.insert(k, v);
+            if out.len() < 16 && index.is_empty() {
+                match out.iter_mut().find(|(key, _)| *key == k) {
+                    Some(slot) => slot.1 = v,
+                    None => out.push((k, v)),
+                }
+                continue;
+            }
+            if index.is_empty() {
+                index.extend(out.iter().enumerate().map(|(i, (key, _))| (key.clone(), i)));
+            }
+            match index.get(&k) {
+                Some(&i) => out[i].1 = v,
+                None => {
+                    index.insert(k.clone(), out.len());
+                    out.push((k, v));
+                }
+            }
         }
-        data
+        Data(out)
+    }
+
+    /// Wraps pairs whose keys are known to be distinct (checked by the decoder).
+    pub(crate) fn from_unique_entries(entries: Vec<(String, Value)>) -> Self {
+        Data(entries)
     }
 
     /// Serializes `value` (which must serialize as a map with string keys) into a `Data`.

@@ -7,8 +7,10 @@
 
 use std::future::Future;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use async_executor::{Executor, Task};
+use futures_lite::future;
 
 static EXECUTOR: OnceLock<&'static Executor<'static>> = OnceLock::new();
 
@@ -34,6 +36,45 @@ pub fn spawn<T: Send + 'static>(future: impl Future<Output = T> + Send + 'static
 }
 
 /// Runs `future` to completion on the current thread (the blocking API's bridge).
+///
+/// # Blocking
+///
+/// Blocks the calling thread until `future` completes. Do not call it from
+/// inside an async task; use the `_async` function instead.
 pub fn block_on<T>(future: impl Future<Output = T>) -> T {
     async_io::block_on(future)
+}
+
+/// `now + d`, or `None` when that instant cannot be represented (an "infinite" timeout).
+pub(crate) fn deadline_after(d: Duration) -> Option<Instant> {
+    Instant::now().checked_add(d)
+}
+
+/// Runs `fut` until `deadline` (none: no limit); `None` if the deadline passed first.
+pub(crate) async fn until<T>(deadline: Option<Instant>, fut: impl Future<Output = T>) -> Option<T> {
+    match deadline {
+        None => Some(fut.await),
+        Some(at) => {
+            future::or(async { Some(fut.await) }, async {
+                async_io::Timer::at(at).await;
+                None
+            })
+            .await
+        }
+    }
+}
+
+/// Runs `fut` for at most `d`; `None` if the time ran out first.
+pub(crate) async fn timeout<T>(d: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    until(deadline_after(d), fut).await
+}
+
+/// Sleeps for `d` (a `Duration` too large to represent sleeps forever).
+pub(crate) async fn sleep(d: Duration) {
+    match deadline_after(d) {
+        Some(at) => {
+            async_io::Timer::at(at).await;
+        }
+        None => future::pending::<()>().await,
+    }
 }

@@ -1,0 +1,34 @@
+//! A whole input as a byte stream through `FrameDecoder` and `decode_body`
+//! with the real default limits (1 MiB frames, depth 64).
+//!
+//! Invariants: no panic; every accepted message encodes again and decodes
+//! to itself; nothing is returned after a fatal frame error.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use socket_core::codec::{decode_body, encode_frame_with, FrameDecoder, Limits};
+
+fuzz_target!(|data: &[u8]| {
+    let limits = Limits::default();
+    let mut dec = FrameDecoder::new(limits);
+    dec.feed(data);
+    loop {
+        match dec.next_frame() {
+            Ok(Some(body)) => {
+                assert!(!body.is_empty() && body.len() <= limits.max_frame_len);
+                if let Ok(msg) = decode_body(body, &limits) {
+                    let frame = encode_frame_with(&msg, &limits).expect("an accepted message encodes");
+                    let again = decode_body(frame.body(), &limits).expect("our encoding decodes");
+                    assert!(again == msg, "round trip changed the message");
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                assert!(e.is_fatal(), "frame errors are fatal: {e}");
+                assert!(dec.next_frame().is_err(), "no frame after an error");
+                break;
+            }
+        }
+    }
+});

@@ -1,0 +1,524 @@
+//! A small, strict MessagePack reader over one frame body.
+//!
+//! It replaces a general-purpose decoder because the wire format needs
+//! guarantees such a decoder does not give:
+//!
+//! * every declared length (container, string, binary) is checked against
+//!   the bytes left in the body **before** anything is allocated, and no
+//!   container pre-allocates more than [`PREALLOC_CAP`] slots, so a header
+//!   claiming 2^32-1 elements costs nothing and a chain of nested headers
+//!   cannot multiply allocations;
+//! * nesting is limited (the top-level map is depth 1), and the recursion is
+//!   bounded by that limit, never by the input;
+//! * map keys are strings everywhere, strings are valid UTF-8, ext types are
+//!   refused, a map never repeats a key;
+//! * the top-level map is read straight into a [`SocketMessage`]: the five
+//!   known keys are compared as bytes, without allocating.
+//!
+//! Errors carry the path of the offending value (`data.items[3]`), built
+//! only while an error unwinds.
+
+use std::collections::HashSet;
+
+use rmpv::Value;
+
+use super::DecodeError;
+use crate::message::{Data, EventName, MessageType, SocketMessage};
+
+/// Most slots a container pre-allocates before its elements are read.
+const PREALLOC_CAP: usize = 64;
+
+/// Maps with more entries than this check repeated keys with a hash set.
+const LINEAR_DUP_CHECK: usize = 16;
+
+/// Most unknown top-level keys a message may carry.
+pub(super) const MAX_UNKNOWN_KEYS: usize = 16;
+
+/// Longest path kept in an error, in bytes.
+const MAX_PATH_LEN: usize = 160;
+
+/// A value header: the marker and, for variable-length types, the length.
+#[derive(Debug, Clone, Copy)]
+enum Head {
+    Nil,
+    Bool(bool),
+    UInt(u64),
+    Int(i64),
+    F32(f32),
+    F64(f64),
+    Str(usize),
+    Bin(usize),
+    Array(usize),
+    Map(usize),
+    /// An ext value with its type id (refused).
+    Ext(i8),
+}
+
+impl Head {
+    fn type_name(self) -> &'static str {
+        match self {
+            Head::Nil => "nil",
+            Head::Bool(_) => "a boolean",
+            Head::UInt(_) | Head::Int(_) => "an integer",
+            Head::F32(_) | Head::F64(_) => "a float",
+            Head::Str(_) => "a string",
+            Head::Bin(_) => "binary data",
+            Head::Array(_) => "an array",
+            Head::Map(_) => "a map",
+            Head::Ext(_) => "an ext value",
+        }
+    }
+}
+
+/// Decodes one frame body into a message.
+pub(super) fn decode_message(body: &[u8], max_depth: usize) -> Result<SocketMessage, DecodeError> {
+    let mut rd = Reader { buf: body, pos: 0, max_depth };
+    let msg = rd.message()?;
+    if rd.pos != body.len() {
+        return Err(DecodeError::TrailingBytes { count: body.len() - rd.pos });
+    }
+    Ok(msg)
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    max_depth: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn end(&self) -> DecodeError {
+        DecodeError::UnexpectedEnd { offset: self.pos, path: String::new() }
+    }
+
+    fn byte(&mut self) -> Result<u8, DecodeError> {
+        let b = *self.buf.get(self.pos).ok_or_else(|| self.end())?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let bytes = self.buf.get(self.pos..self.pos + N).ok_or_else(|| self.end())?;
+        self.pos += N;
+        let mut out = [0; N];
+        out.copy_from_slice(bytes);
+        Ok(out)
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        // Callers already checked `n` against the remaining bytes (see `head`).
+        let bytes = self.buf.get(self.pos..self.pos + n).ok_or_else(|| self.end())?;
+        self.pos += n;
+        Ok(bytes)
+    }
+
+    fn u8(&mut self) -> Result<usize, DecodeError> {
+        Ok(usize::from(self.byte()?))
+    }
+
+    fn u16(&mut self) -> Result<usize, DecodeError> {
+        Ok(usize::from(u16::from_be_bytes(self.array()?)))
+    }
+
+    fn u32(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from(u32::from_be_bytes(self.array()?)))
+    }
+
+    /// Checks a declared length against the bytes left (`min_size` bytes per
+    /// element at least) before anything is allocated for it.
+    fn checked_len(&self, kind: &'static str, len: u64, min_size: u64) -> Result<usize, DecodeError> {
+        let remaining = self.remaining();
+        if len.saturating_mul(min_size) > remaining as u64 {
+            return Err(DecodeError::LengthExceedsBody { kind, len, remaining, path: String::new() });
+        }
+        // `len <= remaining`, so it fits in usize.
+        Ok(len as usize)
+    }
+
+    fn str_len(&self, len: u64) -> Result<Head, DecodeError> {
+        Ok(Head::Str(self.checked_len("string", len, 1)?))
+    }
+
+    fn bin_len(&self, len: u64) -> Result<Head, DecodeError> {
+        Ok(Head::Bin(self.checked_len("binary", len, 1)?))
+    }
+
+    fn array_len(&self, len: u64) -> Result<Head, DecodeError> {
+        Ok(Head::Array(self.checked_len("array", len, 1)?))
+    }
+
+    fn map_len(&self, len: u64) -> Result<Head, DecodeError> {
+        Ok(Head::Map(self.checked_len("map", len, 2)?))
+    }
+
+    fn ext(&mut self, len: u64) -> Result<Head, DecodeError> {
+        let type_id = self.byte()? as i8;
+        // Refused anyway; the length only matters for the error's accuracy.
+        let _ = len;
+        Ok(Head::Ext(type_id))
+    }
+
+    /// Reads a marker and its length bytes; lengths are checked, payloads not read yet.
+    fn head(&mut self) -> Result<Head, DecodeError> {
+        let start = self.pos;
+        let marker = self.byte()?;
+        Ok(match marker {
+            0x00..=0x7f => Head::UInt(u64::from(marker)),
+            0x80..=0x8f => self.map_len(u64::from(marker & 0x0f))?,
+            0x90..=0x9f => self.array_len(u64::from(marker & 0x0f))?,
+            0xa0..=0xbf => self.str_len(u64::from(marker & 0x1f))?,
+            0xc0 => Head::Nil,
+            0xc1 => return Err(DecodeError::InvalidMarker { byte: marker, offset: start, path: String::new() }),
+            0xc2 => Head::Bool(false),
+            0xc3 => Head::Bool(true),
+            0xc4 => {
+                let n = self.u8()?;
+                self.bin_len(n as u64)?
+            }
+            0xc5 => {
+                let n = self.u16()?;
+                self.bin_len(n as u64)?
+            }
+            0xc6 => {
+                let n = self.u32()?;
+                self.bin_len(n)?
+            }
+            0xc7 => {
+                let n = self.u8()?;
+                self.ext(n as u64)?
+            }
+            0xc8 => {
+                let n = self.u16()?;
+                self.ext(n as u64)?
+            }
+            0xc9 => {
+                let n = self.u32()?;
+                self.ext(n)?
+            }
+            0xca => Head::F32(f32::from_be_bytes(self.array()?)),
+            0xcb => Head::F64(f64::from_be_bytes(self.array()?)),
+            0xcc => Head::UInt(u64::from(self.byte()?)),
+            0xcd => Head::UInt(u64::from(u16::from_be_bytes(self.array()?))),
+            0xce => Head::UInt(u64::from(u32::from_be_bytes(self.array()?))),
+            0xcf => Head::UInt(u64::from_be_bytes(self.array()?)),
+            0xd0 => Head::Int(i64::from(self.byte()? as i8)),
+            0xd1 => Head::Int(i64::from(i16::from_be_bytes(self.array()?))),
+            0xd2 => Head::Int(i64::from(i32::from_be_bytes(self.array()?))),
+            0xd3 => Head::Int(i64::from_be_bytes(self.array()?)),
+            0xd4..=0xd8 => self.ext(1 << (marker - 0xd4))?,
+            0xd9 => {
+                let n = self.u8()?;
+                self.str_len(n as u64)?
+            }
+            0xda => {
+                let n = self.u16()?;
+                self.str_len(n as u64)?
+            }
+            0xdb => {
+                let n = self.u32()?;
+                self.str_len(n)?
+            }
+            0xdc => {
+                let n = self.u16()?;
+                self.array_len(n as u64)?
+            }
+            0xdd => {
+                let n = self.u32()?;
+                self.array_len(n)?
+            }
+            0xde => {
+                let n = self.u16()?;
+                self.map_len(n as u64)?
+            }
+            0xdf => {
+                let n = self.u32()?;
+                self.map_len(n)?
+            }
+            0xe0..=0xff => Head::Int(i64::from(marker as i8)),
+        })
+    }
+
+    fn str_body(&mut self, len: usize) -> Result<&'a str, DecodeError> {
+        let bytes = self.take(len)?;
+        std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8 { path: String::new() })
+    }
+
+    /// Reads a map key: a string, or an error naming what was found.
+    fn key(&mut self) -> Result<&'a str, DecodeError> {
+        match self.head()? {
+            Head::Str(len) => self.str_body(len),
+            Head::Ext(type_id) => Err(DecodeError::ExtType { type_id, path: String::new() }),
+            other => Err(DecodeError::NonStringKey { found: other.type_name(), path: String::new() }),
+        }
+    }
+
+    fn enter(&self, depth: usize) -> Result<usize, DecodeError> {
+        let depth = depth + 1;
+        if depth > self.max_depth {
+            return Err(DecodeError::DepthLimitExceeded { max: self.max_depth, path: String::new() });
+        }
+        Ok(depth)
+    }
+
+    /// Reads any value; `depth` is the depth of the container holding it.
+    fn value(&mut self, depth: usize) -> Result<Value, DecodeError> {
+        let head = self.head()?;
+        self.value_from(head, depth)
+    }
+
+    fn value_from(&mut self, head: Head, depth: usize) -> Result<Value, DecodeError> {
+        Ok(match head {
+            Head::Nil => Value::Nil,
+            Head::Bool(b) => Value::Boolean(b),
+            Head::UInt(n) => Value::from(n),
+            Head::Int(n) => Value::from(n),
+            Head::F32(f) => Value::F32(f),
+            Head::F64(f) => Value::F64(f),
+            Head::Str(len) => Value::from(self.str_body(len)?),
+            Head::Bin(len) => Value::Binary(self.take(len)?.to_vec()),
+            Head::Ext(type_id) => return Err(DecodeError::ExtType { type_id, path: String::new() }),
+            Head::Array(len) => {
+                let depth = self.enter(depth)?;
+                let mut items = Vec::with_capacity(len.min(PREALLOC_CAP));
+                for i in 0..len {
+                    items.push(self.value(depth).map_err(|e| e.under_index(i))?);
+                }
+                Value::Array(items)
+            }
+            Head::Map(len) => {
+                let depth = self.enter(depth)?;
+                let mut entries: Vec<(Value, Value)> = Vec::with_capacity(len.min(PREALLOC_CAP));
+                let mut seen = Seen::new(len);
+                for _ in 0..len {
+                    let key = self.key()?;
+                    seen.check(key, || entries.iter().filter_map(|(k, _)| k.as_str()))?;
+                    let value = self.value(depth).map_err(|e| e.under_key(key))?;
+                    entries.push((Value::from(key), value));
+                }
+                Value::Map(entries)
+            }
+        })
+    }
+
+    /// Reads the `data` map (depth 2) straight into a [`Data`].
+    fn data(&mut self, len: usize) -> Result<Data, DecodeError> {
+        let depth = self.enter(1)?;
+        let mut entries: Vec<(String, Value)> = Vec::with_capacity(len.min(PREALLOC_CAP));
+        let mut seen = Seen::new(len);
+        for _ in 0..len {
+            let key = self.key()?;
+            seen.check(key, || entries.iter().map(|(k, _)| k.as_str()))?;
+            let value = self.value(depth).map_err(|e| e.under_key(key))?;
+            entries.push((key.to_owned(), value));
+        }
+        Ok(Data::from_unique_entries(entries))
+    }
+
+    /// Reads a top-level field that must be a string.
+    fn str_field(&mut self, field: &'static str) -> Result<&'a str, DecodeError> {
+        match self.field_head(field)? {
+            Head::Str(len) => self.str_body(len).map_err(|e| e.under_key(field)),
+            other => Err(DecodeError::WrongType { field, expected: "a string", found: other.type_name() }),
+        }
+    }
+
+    /// Reads the header of a top-level field's value; errors name the field.
+    fn field_head(&mut self, field: &'static str) -> Result<Head, DecodeError> {
+        self.head().map_err(|e| e.under_key(field))
+    }
+
+    fn message(&mut self) -> Result<SocketMessage, DecodeError> {
+        let len = match self.head()? {
+            Head::Map(len) => len,
+            other => return Err(DecodeError::NotAMap { found: other.type_name() }),
+        };
+        self.enter(0)?;
+        let mut event_name = None;
+        let mut timestamp_ms = None;
+        let mut timestamp_iso = None;
+        let mut message_type = None;
+        let mut data = None;
+        let mut unknown: [&str; MAX_UNKNOWN_KEYS] = [""; MAX_UNKNOWN_KEYS];
+        let mut n_unknown = 0;
+        for _ in 0..len {
+            let key = self.key()?;
+            let dup = || DecodeError::DuplicateKey { key: truncate(key), path: String::new() };
+            match key {
+                "event_name" => {
+                    if event_name.is_some() {
+                        return Err(dup());
+                    }
+                    let s = self.str_field("event_name")?;
+                    let name = EventName::new(s).map_err(|e| DecodeError::InvalidField {
+                        field: "event_name",
+                        reason: e.message().to_owned(),
+                    })?;
+                    event_name = Some(name);
+                }
+                "timestamp_ms" => {
+                    if timestamp_ms.is_some() {
+                        return Err(dup());
+                    }
+                    timestamp_ms = Some(match self.field_head("timestamp_ms")? {
+                        Head::UInt(n) => n,
+                        Head::Int(n) => u64::try_from(n).map_err(|_| DecodeError::InvalidField {
+                            field: "timestamp_ms",
+                            reason: format!("{n} is negative: expected milliseconds since the Unix epoch"),
+                        })?,
+                        other => {
+                            return Err(DecodeError::WrongType {
+                                field: "timestamp_ms",
+                                expected: "an unsigned integer",
+                                found: other.type_name(),
+                            })
+                        }
+                    });
+                }
+                "timestamp_iso" => {
+                    if timestamp_iso.is_some() {
+                        return Err(dup());
+                    }
+                    timestamp_iso = Some(self.str_field("timestamp_iso")?.to_owned());
+                }
+                "message_type" => {
+                    if message_type.is_some() {
+                        return Err(dup());
+                    }
+                    let s = self.str_field("message_type")?;
+                    message_type = Some(match s {
+                        "data" => MessageType::Data,
+                        "error" => MessageType::Error,
+                        "control" => MessageType::Control,
+                        other => {
+                            return Err(DecodeError::InvalidField {
+                                field: "message_type",
+                                reason: format!(
+                                    "unknown value {}: expected \"data\", \"error\" or \"control\"",
+                                    quote(other)
+                                ),
+                            })
+                        }
+                    });
+                }
+                "data" => {
+                    if data.is_some() {
+                        return Err(dup());
+                    }
+                    data = Some(match self.field_head("data")? {
+                        Head::Map(len) => self.data(len).map_err(|e| e.under_key("data"))?,
+                        other => {
+                            return Err(DecodeError::WrongType {
+                                field: "data",
+                                expected: "a map",
+                                found: other.type_name(),
+                            })
+                        }
+                    });
+                }
+                _ => {
+                    if unknown[..n_unknown].contains(&key) {
+                        return Err(dup());
+                    }
+                    if n_unknown == MAX_UNKNOWN_KEYS {
+                        return Err(DecodeError::TooManyUnknownKeys { max: MAX_UNKNOWN_KEYS });
+                    }
+                    unknown[n_unknown] = key;
+                    n_unknown += 1;
+                    // Validated like any value, then ignored.
+                    self.value(1).map_err(|e| e.under_key(key))?;
+                }
+            }
+        }
+        let missing = |field| DecodeError::MissingField { field };
+        Ok(SocketMessage {
+            event_name: event_name.ok_or_else(|| missing("event_name"))?,
+            timestamp_ms: timestamp_ms.ok_or_else(|| missing("timestamp_ms"))?,
+            timestamp_iso: timestamp_iso.ok_or_else(|| missing("timestamp_iso"))?,
+            message_type: message_type.ok_or_else(|| missing("message_type"))?,
+            data: data.ok_or_else(|| missing("data"))?,
+        })
+    }
+}
+
+/// Repeated-key detection for one map: a scan of the keys read so far for
+/// small maps, a hash set (growing with the keys actually read) for large ones.
+enum Seen<'a> {
+    Linear,
+    Hashed(HashSet<&'a str>),
+}
+
+impl<'a> Seen<'a> {
+    fn new(len: usize) -> Self {
+        if len <= LINEAR_DUP_CHECK {
+            Seen::Linear
+        } else {
+            Seen::Hashed(HashSet::new())
+        }
+    }
+
+    fn check<'k, I>(&mut self, key: &'a str, previous: impl FnOnce() -> I) -> Result<(), DecodeError>
+    where
+        I: Iterator<Item = &'k str>,
+    {
+        let repeated = match self {
+            Seen::Linear => previous().any(|k| k == key),
+            Seen::Hashed(set) => !set.insert(key),
+        };
+        if repeated {
+            return Err(DecodeError::DuplicateKey { key: truncate(key), path: String::new() });
+        }
+        Ok(())
+    }
+}
+
+/// A string from the input, quoted and cut to a readable length for an error.
+pub(super) fn quote(s: &str) -> String {
+    format!("{:?}", truncate(s))
+}
+
+fn truncate(s: &str) -> String {
+    const MAX: usize = 32;
+    match s.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+/// Prepends a path segment (`key` or `[index]`) to an error path.
+pub(super) fn prepend(path: &mut String, segment: PathSegment<'_>) {
+    let mut out = match segment {
+        PathSegment::Key(key) if is_plain(key) => key.to_owned(),
+        PathSegment::Key(key) => format!("[{}]", quote(key)),
+        PathSegment::Index(i) => format!("[{i}]"),
+    };
+    if !path.is_empty() {
+        if !path.starts_with('[') {
+            out.push('.');
+        }
+        out.push_str(path);
+    }
+    if out.len() > MAX_PATH_LEN {
+        let mut cut = MAX_PATH_LEN;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    *path = out;
+}
+
+/// One step of an error path.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum PathSegment<'k> {
+    Key(&'k str),
+    Index(usize),
+}
+
+fn is_plain(key: &str) -> bool {
+    !key.is_empty() && key.len() <= 32 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}

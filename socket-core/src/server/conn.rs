@@ -1,0 +1,405 @@
+//! The accept loop and one task per connection (a reader and a writer raced).
+
+use std::future::pending;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_channel::{Receiver, Sender};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use tracing::Instrument;
+
+use super::wire::{write_all, Fill, FrameReader, StallTimer, WriteFail};
+use super::{ClientId, ClientInfo, Closing, ConnShared, Inner, ServerEvent, CLOSE_LINGER, STOP_FLUSH};
+use crate::codec::{decode_body, encode_frame, Frame};
+use crate::control::{Control, ErrorCode};
+use crate::runtime;
+use crate::transport::{BoxRead, BoxWrite, Connection, Listener};
+use crate::{PROTOCOL_VERSION, SERVER_NAME};
+
+/// Largest batch of queued frames copied into one write.
+const BATCH: usize = 64 * 1024;
+/// Time a refused connection gets to read its ERROR frame.
+const REFUSE_LINGER: Duration = Duration::from_millis(500);
+
+/// Accepts connections until cancelled (by `stop`).
+pub(super) async fn accept_loop(
+    inner: Arc<Inner>,
+    listener: Arc<dyn Listener>,
+    abort_rx: Receiver<()>,
+    alive_tx: Sender<()>,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        match listener.accept().await {
+            Ok(conn) => {
+                failures = 0;
+                inner.admit(conn, &abort_rx, &alive_tx);
+            }
+            Err(e) => {
+                if !inner.running.load(Ordering::Acquire) {
+                    return;
+                }
+                failures = failures.saturating_add(1);
+                tracing::warn!(event = %inner.event, error = %e, failures, "accept failed");
+                // Back off on repeated failures (e.g. out of file descriptors).
+                runtime::sleep(Duration::from_millis(5u64 << failures.min(8))).await;
+            }
+        }
+    }
+}
+
+/// Sends the `max_connections` ERROR to a refused connection, then closes it.
+pub(super) async fn refuse(conn: Connection, frame: Frame) {
+    let Connection { mut reader, mut writer, .. } = conn;
+    let mut st = StallTimer::new();
+    let _ = runtime::timeout(REFUSE_LINGER, async {
+        if write_all(&mut writer, frame.as_bytes(), REFUSE_LINGER, &mut st, pending()).await.is_ok() {
+            let _ = writer.close().await;
+            // Read until the peer closes, so closing with unread bytes (its
+            // `hello`) cannot reset the connection before it read the error.
+            let mut sink = [0u8; 512];
+            while let Ok(1..) = reader.read(&mut sink).await {}
+        }
+    })
+    .await;
+}
+
+/// One connection's task state.
+pub(super) struct Conn {
+    pub(super) inner: Arc<Inner>,
+    pub(super) id: u64,
+    pub(super) info: ClientInfo,
+    pub(super) tx: Sender<Frame>,
+    pub(super) rx: Receiver<Frame>,
+    pub(super) shared: Arc<ConnShared>,
+    pub(super) abort_rx: Receiver<()>,
+    /// Held until the task ends: `stop` waits for all of these to drop.
+    pub(super) alive: Sender<()>,
+}
+
+impl Conn {
+    pub(super) async fn run(self, conn: Connection) {
+        let span = tracing::debug_span!(
+            "connection",
+            event = %self.inner.event,
+            transport = self.inner.transport.scheme(),
+            peer = %conn.peer.address,
+            client = %self.info.id,
+        );
+        self.serve(conn).instrument(span).await;
+    }
+
+    async fn serve(self, conn: Connection) {
+        let Connection { mut reader, mut writer, .. } = conn;
+        let (hs_tx, hs_rx) = async_channel::bounded::<Option<Frame>>(1);
+        tracing::debug!("client connected");
+        let reason =
+            future::or(future::or(self.read_loop(&mut reader, &hs_tx), self.write_loop(&mut writer, &hs_rx)), async {
+                let _ = self.abort_rx.recv().await;
+                "server stopped".to_owned()
+            })
+            .await;
+        // Both halves go now: the peer sees end-of-stream at once.
+        drop(reader);
+        drop(writer);
+        self.tx.close();
+        self.inner.remove(self.id, &self.shared, reason);
+        drop(self.alive);
+    }
+
+    fn killed(&self) -> bool {
+        matches!(self.shared.closing.get(), Some(Closing::SlowConsumer(_) | Closing::Fatal(..)))
+    }
+
+    async fn kill_signal(&self) {
+        let _ = self.shared.kill_rx.recv().await;
+    }
+
+    /// Takes one frame off the queue into the batch (or as the big frame).
+    fn stage(&self, f: Frame, buf: &mut Vec<u8>, big: &mut Option<Frame>, frames: &mut u64) {
+        self.shared.queued_bytes.fetch_sub(f.len(), Ordering::Relaxed);
+        *frames += 1;
+        if f.len() >= BATCH / 2 {
+            *big = Some(f);
+        } else {
+            buf.extend_from_slice(f.as_bytes());
+        }
+    }
+
+    async fn write_loop(&self, w: &mut BoxWrite, hs_rx: &Receiver<Option<Frame>>) -> String {
+        let inner = &*self.inner;
+        let stall = inner.opts.write_stall_timeout;
+        let mut st = StallTimer::new();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut big: Option<Frame> = None;
+        let mut frames = 0u64;
+        // Nothing goes out before the reader decided between `hello` and legacy.
+        let welcome = future::or(async { hs_rx.recv().await.ok().flatten() }, async {
+            self.kill_signal().await;
+            None
+        })
+        .await;
+        if let Some(welcome) = welcome {
+            buf.extend_from_slice(welcome.as_bytes());
+            frames += 1;
+        }
+        let mut rest: Vec<u8> = Vec::new();
+        loop {
+            if buf.is_empty() && big.is_none() {
+                match self.rx.recv().await {
+                    Ok(f) => self.stage(f, &mut buf, &mut big, &mut frames),
+                    Err(_) => break,
+                }
+            }
+            while buf.len() < BATCH && big.is_none() {
+                match self.rx.try_recv() {
+                    Ok(f) => self.stage(f, &mut buf, &mut big, &mut frames),
+                    Err(_) => break,
+                }
+            }
+            if self.killed() {
+                break;
+            }
+            let mut bytes = 0usize;
+            for part in 0..2 {
+                let data: &[u8] = match (part, &big) {
+                    (0, _) => &buf,
+                    (_, Some(f)) => f.as_bytes(),
+                    (_, None) => &[],
+                };
+                if data.is_empty() {
+                    continue;
+                }
+                match write_all(w, data, stall, &mut st, self.kill_signal()).await {
+                    Ok(()) => bytes += data.len(),
+                    Err(WriteFail::Interrupted { written }) => {
+                        // Finish the frame in flight so the final ERROR stays frame-aligned.
+                        rest.extend_from_slice(&data[written..]);
+                        if part == 0 {
+                            if let Some(f) = &big {
+                                rest.extend_from_slice(f.as_bytes());
+                            }
+                        }
+                        return self.finish(w, rest, &mut st).await;
+                    }
+                    Err(WriteFail::Stalled) => {
+                        inner.counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(?stall, "write stalled: disconnecting slow consumer");
+                        return format!("slow consumer: no write progress for {stall:?}");
+                    }
+                    Err(e @ WriteFail::Io(_)) => return e.to_string(),
+                }
+            }
+            inner.counters.messages_sent.fetch_add(frames, Ordering::Relaxed);
+            inner.counters.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+            frames = 0;
+            buf.clear();
+            big = None;
+            if buf.capacity() > 4 * BATCH {
+                buf.shrink_to(BATCH);
+            }
+        }
+        self.finish(w, rest, &mut st).await
+    }
+
+    /// The end of the writer: `shutdown` after a clean drain, or the final
+    /// ERROR frame (best effort, briefly) when the connection is killed.
+    async fn finish(&self, w: &mut BoxWrite, mut rest: Vec<u8>, st: &mut StallTimer) -> String {
+        let inner = &*self.inner;
+        match self.shared.closing.get() {
+            Some(Closing::SlowConsumer(frame)) => {
+                rest.extend_from_slice(frame.as_bytes());
+                let _ = runtime::timeout(CLOSE_LINGER, write_all(w, &rest, CLOSE_LINGER, st, pending())).await;
+                "slow consumer: outbound queue overflow".to_owned()
+            }
+            Some(Closing::Fatal(frame, reason)) => {
+                rest.extend_from_slice(frame.as_bytes());
+                let _ = runtime::timeout(CLOSE_LINGER, write_all(w, &rest, CLOSE_LINGER, st, pending())).await;
+                reason.clone()
+            }
+            Some(Closing::Shutdown) | None => {
+                if self.shared.handshaken.load(Ordering::Acquire) {
+                    let msg = Control::Shutdown { reason: "server stopped".to_owned() }
+                        .to_message(&inner.event, &inner.opts.timezone);
+                    if let Ok(frame) = encode_frame(&msg, usize::MAX) {
+                        let _ = runtime::timeout(STOP_FLUSH, write_all(w, frame.as_bytes(), STOP_FLUSH, st, pending()))
+                            .await;
+                    }
+                }
+                "server stopped".to_owned()
+            }
+        }
+    }
+
+    async fn read_loop(&self, r: &mut BoxRead, hs_tx: &Sender<Option<Frame>>) -> String {
+        let inner = &*self.inner;
+        let opts = &inner.opts;
+        let mut fr = FrameReader::new(opts.buffer_size, opts.limits);
+        let grace = runtime::deadline_after(opts.hello_grace);
+        let mut decided = false;
+        loop {
+            loop {
+                let body = match fr.next_frame() {
+                    Ok(Some(body)) => body,
+                    Ok(None) => break,
+                    Err(e) => {
+                        return self.fatal(hs_tx, decided, e.error_code(), format!("{e}: connection closed")).await
+                    }
+                };
+                let msg = match decode_body(body, &opts.limits) {
+                    Ok(msg) => msg,
+                    Err(e) => {
+                        inner.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(error = %e, "malformed frame dropped");
+                        if !decided {
+                            decided = true;
+                            self.decide(hs_tx, None).await;
+                        }
+                        self.reply(ErrorCode::Malformed, &format!("{e}: frame dropped"));
+                        continue;
+                    }
+                };
+                let control = Control::parse(&msg);
+                if !decided {
+                    decided = true;
+                    if let Some(Ok(Control::Hello { protocol, client_name })) = control {
+                        if protocol != PROTOCOL_VERSION {
+                            let text = format!(
+                                "unsupported protocol version {protocol}: this server speaks version {PROTOCOL_VERSION}"
+                            );
+                            return self.fatal(hs_tx, false, ErrorCode::Protocol, text).await;
+                        }
+                        self.decide(hs_tx, Some(client_name)).await;
+                        continue;
+                    }
+                    self.decide(hs_tx, None).await;
+                }
+                if let Some(control) = control {
+                    // Protocol control is answered here and never reaches the application.
+                    if let Ok(Control::Ping { nonce }) = control {
+                        let pong = Control::Pong { nonce }.to_message(&inner.event, &opts.timezone);
+                        if let Ok(f) = encode_frame(&pong, usize::MAX) {
+                            self.push_own(f);
+                        }
+                    }
+                    continue;
+                }
+                inner.counters.messages_received.fetch_add(1, Ordering::Relaxed);
+                if !opts.allow_client_send {
+                    self.reply(
+                        ErrorCode::SendNotAllowed,
+                        &format!(
+                            "server for event {} does not accept messages from clients (allow_client_send = false): message dropped",
+                            inner.event
+                        ),
+                    );
+                    continue;
+                }
+                if opts.relay {
+                    // Re-broadcast the exact bytes received.
+                    if let Ok(f) = Frame::from_body(body, usize::MAX) {
+                        inner.fan_out(f, Some(self.id));
+                    }
+                }
+                if inner.wants_events() {
+                    let _ = inner.events_tx.send(ServerEvent::Message { from: ClientId(self.id), message: msg }).await;
+                }
+            }
+            if !decided && !fr.in_frame() && grace.is_some_and(|g| Instant::now() >= g) {
+                decided = true;
+                self.decide(hs_tx, None).await;
+            }
+            let deadline = match fr.frame_deadline(opts.frame_timeout) {
+                Some(d) => Some(d),
+                None if !decided => grace,
+                None => None,
+            };
+            match fr.fill(r, deadline).await {
+                Ok(Fill::Data) => {}
+                Ok(Fill::Eof) if fr.in_frame() => return "connection closed in the middle of a frame".to_owned(),
+                Ok(Fill::Eof) => return "connection closed by the client".to_owned(),
+                Ok(Fill::Deadline) if fr.in_frame() => {
+                    let text = format!(
+                        "frame not completed within {:?} (frame_timeout): connection closed",
+                        opts.frame_timeout
+                    );
+                    return self.fatal(hs_tx, decided, ErrorCode::Protocol, text).await;
+                }
+                Ok(Fill::Deadline) => {}
+                Err(e) => return format!("read failed: {e}"),
+            }
+        }
+    }
+
+    /// Ends the handshake phase: `hello` (with its client name) or legacy.
+    async fn decide(&self, hs_tx: &Sender<Option<Frame>>, hello: Option<Option<String>>) {
+        let inner = &*self.inner;
+        let handshaken = hello.is_some();
+        let info = {
+            let mut st = inner.lock();
+            match st.clients.binary_search_by_key(&self.id, |c| c.id) {
+                Ok(i) => {
+                    let info = &mut st.clients[i].info;
+                    if let Some(name) = hello {
+                        info.handshaken = true;
+                        info.client_name = name;
+                    }
+                    info.clone()
+                }
+                Err(_) => self.info.clone(),
+            }
+        };
+        let welcome = if handshaken {
+            self.shared.handshaken.store(true, Ordering::Release);
+            let welcome = Control::Welcome {
+                protocol: PROTOCOL_VERSION,
+                client_id: ClientId(self.id).to_string(),
+                allow_client_send: inner.opts.allow_client_send,
+                event_name: inner.event.to_string(),
+                server: SERVER_NAME.to_owned(),
+            }
+            .to_message(&inner.event, &inner.opts.timezone);
+            encode_frame(&welcome, usize::MAX).ok()
+        } else {
+            None
+        };
+        let _ = hs_tx.try_send(welcome);
+        tracing::debug!(handshaken, client_name = info.client_name.as_deref(), "handshake phase over");
+        self.shared.announced.store(true, Ordering::Release);
+        if inner.wants_events() {
+            let _ = inner.events_tx.send(ServerEvent::Connected(info)).await;
+        }
+    }
+
+    /// Queues a frame for this client only; dropped if its queue is full.
+    fn push_own(&self, f: Frame) {
+        let len = f.len();
+        self.shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if self.tx.try_send(f).is_err() {
+            self.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        }
+    }
+
+    fn reply(&self, code: ErrorCode, text: &str) {
+        if let Some(f) = self.inner.error_frame(code, text) {
+            self.push_own(f);
+        }
+    }
+
+    /// A protocol violation: send `code` (best effort) and close. Never
+    /// returns; the writer ends the connection after the ERROR frame.
+    async fn fatal(&self, hs_tx: &Sender<Option<Frame>>, decided: bool, code: ErrorCode, text: String) -> String {
+        tracing::debug!(%code, reason = %text, "closing connection on a protocol error");
+        if !decided {
+            let _ = hs_tx.try_send(None);
+        }
+        match self.inner.error_frame(code, &text) {
+            Some(frame) => {
+                self.shared.close(&self.tx, Closing::Fatal(frame, text));
+                pending().await
+            }
+            None => text,
+        }
+    }
+}

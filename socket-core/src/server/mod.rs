@@ -1,0 +1,879 @@
+//! The server engine.
+//!
+//! A [`Server`] serves one event name over one [`Transport`]. Its tasks run
+//! on the background executor of [`crate::runtime`], never on the caller's
+//! runtime, so the async API works under smol, tokio or no runtime at all,
+//! and every blocking method is a thin wrapper over its `_async` twin.
+//!
+//! # Design
+//!
+//! * One registry behind a `std::sync::Mutex`, held only for short sections
+//!   (never across an `.await` or I/O): the connected clients with their
+//!   bounded outbound queues, the offline queue and the last broadcast.
+//! * [`Server::broadcast`] encodes a message **once** and pushes the same
+//!   shared [`Frame`] into every client's queue without
+//!   waiting. A client whose queue is full (frames or bytes) is a slow
+//!   consumer: it is sent `slow_consumer` (best effort) and disconnected;
+//!   nobody else notices.
+//! * One task per connection races a reader and a writer: when either ends,
+//!   both halves of the stream are dropped and the peer sees end-of-stream.
+//!   The writer batches queued frames into one write of up to 64 KiB.
+//! * [`Server::stop`] queues `shutdown` to every handshaken client, lets the
+//!   writers flush for at most 250 ms, then drops every connection and
+//!   releases the address; it returns within one second.
+
+mod conn;
+pub(crate) mod wire;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use async_channel::{Receiver, Sender, TrySendError};
+use async_executor::Task;
+
+use crate::codec::{encode_frame, Frame, Limits};
+use crate::config::{secs, Config};
+use crate::control::ErrorCode;
+use crate::error::{Error, ErrorKind, Result};
+use crate::message::{EventName, SocketMessage};
+use crate::runtime;
+use crate::transport::{Connection, Listener, Transport};
+
+/// A client id, unique for the server's lifetime, never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(pub u64);
+
+impl std::fmt::Display for ClientId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
+impl std::str::FromStr for ClientId {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        s.strip_prefix('c').and_then(|n| n.parse().ok()).map(ClientId).ok_or_else(|| {
+            crate::Error::new(
+                crate::ErrorKind::Validation,
+                format!("invalid client id {s:?}: expected c<number>, e.g. c1"),
+            )
+        })
+    }
+}
+
+/// What the server knows about a connected client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The client's id.
+    pub id: ClientId,
+    /// When it connected, Unix epoch milliseconds.
+    pub connected_at_ms: u64,
+    /// Peer address as the transport prints it.
+    pub address: String,
+    /// Peer process id, where the transport knows it.
+    pub pid: Option<u32>,
+    /// Peer user id, where the transport knows it.
+    pub uid: Option<u32>,
+    /// `client_name` from `hello`, if any.
+    pub client_name: Option<String>,
+    /// True once the client sent `hello` (false for legacy clients).
+    pub handshaken: bool,
+}
+
+/// Something that happened on a server.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    /// A client connected.
+    Connected(ClientInfo),
+    /// A client disconnected.
+    Disconnected {
+        /// Who.
+        id: ClientId,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A client sent a message (never protocol control).
+    Message {
+        /// Who sent it.
+        from: ClientId,
+        /// The message.
+        message: SocketMessage,
+    },
+}
+
+/// Counters of a server since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Message deliveries written to clients (a broadcast to 3 clients counts 3).
+    pub messages_sent: u64,
+    /// Bytes written to clients.
+    pub bytes_sent: u64,
+    /// Messages received from clients.
+    pub messages_received: u64,
+    /// Broadcasts put in the offline queue.
+    pub queued: u64,
+    /// Broadcasts dropped from the offline queue on overflow.
+    pub dropped: u64,
+    /// Malformed frames received and dropped.
+    pub malformed: u64,
+    /// Connections refused (connection limit, peer credentials).
+    pub rejected: u64,
+    /// Clients disconnected as slow consumers.
+    pub slow_consumers: u64,
+}
+
+/// Server settings, usually taken from a [`Config`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerOptions {
+    /// Clients served at once.
+    pub max_connections: usize,
+    /// Offline queue length.
+    pub message_queue_size: usize,
+    /// Offline queue bytes.
+    pub message_queue_bytes: usize,
+    /// Accept messages from clients.
+    pub allow_client_send: bool,
+    /// New clients first get the last broadcast.
+    pub retain_last: bool,
+    /// Re-broadcast client messages to the other clients.
+    pub relay: bool,
+    /// Time a new connection has to send `hello`.
+    pub hello_grace: Duration,
+    /// Time allowed from a frame's first byte to its last.
+    pub frame_timeout: Duration,
+    /// Time a write may stall before the client is a slow consumer.
+    pub write_stall_timeout: Duration,
+    /// Frames queued per client.
+    pub outbound_queue_size: usize,
+    /// Bytes queued per client.
+    pub outbound_queue_bytes: usize,
+    /// Server events buffered for the application.
+    pub inbound_queue_size: usize,
+    /// Read buffer size.
+    pub buffer_size: usize,
+    /// Frame and nesting limits.
+    pub limits: Limits,
+    /// Zone of `timestamp_iso` in messages the server creates.
+    pub timezone: jiff::tz::TimeZone,
+    /// `start()` blocks until stopped.
+    pub blocking_mode: bool,
+}
+
+impl ServerOptions {
+    /// Options from `config`, with `max_connections` from `transport`'s table.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::Config`] if the time zone is unknown.
+    pub fn from_config(config: &Config, transport: &dyn Transport) -> Result<Self> {
+        let s = &config.socket;
+        Ok(ServerOptions {
+            max_connections: transport.max_connections(config),
+            message_queue_size: s.message_queue_size,
+            message_queue_bytes: s.message_queue_bytes,
+            allow_client_send: s.allow_client_send,
+            retain_last: s.retain_last,
+            relay: s.relay,
+            hello_grace: secs(s.hello_grace),
+            frame_timeout: secs(s.frame_timeout),
+            write_stall_timeout: secs(s.write_stall_timeout),
+            outbound_queue_size: s.outbound_queue_size,
+            outbound_queue_bytes: s.outbound_queue_bytes,
+            inbound_queue_size: s.inbound_queue_size,
+            buffer_size: s.buffer_size,
+            limits: Limits { max_frame_len: s.max_message_size, max_depth: s.max_nesting_depth },
+            timezone: config.time_zone()?,
+            blocking_mode: s.blocking_mode,
+        })
+    }
+}
+
+/// A server bound to one event name. Cheap to clone; clones share the server.
+///
+/// Dropping the last handle stops the server.
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn demo(transport: std::sync::Arc<dyn socket_core::Transport>) -> socket_core::Result<()> {
+/// use socket_core::{Config, Data, EventName, Server, SocketMessage};
+///
+/// let event = EventName::new("system_status")?;
+/// let server = Server::new(transport, event.clone(), &Config::default())?;
+/// server.start()?;
+/// server.broadcast(&SocketMessage::data(event, Data::new().with("cpu", 12)))?;
+/// server.stop()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Server {
+    inner: Arc<Inner>,
+    _guard: Arc<StopOnDrop>,
+}
+
+#[derive(Debug)]
+struct StopOnDrop(Arc<Inner>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(run) = self.0.begin_stop() {
+            // Free the address now; the rest of the stop runs in the background.
+            if let Err(e) = run.listener.close() {
+                tracing::warn!(error = %e, "cannot release the server address");
+            }
+            let inner = self.0.clone();
+            runtime::spawn(async move { inner.finish_stop(run).await }).detach();
+        }
+    }
+}
+
+impl Server {
+    /// A server for `event` over `transport`, configured by `config` (not started).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::Config`] for invalid settings.
+    pub fn new(transport: Arc<dyn Transport>, event: EventName, config: &Config) -> Result<Server> {
+        let options = ServerOptions::from_config(config, transport.as_ref())?;
+        Self::with_options(transport, event, config.clone(), options)
+    }
+
+    /// A server with explicit `options` (`config` is still handed to the transport for binding).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::Config`] if the transport rejects `config`.
+    pub fn with_options(
+        transport: Arc<dyn Transport>,
+        event: EventName,
+        config: Config,
+        options: ServerOptions,
+    ) -> Result<Server> {
+        transport.validate(&config)?;
+        let (events_tx, events_rx) = async_channel::bounded(options.inbound_queue_size.max(1));
+        let inner = Arc::new(Inner {
+            event,
+            transport,
+            config,
+            opts: options,
+            state: Mutex::new(State::default()),
+            lifecycle: async_lock::Mutex::new(()),
+            counters: Counters::default(),
+            next_id: AtomicU64::new(1),
+            events_tx,
+            events_rx,
+            running: AtomicBool::new(false),
+        });
+        Ok(Server { _guard: Arc::new(StopOnDrop(inner.clone())), inner })
+    }
+
+    /// The event this server serves.
+    pub fn event(&self) -> &EventName {
+        &self.inner.event
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &ServerOptions {
+        &self.inner.opts
+    }
+
+    /// Binds and starts serving; returns once bound. Idempotent.
+    ///
+    /// Never blocks, whatever `blocking_mode` says.
+    ///
+    /// # Errors
+    ///
+    /// See [`Transport::bind`].
+    pub async fn start_async(&self) -> Result<()> {
+        let inner = self.inner.clone();
+        runtime::spawn(async move { inner.start().await }).await
+    }
+
+    /// Blocking [`start_async`](Self::start_async); with `blocking_mode` it blocks until stopped.
+    ///
+    /// # Blocking
+    ///
+    /// Blocks until the server is bound. With [`ServerOptions::blocking_mode`]
+    /// it then blocks the calling thread until [`stop`](Self::stop) is called
+    /// from another handle or thread.
+    ///
+    /// # Errors
+    ///
+    /// See [`Transport::bind`].
+    pub fn start(&self) -> Result<()> {
+        runtime::block_on(self.start_async())?;
+        if self.inner.opts.blocking_mode {
+            runtime::block_on(self.wait_stopped());
+        }
+        Ok(())
+    }
+
+    /// Waits until the server is stopped (returns at once if it is not running).
+    pub async fn wait_stopped(&self) {
+        let rx = self.inner.lock().stopped_rx.clone();
+        if let Some(rx) = rx {
+            let _ = rx.recv().await;
+        }
+    }
+
+    /// Sends `shutdown`, closes every connection, releases the address. Idempotent.
+    ///
+    /// Returns within about one second: writers get at most 250 ms to flush.
+    ///
+    /// # Errors
+    ///
+    /// If releasing the address failed.
+    pub async fn stop_async(&self) -> Result<()> {
+        let inner = self.inner.clone();
+        runtime::spawn(async move { inner.stop().await }).await
+    }
+
+    /// Blocking [`stop_async`](Self::stop_async).
+    ///
+    /// # Blocking
+    ///
+    /// Blocks for at most about one second.
+    ///
+    /// # Errors
+    ///
+    /// If releasing the address failed.
+    pub fn stop(&self) -> Result<()> {
+        runtime::block_on(self.stop_async())
+    }
+
+    /// Broadcasts `message` to every client, or queues it while none is connected.
+    ///
+    /// The message is encoded once. Never blocks: a client whose outbound
+    /// queue is full is disconnected as a slow consumer instead.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::Message`] if the message cannot be encoded,
+    /// [`crate::ErrorKind::Closed`] if the server is not running.
+    pub fn broadcast(&self, message: &SocketMessage) -> Result<()> {
+        let frame = encode_frame(message, self.inner.opts.limits.max_frame_len)?;
+        self.broadcast_frame(frame)
+    }
+
+    /// Broadcasts an already encoded frame (see [`broadcast`](Self::broadcast)).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::Closed`] if the server is not running.
+    pub fn broadcast_frame(&self, frame: Frame) -> Result<()> {
+        self.inner.check_running()?;
+        self.inner.fan_out(frame, None);
+        Ok(())
+    }
+
+    /// Sends `message` to client `id` only.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::Validation`] if no client has that id (never queued),
+    /// [`crate::ErrorKind::Connection`] if the client's queue was full (it is
+    /// then disconnected as a slow consumer), [`crate::ErrorKind::Message`] if
+    /// the message cannot be encoded, [`crate::ErrorKind::Closed`] if the
+    /// server is not running.
+    pub fn send_to(&self, id: ClientId, message: &SocketMessage) -> Result<()> {
+        self.inner.check_running()?;
+        let frame = encode_frame(message, self.inner.opts.limits.max_frame_len)?;
+        self.inner.unicast(id, frame)
+    }
+
+    /// Connected clients, in order of connection.
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        self.inner.lock().clients.iter().map(|c| c.info.clone()).collect()
+    }
+
+    /// Number of connected clients.
+    pub fn client_count(&self) -> usize {
+        self.inner.lock().clients.len()
+    }
+
+    /// Events (connects, disconnects, messages) as an async stream / blocking iterator.
+    ///
+    /// The receiver is an async [`Stream`](futures_lite::Stream) and has
+    /// [`recv_blocking`](async_channel::Receiver::recv_blocking) for threads.
+    /// Events are delivered only while at least one receiver obtained here is
+    /// alive: a server nobody listens to counts client messages
+    /// (`messages_received`) and drops them, so it never stalls. While a
+    /// receiver exists but is not read, a full event buffer
+    /// (`inbound_queue_size`) makes the server stop reading from the clients
+    /// that send (back-pressure on those clients only).
+    pub fn events(&self) -> async_channel::Receiver<ServerEvent> {
+        self.inner.events_rx.clone()
+    }
+
+    /// True between `start` and `stop`.
+    pub fn is_running(&self) -> bool {
+        self.inner.running.load(Ordering::Acquire)
+    }
+
+    /// The bound address, while running.
+    pub fn address(&self) -> Option<String> {
+        self.inner.lock().run.as_ref().map(|r| r.address.clone())
+    }
+
+    /// Number of broadcasts waiting in the offline queue.
+    pub fn queue_len(&self) -> usize {
+        self.inner.lock().offline.len()
+    }
+
+    /// Empties the offline queue; returns how many messages it held.
+    pub fn clear_queue(&self) -> usize {
+        let mut st = self.inner.lock();
+        st.offline_bytes = 0;
+        let n = st.offline.len();
+        st.offline.clear();
+        n
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ServerStats {
+        let c = &self.inner.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ServerStats {
+            messages_sent: l(&c.messages_sent),
+            bytes_sent: l(&c.bytes_sent),
+            messages_received: l(&c.messages_received),
+            queued: l(&c.queued),
+            dropped: l(&c.dropped),
+            malformed: l(&c.malformed),
+            rejected: l(&c.rejected),
+            slow_consumers: l(&c.slow_consumers),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    messages_sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    messages_received: AtomicU64,
+    queued: AtomicU64,
+    dropped: AtomicU64,
+    malformed: AtomicU64,
+    rejected: AtomicU64,
+    slow_consumers: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    event: EventName,
+    transport: Arc<dyn Transport>,
+    config: Config,
+    opts: ServerOptions,
+    state: Mutex<State>,
+    /// Serialises `start` and `stop`.
+    lifecycle: async_lock::Mutex<()>,
+    counters: Counters,
+    next_id: AtomicU64,
+    events_tx: Sender<ServerEvent>,
+    events_rx: Receiver<ServerEvent>,
+    running: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    clients: Vec<ClientEntry>,
+    offline: VecDeque<Frame>,
+    offline_bytes: usize,
+    last: Option<Frame>,
+    run: Option<Run>,
+    /// Closed when the current run stops (for `blocking_mode` and `wait_stopped`).
+    stopped_rx: Option<Receiver<()>>,
+}
+
+/// What exists while the server runs.
+#[derive(Debug)]
+struct Run {
+    listener: Arc<dyn Listener>,
+    address: String,
+    accept: Task<()>,
+    /// Dropped to cancel every connection task.
+    abort_tx: Sender<()>,
+    abort_rx: Receiver<()>,
+    /// Each connection task holds a sender; `recv` fails once all are gone.
+    alive_tx: Sender<()>,
+    alive_rx: Receiver<()>,
+    stopped_tx: Sender<()>,
+}
+
+#[derive(Debug)]
+struct ClientEntry {
+    id: u64,
+    tx: Sender<Frame>,
+    shared: Arc<ConnShared>,
+    info: ClientInfo,
+}
+
+/// Why a connection is being closed.
+#[derive(Debug)]
+enum Closing {
+    /// Clean stop: flush the queue, then `shutdown` to handshaken clients.
+    Shutdown,
+    /// Slow consumer: drop the queue, send `slow_consumer` best effort.
+    SlowConsumer(Frame),
+    /// Protocol violation: drop the queue, send this ERROR frame best effort.
+    Fatal(Frame, String),
+}
+
+/// State shared by a connection task and the registry.
+#[derive(Debug)]
+struct ConnShared {
+    /// Bytes queued in the outbound channel.
+    queued_bytes: AtomicUsize,
+    closing: OnceLock<Closing>,
+    /// Closed to interrupt the writer.
+    kill_tx: Sender<()>,
+    kill_rx: Receiver<()>,
+    handshaken: AtomicBool,
+    /// `Connected` was emitted (so `Disconnected` must be).
+    announced: AtomicBool,
+}
+
+impl ConnShared {
+    fn new() -> Self {
+        let (kill_tx, kill_rx) = async_channel::bounded(1);
+        ConnShared {
+            queued_bytes: AtomicUsize::new(0),
+            closing: OnceLock::new(),
+            kill_tx,
+            kill_rx,
+            handshaken: AtomicBool::new(false),
+            announced: AtomicBool::new(false),
+        }
+    }
+
+    /// Closes the connection with `closing`; the first reason wins.
+    fn close(&self, tx: &Sender<Frame>, closing: Closing) {
+        let interrupt = !matches!(closing, Closing::Shutdown);
+        let _ = self.closing.set(closing);
+        tx.close();
+        if interrupt {
+            self.kill_tx.close();
+        }
+    }
+}
+
+/// Time the writer gets to push a final ERROR frame out before the connection closes.
+const CLOSE_LINGER: Duration = Duration::from_millis(200);
+/// Time writers get to flush their queues on `stop`.
+const STOP_FLUSH: Duration = Duration::from_millis(250);
+/// Upper bound on the rest of `stop` after the flush.
+const STOP_ABORT: Duration = Duration::from_millis(500);
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn check_running(&self) -> Result<()> {
+        if self.running.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::Closed,
+                format!("server for event {} is not running: call start() first", self.event),
+            ))
+        }
+    }
+
+    fn wants_events(&self) -> bool {
+        // One receiver is ours; any other belongs to the application.
+        self.events_tx.receiver_count() > 1
+    }
+
+    async fn start(self: Arc<Self>) -> Result<()> {
+        let _life = self.lifecycle.lock().await;
+        if self.lock().run.is_some() {
+            return Ok(());
+        }
+        let listener: Arc<dyn Listener> = Arc::from(self.transport.bind(&self.event, &self.config).await?);
+        let address = listener.address();
+        let (abort_tx, abort_rx) = async_channel::bounded(1);
+        let (alive_tx, alive_rx) = async_channel::bounded(1);
+        let (stopped_tx, stopped_rx) = async_channel::bounded(1);
+        let accept =
+            runtime::spawn(conn::accept_loop(self.clone(), listener.clone(), abort_rx.clone(), alive_tx.clone()));
+        tracing::info!(event = %self.event, transport = self.transport.scheme(), %address, "server listening");
+        let mut st = self.lock();
+        st.run = Some(Run { listener, address, accept, abort_tx, abort_rx, alive_tx, alive_rx, stopped_tx });
+        st.stopped_rx = Some(stopped_rx);
+        self.running.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// The synchronous half of `stop`: no new clients, no more accepts, the
+    /// address released, every connection told to flush and close.
+    fn begin_stop(&self) -> Option<Run> {
+        let run = {
+            let mut st = self.lock();
+            let run = st.run.take()?;
+            self.running.store(false, Ordering::Release);
+            for c in &st.clients {
+                c.shared.close(&c.tx, Closing::Shutdown);
+            }
+            run
+        };
+        // Cancellation of the accept task is requested here; it can no longer
+        // register anybody because `run` is gone.
+        Some(run)
+    }
+
+    async fn finish_stop(&self, run: Run) -> Result<()> {
+        let Run { listener, address, accept, abort_tx, abort_rx, alive_tx, alive_rx, stopped_tx } = run;
+        accept.cancel().await;
+        let closed = listener.close();
+        drop(alive_tx);
+        drop(abort_rx);
+        // Writers flush their queues and send `shutdown`.
+        let _ = runtime::timeout(STOP_FLUSH, alive_rx.recv()).await;
+        // Whatever is still running is cut off now: peers see end-of-stream.
+        drop(abort_tx);
+        if runtime::timeout(STOP_ABORT, alive_rx.recv()).await.is_none() {
+            tracing::warn!(event = %self.event, "some connection tasks did not end in time");
+        }
+        drop(stopped_tx);
+        tracing::info!(event = %self.event, %address, "server stopped");
+        closed
+    }
+
+    async fn stop(self: Arc<Self>) -> Result<()> {
+        let _life = self.lifecycle.lock().await;
+        match self.begin_stop() {
+            Some(run) => self.finish_stop(run).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Pushes `frame` to every client except `except`, or to the offline
+    /// queue when there is no such client.
+    fn fan_out(&self, frame: Frame, except: Option<u64>) {
+        let len = frame.len();
+        let mut slow: Vec<(ClientEntry, &'static str)> = Vec::new();
+        {
+            let mut st = self.lock();
+            if self.opts.retain_last {
+                st.last = Some(frame.clone());
+            }
+            let mut recipients = 0usize;
+            let mut i = 0;
+            while i < st.clients.len() {
+                let c = &st.clients[i];
+                if Some(c.id) == except {
+                    i += 1;
+                    continue;
+                }
+                recipients += 1;
+                match self.enqueue(c, &frame, len) {
+                    Ok(()) => i += 1,
+                    Err(why) => slow.push((st.clients.remove(i), why)),
+                }
+            }
+            if recipients == 0 {
+                self.push_offline(&mut st, frame);
+            }
+        }
+        for (c, why) in slow {
+            self.drop_slow(c, why);
+        }
+    }
+
+    /// Puts `frame` in one client's queue, enforcing the frame and byte bounds.
+    fn enqueue(&self, c: &ClientEntry, frame: &Frame, len: usize) -> std::result::Result<(), &'static str> {
+        let queued = c.shared.queued_bytes.load(Ordering::Relaxed);
+        if queued > 0 && queued + len > self.opts.outbound_queue_bytes {
+            return Err("outbound queue byte limit reached");
+        }
+        c.shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        match c.tx.try_send(frame.clone()) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                c.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                Err("outbound queue full")
+            }
+            // Already closing: it is leaving anyway.
+            Err(TrySendError::Closed(_)) => {
+                c.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
+
+    fn push_offline(&self, st: &mut State, frame: Frame) {
+        let c = &self.counters;
+        st.offline_bytes += frame.len();
+        st.offline.push_back(frame);
+        c.queued.fetch_add(1, Ordering::Relaxed);
+        while st.offline.len() > self.opts.message_queue_size
+            || (st.offline_bytes > self.opts.message_queue_bytes && !st.offline.is_empty())
+        {
+            if let Some(old) = st.offline.pop_front() {
+                st.offline_bytes -= old.len();
+                let dropped = c.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if dropped.is_power_of_two() {
+                    tracing::warn!(
+                        event = %self.event,
+                        dropped,
+                        "offline queue full: dropped the oldest message (message_queue_size / message_queue_bytes)"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Disconnects a client removed from the registry as a slow consumer.
+    fn drop_slow(&self, c: ClientEntry, why: &str) {
+        self.counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(event = %self.event, client = %c.info.id, reason = why, "disconnecting slow consumer");
+        let text = format!("client {} did not read fast enough ({why}): disconnected", c.info.id);
+        let closing = match self.error_frame(ErrorCode::SlowConsumer, &text) {
+            Some(f) => Closing::SlowConsumer(f),
+            None => Closing::Shutdown,
+        };
+        c.shared.close(&c.tx, closing);
+    }
+
+    fn unicast(&self, id: ClientId, frame: Frame) -> Result<()> {
+        let len = frame.len();
+        let slow = {
+            let mut st = self.lock();
+            let Ok(i) = st.clients.binary_search_by_key(&id.0, |c| c.id) else {
+                return Err(Error::new(
+                    ErrorKind::Validation,
+                    format!("no client {id} is connected to event {}: check clients() for valid ids", self.event),
+                ));
+            };
+            match self.enqueue(&st.clients[i], &frame, len) {
+                Ok(()) => return Ok(()),
+                Err(why) => (st.clients.remove(i), why),
+            }
+        };
+        let (c, why) = slow;
+        self.drop_slow(c, why);
+        Err(Error::new(ErrorKind::Connection, format!("client {id} was disconnected as a slow consumer ({why})")))
+    }
+
+    /// An ERROR frame with `code` and `text`, stamped now.
+    fn error_frame(&self, code: ErrorCode, text: &str) -> Option<Frame> {
+        let msg = code.to_message(&self.event, text, &self.opts.timezone);
+        match encode_frame(&msg, self.opts.limits.max_frame_len.max(4096)) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode an error frame");
+                None
+            }
+        }
+    }
+
+    /// Registers a new connection, or refuses it over the limit.
+    fn admit(self: &Arc<Self>, conn: Connection, abort_rx: &Receiver<()>, alive_tx: &Sender<()>) {
+        let mut st = self.lock();
+        if st.run.is_none() {
+            return;
+        }
+        if st.clients.len() >= self.opts.max_connections {
+            drop(st);
+            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                event = %self.event,
+                peer = %conn.peer.address,
+                max = self.opts.max_connections,
+                "connection refused: max_connections reached"
+            );
+            let text = format!(
+                "server for event {} serves its maximum of {} clients (max_connections): try again later",
+                self.event, self.opts.max_connections
+            );
+            if let Some(frame) = self.error_frame(ErrorCode::MaxConnections, &text) {
+                runtime::spawn(conn::refuse(conn, frame)).detach();
+            }
+            return;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = async_channel::bounded(self.opts.outbound_queue_size.max(1));
+        let shared = Arc::new(ConnShared::new());
+        let info = ClientInfo {
+            id: ClientId(id),
+            connected_at_ms: jiff::Timestamp::now().as_millisecond().try_into().unwrap_or(0),
+            address: conn.peer.address.clone(),
+            pid: conn.peer.pid,
+            uid: conn.peer.uid,
+            client_name: None,
+            handshaken: false,
+        };
+        let mut replayed_last = false;
+        if st.clients.is_empty() && !st.offline.is_empty() {
+            st.offline_bytes = 0;
+            let queue = std::mem::take(&mut st.offline);
+            let n = queue.len();
+            for frame in queue {
+                replayed_last |= st.last.as_ref() == Some(&frame);
+                shared.queued_bytes.fetch_add(frame.len(), Ordering::Relaxed);
+                if tx.try_send(frame).is_err() {
+                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            tracing::debug!(event = %self.event, client = %info.id, messages = n, "replaying the offline queue");
+        }
+        if self.opts.retain_last && !replayed_last {
+            if let Some(last) = st.last.clone() {
+                shared.queued_bytes.fetch_add(last.len(), Ordering::Relaxed);
+                let _ = tx.try_send(last);
+            }
+        }
+        st.clients.push(ClientEntry { id, tx: tx.clone(), shared: shared.clone(), info: info.clone() });
+        drop(st);
+        let task = conn::Conn {
+            inner: self.clone(),
+            id,
+            info,
+            tx,
+            rx,
+            shared,
+            abort_rx: abort_rx.clone(),
+            alive: alive_tx.clone(),
+        };
+        runtime::spawn(task.run(conn)).detach();
+    }
+
+    /// Removes client `id` from the registry (if still there) and reports it.
+    fn remove(&self, id: u64, shared: &ConnShared, reason: String) {
+        {
+            let mut st = self.lock();
+            if let Ok(i) = st.clients.binary_search_by_key(&id, |c| c.id) {
+                st.clients.remove(i);
+            }
+        }
+        tracing::debug!(event = %self.event, client = %ClientId(id), %reason, "client disconnected");
+        if shared.announced.load(Ordering::Acquire) {
+            self.emit(ServerEvent::Disconnected { id: ClientId(id), reason });
+        }
+    }
+
+    /// Delivers a connect/disconnect event without waiting (a full buffer
+    /// hands it to a short-lived task so order is kept for the reader).
+    fn emit(&self, ev: ServerEvent) {
+        if !self.wants_events() {
+            return;
+        }
+        match self.events_tx.try_send(ev) {
+            Ok(()) => {}
+            Err(TrySendError::Full(ev)) => {
+                let tx = self.events_tx.clone();
+                runtime::spawn(async move {
+                    let _ = runtime::timeout(Duration::from_secs(10), tx.send(ev)).await;
+                })
+                .detach();
+            }
+            Err(TrySendError::Closed(_)) => {}
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The wire codec and the message model.
+
+mod decoder;
+mod golden;
+mod malformed;
+mod prop;
+mod timestamps;
+
+pub(crate) use golden::{golden_dir, golden_messages};
