@@ -775,7 +775,8 @@ impl Peer {
         std::thread::spawn(move || {
             for line in io::BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(l) = line.strip_prefix("@@") {
+                // libtest may have printed "test <name> ... " on the same line.
+                if let Some(l) = line.find("@@").map(|i| &line[i + 2..]) {
                     if tx.send(l.to_owned()).is_err() {
                         break;
                     }

@@ -118,14 +118,17 @@ fn q3(net: Net, _name: &str) -> TestResult {
         let mut r = fx.raw()?;
         let id = r.hello(Some("pausing"))?;
         let stop = Arc::new(AtomicBool::new(false));
-        let (stop2, s2, ev) = (stop.clone(), server.clone(), fx.event.clone());
+        // Once the reader stops for good the publisher speeds up (32 MiB/s), so the kernel
+        // buffers of a TCP connection (tens of MiB once autotuned) fill quickly.
+        let fast = Arc::new(AtomicBool::new(false));
+        let (stop2, fast2, s2, ev) = (stop.clone(), fast.clone(), server.clone(), fx.event.clone());
         let publisher = std::thread::spawn(move || -> TestResult {
             let pad = "z".repeat(32 << 10);
             let mut n = 0u64;
             while !stop2.load(Ordering::Acquire) {
                 s2.broadcast(&SocketMessage::data(ev.clone(), Data::new().with("seq", n).with("pad", pad.as_str())))?;
                 n += 1;
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(Duration::from_millis(if fast2.load(Ordering::Acquire) { 1 } else { 10 }));
             }
             Ok(())
         });
@@ -150,6 +153,7 @@ fn q3(net: Net, _name: &str) -> TestResult {
         }
         ensure!(server.stats().slow_consumers == 0, "disconnected prematurely: {:?}", server.stats());
         let stopped = Instant::now();
+        fast.store(true, Ordering::Release);
         let res = expect_event(
             &events,
             Duration::from_secs(10),
@@ -163,7 +167,8 @@ fn q3(net: Net, _name: &str) -> TestResult {
         measured(&format!(
             "{net:?} Q3: {next} messages read while pausing; disconnected {took:?} after it stopped reading"
         ));
-        ensure!(took < stall + Duration::from_secs(3) + Duration::from_secs(2), "took {took:?}");
+        // Deadline + 3 s, plus the time to fill the kernel buffers (Q8).
+        ensure!(took < stall + Duration::from_secs(3) + Duration::from_secs(4), "took {took:?}");
         server.stop()?;
         Ok(())
     })
@@ -221,10 +226,12 @@ fn q4(net: Net, name: &str) -> TestResult {
             let peak = HEAP.peak_usage().saturating_sub(base);
             drop(raws);
             while events.try_recv().is_ok() {}
+            // Broadcasts that found no client left went to the offline queue: that is kept data.
+            let kept = server.clear_queue();
             let bound = heap_bound(&o, 10);
             let settled = wait_until(S5, "the heap back near the baseline", || heap_now() <= base + (1 << 20));
             measured(&format!(
-                "{net:?} Q4: peak heap +{} KiB (bound {} KiB); now +{} KiB; {:?}",
+                "{net:?} Q4: peak heap +{} KiB (bound {} KiB); now +{} KiB ({kept} offline messages cleared); {:?}",
                 peak >> 10,
                 bound >> 10,
                 heap_now().saturating_sub(base) >> 10,
@@ -283,7 +290,11 @@ fn q6(net: Net, _name: &str) -> TestResult {
         let fx = Fx::new(net)?;
         let server = fx.server_with(|o| o.outbound_queue_size = 64)?;
         let events = server.events();
-        let c = fx.client_with(|o| o.receive_buffer_size = 32)?;
+        let c = fx.client_with(|o| {
+            o.receive_buffer_size = 32;
+            // One connection's story: no reconnect after the verdict.
+            o.auto_reconnect = false;
+        })?;
         let id = c.client_id().ok_or("no id")?;
         let mut published = 0u64;
         let t = Instant::now();
@@ -310,7 +321,10 @@ fn q6(net: Net, _name: &str) -> TestResult {
         ensure!(c.buffered() == 32, "the receive buffer holds {} (bound 32)", c.buffered());
         let mut got = Vec::new();
         let mut verdict = None;
-        while let Some(m) = c.receive(Some(Duration::from_millis(500)))? {
+        while let Some(m) = match c.receive(Some(Duration::from_millis(500))) {
+            Err(e) if e.kind() == socket_factory::ErrorKind::Closed => None,
+            other => other?,
+        } {
             match (seq(&m), ErrorCode::parse(&m)) {
                 (Some(n), _) => {
                     ensure!(verdict.is_none(), "data after the slow_consumer error");
@@ -348,9 +362,9 @@ fn q7(net: Net, _name: &str) -> TestResult {
         const PER: u64 = 500;
         let fx = Arc::new(Fx::new(net)?);
         let server = fx.server_with(|o| o.max_connections = 20)?;
-        let check = |mut r: Raw, until_all: bool| {
-            std::thread::spawn(move || -> TestResult<usize> {
-                r.hello(None)?;
+        let check = |mut r: Raw, until_all: bool| -> TestResult<_> {
+            r.hello(None)?;
+            Ok(std::thread::spawn(move || -> TestResult<usize> {
                 let mut last = [None::<u64>; 8];
                 let mut total = 0usize;
                 loop {
@@ -359,7 +373,12 @@ fn q7(net: Net, _name: &str) -> TestResult {
                         _ if until_all => return Err("a steady client ran dry".into()),
                         _ => return Ok(total),
                     };
-                    let t = m.data.get("t").and_then(|v| v.as_u64()).ok_or("no t")? as usize;
+                    let t = m
+                        .data
+                        .get("t")
+                        .and_then(|v| v.as_u64())
+                        .ok_or_else(|| format!("not ours: {m:?} {:?}", m.data.get("code")))?
+                        as usize;
                     let n = seq(&m).ok_or("no seq")?;
                     if let Some(l) = last[t] {
                         ensure!(n > l, "thread {t}: {n} after {l}");
@@ -373,9 +392,9 @@ fn q7(net: Net, _name: &str) -> TestResult {
                         return Ok(total);
                     }
                 }
-            })
+            }))
         };
-        let steady = vec![check(fx.raw()?, true), check(fx.raw()?, true)];
+        let steady = vec![check(fx.raw()?, true)?, check(fx.raw()?, true)?];
         wait_until(S5, "two steady clients", || server.client_count() == 2)?;
         let go = Arc::new(std::sync::Barrier::new(8));
         let pubs: Vec<_> = (0..8u64)
@@ -385,7 +404,7 @@ fn q7(net: Net, _name: &str) -> TestResult {
                     go.wait();
                     for n in 0..PER {
                         s.broadcast(&SocketMessage::data(ev.clone(), Data::new().with("t", t).with("seq", n)))?;
-                        if n % 25 == 0 {
+                        if n % 2 == 0 {
                             std::thread::sleep(Duration::from_millis(1));
                         }
                     }
@@ -395,7 +414,7 @@ fn q7(net: Net, _name: &str) -> TestResult {
             .collect();
         let mut churn = Vec::new();
         for _ in 0..12 {
-            churn.push(check(fx.raw()?, false));
+            churn.push(check(fx.raw()?, false)?);
             std::thread::sleep(Duration::from_millis(10));
         }
         for p in pubs {
