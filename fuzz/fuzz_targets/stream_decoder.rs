@@ -17,6 +17,7 @@ fn run(stream: &[u8], sizes: &[u8], limits: Limits, direct: bool) -> (Vec<Vec<u8
     let mut rest = stream;
     let mut i = 0;
     let mut failed: Option<DecodeError> = None;
+    let mut largest = 0;
     while !rest.is_empty() {
         let n = match sizes.get(i % sizes.len().max(1)) {
             Some(&s) => usize::from(s).max(1),
@@ -24,8 +25,10 @@ fn run(stream: &[u8], sizes: &[u8], limits: Limits, direct: bool) -> (Vec<Vec<u8
         }
         .min(rest.len());
         i += 1;
-        // One header, one maximal body and this chunk (the caller drains).
-        let bound = 4 + limits.max_frame_len + n;
+        // One header, one maximal body and the largest chunk (the caller
+        // drains; the capacity reached for a large chunk is kept).
+        largest = largest.max(n);
+        let bound = 4 + limits.max_frame_len + largest;
         if direct {
             dec.spare(n).copy_from_slice(&rest[..n]);
             dec.commit(n);

@@ -309,6 +309,10 @@ impl Client {
     ///
     /// See [`receive_async`](Self::receive_async).
     pub fn receive(&self, timeout: Option<Duration>) -> Result<Option<SocketMessage>> {
+        // Fast path: a buffered message needs no executor round trip.
+        if let Ok(m) = self.inner.msg_rx.try_recv() {
+            return Ok(Some(m));
+        }
         runtime::block_on(self.receive_async(timeout))
     }
 
@@ -357,6 +361,10 @@ impl Client {
     }
 
     /// True only while a live connection exists.
+    ///
+    /// End-of-stream is noticed at once while the client reads; while the
+    /// receive buffer is full the client does not read (back-pressure), so a
+    /// lost connection is noticed once the application takes messages again.
     pub fn is_connected(&self) -> bool {
         self.inner.connected.load(Ordering::Acquire)
     }

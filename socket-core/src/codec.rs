@@ -1,12 +1,20 @@
-//! The wire codec: 4-byte big-endian length frames around MessagePack maps.
+//! The wire codec: 4-byte big-endian length frames around MessagePack maps
+//! (see `docs/protocol.md`).
 //!
-//! * [`encode_frame`] turns a [`SocketMessage`] into a complete [`Frame`]
-//!   (header and body), written with string keys only.
-//! * [`decode_body`] turns one frame body back into a message, enforcing the
-//!   schema of SPEC §4 (string keys everywhere, known `message_type`, `data`
-//!   a map, nesting at most [`Limits::max_depth`], no trailing bytes).
+//! * [`encode_frame`] (and [`encode_frame_with`], which also checks the
+//!   nesting limit) turns a [`SocketMessage`] into a complete [`Frame`]:
+//!   header and body, string keys only, every value in its smallest
+//!   encoding, byte for byte what msgpack-python's `packb` writes.
+//! * [`decode_body`] turns one frame body back into a message with a small
+//!   strict MessagePack reader: string keys everywhere, valid UTF-8, no ext
+//!   types, no repeated keys, nesting at most [`Limits::max_depth`], the five
+//!   fields with their types, at most [`MAX_UNKNOWN_KEYS`] ignored extra
+//!   keys, no trailing bytes. Declared lengths are checked against the bytes
+//!   left before anything is allocated; errors name the field or path.
 //! * [`FrameDecoder`] cuts an arbitrarily chunked byte stream into frame
-//!   bodies, checking each length header before any allocation.
+//!   bodies, checking each length header before the body is buffered; bytes
+//!   can be copied in ([`FrameDecoder::feed`]) or read in place
+//!   ([`FrameDecoder::spare`], [`FrameDecoder::commit`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -553,8 +561,12 @@ impl FrameDecoder {
         self.buf.reserve_exact(target - self.filled);
     }
 
-    /// Appends bytes read from the stream.
+    /// Appends bytes read from the stream. After an error the stream is
+    /// dead: bytes are dropped, never buffered.
     pub fn feed(&mut self, bytes: &[u8]) {
+        if self.failed.is_some() {
+            return;
+        }
         self.compact();
         self.reserve(bytes.len());
         self.buf.truncate(self.filled);
@@ -586,6 +598,11 @@ impl FrameDecoder {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn spare(&mut self, n: usize) -> &mut [u8] {
+        if self.failed.is_some() {
+            // The stream is dead: hand out scratch room, keep nothing.
+            self.pos = 0;
+            self.filled = 0;
+        }
         self.compact();
         let end = self.filled + n;
         if self.buf.len() < end {
@@ -603,7 +620,9 @@ impl FrameDecoder {
     /// If `n` is larger than that slice (a bug in the caller, never caused by input).
     pub fn commit(&mut self, n: usize) {
         assert!(n <= self.spare_len, "FrameDecoder::commit({n}) exceeds the spare slice of {} bytes", self.spare_len);
-        self.filled += n;
+        if self.failed.is_none() {
+            self.filled += n;
+        }
         self.spare_len = 0;
     }
 

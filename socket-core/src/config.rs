@@ -922,6 +922,7 @@ impl ConfigLoader {
             if !path.is_file() {
                 return Err(ConfigError::FileNotFound { path: path.clone(), origin: format!(" ({why})") });
             }
+            tracing::debug!(path = %path.display(), why, "reading configuration file");
             builder = builder.add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml));
         }
         let env: config::Map<String, String> = match &self.env {

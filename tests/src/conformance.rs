@@ -225,6 +225,9 @@ cases![
     legacy_server_mode,
     receive_only_client,
     connect_errors_and_wait_for_server,
+    write_stall_disconnects,
+    inbound_backpressure,
+    hello_with_wrong_protocol_refused,
 ];
 
 /// Runs the case called `name`.
@@ -238,6 +241,35 @@ pub fn run_case(harness: &Harness, name: &str) -> CaseResult {
         .find(|c| c.name == name)
         .ok_or_else(|| Failure { case: name.to_owned(), message: "no conformance case has this name".to_owned() })?;
     run(harness, case)
+}
+
+/// Runs every case against `transport` through both API faces (async, then blocking).
+///
+/// The simplest entry point: `make_config` gives each case a fresh
+/// configuration (own socket dir, port or namespace).
+///
+/// # Errors
+///
+/// Every failed case of either run.
+pub fn run_suite(
+    transport: Arc<dyn Transport>,
+    make_config: impl Fn() -> Config + Send + Sync + 'static,
+) -> Result<Report, Failures> {
+    let started = Instant::now();
+    let h = Harness::new(transport, make_config);
+    let mut passed = Vec::new();
+    let mut failed = Vec::new();
+    for mode in [Mode::Async, Mode::Blocking] {
+        match run_all(&h.clone().mode(mode)) {
+            Ok(r) => passed.extend(r.passed),
+            Err(Failures(f)) => failed.extend(f),
+        }
+    }
+    if failed.is_empty() {
+        Ok(Report { passed, elapsed: started.elapsed() })
+    } else {
+        Err(Failures(failed))
+    }
 }
 
 /// Runs every case, one after the other.
@@ -1482,14 +1514,21 @@ async fn blocking_mode_start(cx: &Ctx) -> CaseResult {
                 let r = runner.start();
                 let _ = tx.send_blocking(r);
             });
-            // Connect (waiting for the server to come up) proves it runs.
-            let client = cx
-                .connect_with(|o| {
-                    o.wait_for_server = true;
-                    o.wait_timeout = Some(SOON);
-                })
-                .await??;
-            ensure!(rx.try_recv().is_err(), "start() returned while the server runs in blocking_mode");
+            // Connect (waiting for the server to come up) proves it runs; start() must not return meanwhile.
+            let mut o = cx.client_options()?;
+            o.wait_for_server = true;
+            o.wait_timeout = Some(SOON);
+            let connecting = socket_core::runtime::spawn(Client::connect_with_async(
+                cx.h.transport.clone(),
+                cx.event(),
+                cx.config(),
+                o,
+            ));
+            let client = future::or(async { connecting.await.map_err(Failure::from) }, async {
+                let r = rx.recv().await;
+                Err(Failure::new(format!("start() returned while the server should run: {r:?}")))
+            })
+            .await?;
             server.stop()?;
             let t0 = Instant::now();
             let r = rx.recv_blocking().map_err(|_| Failure::new("start thread died"))?;
@@ -1635,6 +1674,104 @@ async fn connect_errors_and_wait_for_server(cx: &Ctx) -> CaseResult {
     Ok(())
 }
 
+async fn write_stall_disconnects(cx: &Ctx) -> CaseResult {
+    // Queues large enough that only the stall deadline can act.
+    let server = cx
+        .started(|o| {
+            o.write_stall_timeout = Duration::from_millis(300);
+            o.outbound_queue_bytes = 256 << 20;
+        })
+        .await?;
+    let events = server.events();
+    let _frozen = cx.raw().await?;
+    let id =
+        match expect_event(&events, SOON, "raw client connected", |e| matches!(e, ServerEvent::Connected(_))).await? {
+            ServerEvent::Connected(info) => info.id,
+            _ => return Err(Failure::new("not a Connected event")),
+        };
+    let blob = "x".repeat(900_000);
+    let t0 = Instant::now();
+    // 18 MB: more than socket buffers hold (loopback TCP autotunes to about 10 MB): the writer stalls.
+    for n in 0..20 {
+        server.broadcast(&SocketMessage::data(cx.event(), Data::new().with("n", n).with("blob", blob.as_str())))?;
+    }
+    let ev = expect_event(
+        &events,
+        Duration::from_secs(10),
+        "stalled client disconnected",
+        |e| matches!(e, ServerEvent::Disconnected { id: d, .. } if *d == id),
+    )
+    .await?;
+    ensure!(
+        matches!(&ev, ServerEvent::Disconnected { reason, .. } if reason.contains("slow consumer")),
+        "reason: {ev:?}"
+    );
+    ensure!(t0.elapsed() >= Duration::from_millis(250), "disconnected before the stall deadline");
+    ensure!(server.stats().slow_consumers == 1, "stall not counted: {:?}", server.stats());
+    cx.stop(&server).await?;
+    Ok(())
+}
+
+async fn inbound_backpressure(cx: &Ctx) -> CaseResult {
+    const N: u64 = 500;
+    let server = cx.started(|o| o.inbound_queue_size = 4).await?;
+    let events = server.events();
+    let sender = cx.connect().await?;
+    let listener = cx.connect().await?;
+    // The application does not read events yet: the sender is pushed back, nothing is lost.
+    let sending: Pin<Box<dyn Future<Output = socket_core::Result<()>> + Send>> = match cx.mode() {
+        Mode::Async => {
+            let (c, event) = (sender.clone(), cx.event());
+            Box::pin(socket_core::runtime::spawn(async move {
+                for n in 0..N {
+                    c.send_async(&SocketMessage::data(event.clone(), Data::new().with("n", n))).await?;
+                }
+                Ok(())
+            }))
+        }
+        Mode::Blocking => {
+            let (c, event) = (sender.clone(), cx.event());
+            let (tx, rx) = async_channel::bounded(1);
+            std::thread::spawn(move || {
+                let r = (0..N).try_for_each(|n| c.send(&SocketMessage::data(event.clone(), Data::new().with("n", n))));
+                let _ = tx.send_blocking(r);
+            });
+            Box::pin(async move { rx.recv().await.unwrap_or(Ok(())) })
+        }
+    };
+    // Other clients are unaffected meanwhile.
+    for n in 0..20 {
+        server.broadcast(&cx.data(10_000 + n))?;
+        cx.expect_n(&listener, 10_000 + n).await?;
+    }
+    let mut next = 0;
+    while next < N {
+        let ev = expect_event(&events, SOON, "sent messages", |e| matches!(e, ServerEvent::Message { .. })).await?;
+        if let ServerEvent::Message { message, .. } = ev {
+            ensure!(num(&message) == Some(next), "got {:?}, expected {next}", num(&message));
+            next += 1;
+        }
+    }
+    future::or(sending, async {
+        async_io::Timer::after(SOON).await;
+        Err(socket_core::Error::new(ErrorKind::Timeout, "sender did not finish"))
+    })
+    .await?;
+    ensure!(server.stats().slow_consumers == 0, "back-pressure disconnected someone: {:?}", server.stats());
+    cx.stop(&server).await?;
+    Ok(())
+}
+
+async fn hello_with_wrong_protocol_refused(cx: &Ctx) -> CaseResult {
+    let server = cx.started(|_| {}).await?;
+    let mut raw = cx.raw().await?;
+    raw.send_msg(&control(&cx.event(), &Control::Hello { protocol: 99, client_name: None })).await?;
+    raw.expect_error(ErrorCode::Protocol).await?;
+    raw.expect_eof("after an unsupported protocol version").await?;
+    cx.stop(&server).await?;
+    Ok(())
+}
+
 /// Defines one `#[test]` per conformance case, named after it, that runs
 /// the case against the [`Harness`](crate::conformance::Harness) built by `$harness`
 /// (an expression evaluated once per test). See the crate documentation
@@ -1674,6 +1811,9 @@ macro_rules! conformance_tests {
             legacy_server_mode,
             receive_only_client,
             connect_errors_and_wait_for_server,
+            write_stall_disconnects,
+            inbound_backpressure,
+            hello_with_wrong_protocol_refused,
         );
     };
     (@cases $harness:expr; $($name:ident),* $(,)?) => {

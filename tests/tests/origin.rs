@@ -411,7 +411,7 @@ fn origin_defect_09_replay_and_live_never_interleave() -> TestResult {
         let publisher = {
             let server = server.clone();
             std::thread::spawn(move || -> Result<(), socket_core::Error> {
-                for n in 50..=LAST {
+                for n in 50..LAST {
                     server.broadcast(&data(n))?;
                     if n % 32 == 0 {
                         std::thread::yield_now();
@@ -424,6 +424,8 @@ fn origin_defect_09_replay_and_live_never_interleave() -> TestResult {
             readers.push(check(s.client(|_| {})?, false));
         }
         publisher.join().map_err(|_| "publisher panicked")??;
+        // Every client is registered by now: this one reaches them all.
+        server.broadcast(&data(LAST))?;
         for (i, r) in readers.into_iter().enumerate() {
             r.join().map_err(|_| "reader panicked")?.map_err(|e| format!("client {i}: {e}"))?;
         }

@@ -30,7 +30,40 @@ mod blocking_api {
 fn every_case_has_a_test() {
     // The macro's list must match the suite's: a case missing from the macro would never run per-test.
     let names: Vec<&str> = conformance::cases().iter().map(|c| c.name).collect();
-    assert_eq!(names.len(), 31, "update conformance_tests! and this count together: {names:?}");
+    assert_eq!(names.len(), 34, "update conformance_tests! and this count together: {names:?}");
+}
+
+/// A transport that cannot bind or connect: every case must fail, and say so.
+#[derive(Debug)]
+struct Broken;
+
+#[async_trait::async_trait]
+impl socket_core::Transport for Broken {
+    fn scheme(&self) -> &str {
+        "broken"
+    }
+    async fn bind(
+        &self,
+        _: &socket_core::EventName,
+        _: &Config,
+    ) -> socket_core::Result<Box<dyn socket_core::Listener>> {
+        Err(socket_core::Error::new(socket_core::ErrorKind::Connection, "broken transport cannot bind"))
+    }
+    fn endpoints(&self, _: &socket_core::EventName, _: &Config) -> socket_core::Result<Vec<socket_core::Endpoint>> {
+        Ok(vec![socket_core::Endpoint { address: "broken://x".to_owned(), explicit: true }])
+    }
+    async fn connect(&self, _: &socket_core::Endpoint, _: &Config) -> socket_core::Result<socket_core::Connection> {
+        Err(socket_core::Error::new(socket_core::ErrorKind::Connection, "broken transport cannot connect"))
+    }
+}
+
+#[test]
+fn run_suite_reports_every_failed_case() {
+    let err = conformance::run_suite(Arc::new(Broken), Config::default).unwrap_err();
+    assert_eq!(err.0.len(), 2 * conformance::cases().len(), "{err}");
+    let names: std::collections::HashSet<&str> = err.0.iter().map(|f| f.case.as_str()).collect();
+    assert_eq!(names.len(), conformance::cases().len());
+    assert!(err.to_string().contains("conformance case start_stop_idempotent failed"), "{err}");
 }
 
 #[test]

@@ -366,10 +366,11 @@ impl Conn {
         };
         let _ = hs_tx.try_send(welcome);
         tracing::debug!(handshaken, client_name = info.client_name.as_deref(), "handshake phase over");
-        self.shared.announced.store(true, Ordering::Release);
         if inner.wants_events() {
             let _ = inner.events_tx.send(ServerEvent::Connected(info)).await;
         }
+        // Only now: a `Disconnected` is never reported for an unreported connect.
+        self.shared.announced.store(true, Ordering::Release);
     }
 
     /// Queues a frame for this client only; dropped if its queue is full.

@@ -21,6 +21,23 @@
 //! * [`Server::stop`] queues `shutdown` to every handshaken client, lets the
 //!   writers flush for at most 250 ms, then drops every connection and
 //!   releases the address; it returns within one second.
+//!
+//! # Semantics worth knowing
+//!
+//! * The offline queue (`message_queue_size` messages and
+//!   `message_queue_bytes` bytes, oldest dropped first and counted in
+//!   [`ServerStats::dropped`]) is handed to the **first** client that
+//!   connects, in order and before any live message, and is then empty. It
+//!   survives a `stop` / `start` of the same handle.
+//! * With `retain_last`, a new client first gets the last broadcast, unless
+//!   it just got it from the offline queue. Relayed messages count as
+//!   broadcasts.
+//! * Broadcasting is never blocked by a client. A publisher that can
+//!   outrun its subscribers should pace itself (or raise
+//!   `outbound_queue_size`): a client whose queue overflows is disconnected
+//!   and reconnects by itself.
+//! * Client messages reach [`Server::events`] only while the application
+//!   holds a receiver from it; otherwise they are counted and dropped.
 
 mod conn;
 pub(crate) mod wire;
@@ -816,8 +833,11 @@ impl Inner {
             let n = queue.len();
             for frame in queue {
                 replayed_last |= st.last.as_ref() == Some(&frame);
-                shared.queued_bytes.fetch_add(frame.len(), Ordering::Relaxed);
+                let len = frame.len();
+                shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
                 if tx.try_send(frame).is_err() {
+                    // The offline queue is longer than the client's queue: the oldest part is lost.
+                    shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
                     self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -825,8 +845,11 @@ impl Inner {
         }
         if self.opts.retain_last && !replayed_last {
             if let Some(last) = st.last.clone() {
-                shared.queued_bytes.fetch_add(last.len(), Ordering::Relaxed);
-                let _ = tx.try_send(last);
+                let len = last.len();
+                shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
+                if tx.try_send(last).is_err() {
+                    shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                }
             }
         }
         st.clients.push(ClientEntry { id, tx: tx.clone(), shared: shared.clone(), info: info.clone() });

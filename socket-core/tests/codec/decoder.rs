@@ -199,3 +199,20 @@ fn commit_beyond_spare_is_a_caller_bug() {
     let text = msg.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(text.contains("exceeds the spare slice"), "{text}");
 }
+
+#[test]
+fn bytes_after_an_error_are_dropped() {
+    // Found by the stream_decoder fuzz target: a dead stream kept buffering.
+    let mut dec = FrameDecoder::new(Limits { max_frame_len: 1024, ..Limits::default() });
+    dec.feed(&[0, 1, 0, 0]);
+    assert!(dec.next_frame().is_err());
+    let before = dec.capacity();
+    for _ in 0..100 {
+        dec.feed(&[0xc0; 1000]);
+        let buf = dec.spare(1000);
+        buf.fill(0xc0);
+        dec.commit(1000);
+        assert!(dec.next_frame().is_err());
+    }
+    assert!(dec.capacity() <= before + 1000, "capacity grew to {}", dec.capacity());
+}

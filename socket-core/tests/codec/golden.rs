@@ -146,3 +146,16 @@ fn integers_use_the_smallest_encoding() {
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
 }
+
+/// A NaN float (found by the decode_frame fuzz target: NaN != NaN broke its
+/// equality check) keeps its exact bits through decode and encode.
+#[test]
+fn nan_keeps_its_bits() {
+    let mut body = encode_frame(&golden_messages()[0].1, 1 << 20).unwrap().body().to_vec();
+    let at = body.windows(9).position(|w| w == [0xcb, 0x3f, 0xe0, 0, 0, 0, 0, 0, 0]).expect("ratio 0.5");
+    body[at + 1..at + 9].copy_from_slice(&[0xff; 8]);
+    let msg = decode_body(&body, &Limits::default()).unwrap();
+    assert!(msg.data.get("ratio").and_then(Value::as_f64).is_some_and(f64::is_nan));
+    let again = encode_frame(&msg, 1 << 20).unwrap();
+    assert_eq!(again.body(), &body[..]);
+}

@@ -1,5 +1,6 @@
 //! The wire codec and the message model.
 
+mod data;
 mod decoder;
 mod golden;
 mod malformed;

@@ -1,0 +1,456 @@
+//! `socket-bench`: the benchmark behind `cargo xtask bench` (SPEC §7).
+//!
+//! In one process tree and one run, one contender after another (never
+//! concurrently), it measures
+//!
+//! * the **ceiling**: plain std sockets, one blocking thread per connection,
+//!   the same 4-byte framing and MessagePack encoding as the library;
+//! * **libzmq** PUB/SUB (throughput) and REQ/REP (round trip) through the
+//!   `zmq` crate, with high-water marks 0 (nothing lost);
+//! * **socket**, this library, through its async and its blocking API,
+//!
+//! over Unix sockets and TCP, and prints one markdown table with every
+//! contender's numbers and its ratio to the ceiling, plus the machine.
+//!
+//! Usage: `socket-bench [--quick] [--write-docs] [--only throughput|rtt|memory]...
+//! [--contender ceiling|zmq|async|blocking]...`
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[path = "socket-bench/ceiling.rs"]
+mod ceiling;
+#[path = "socket-bench/common.rs"]
+mod common;
+#[path = "socket-bench/lib_bench.rs"]
+mod lib_bench;
+#[path = "socket-bench/memory.rs"]
+mod memory;
+#[path = "socket-bench/report.rs"]
+mod report;
+#[path = "socket-bench/serve.rs"]
+mod serve;
+#[path = "socket-bench/zmq_bench.rs"]
+mod zmq_bench;
+
+use common::{BenchResult, Net, RttPlan};
+use lib_bench::Api;
+
+/// The things measured side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Contender {
+    /// Plain std sockets.
+    Ceiling,
+    /// libzmq through the `zmq` crate.
+    Zmq,
+    /// This library, async API.
+    LibAsync,
+    /// This library, blocking API.
+    LibBlocking,
+}
+
+impl Contender {
+    /// Every contender, in table order.
+    pub(crate) const ALL: [Contender; 4] =
+        [Contender::Ceiling, Contender::Zmq, Contender::LibAsync, Contender::LibBlocking];
+
+    /// Command-line key.
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            Contender::Ceiling => "ceiling",
+            Contender::Zmq => "zmq",
+            Contender::LibAsync => "async",
+            Contender::LibBlocking => "blocking",
+        }
+    }
+
+    /// Column title.
+    pub(crate) fn title(self) -> &'static str {
+        match self {
+            Contender::Ceiling => "ceiling (std)",
+            Contender::Zmq => "libzmq",
+            Contender::LibAsync => "socket async",
+            Contender::LibBlocking => "socket blocking",
+        }
+    }
+
+    /// Position in [`Contender::ALL`].
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    fn parse(s: &str) -> BenchResult<Contender> {
+        Contender::ALL
+            .into_iter()
+            .find(|c| c.key() == s)
+            .ok_or_else(|| format!("unknown contender {s:?}: expected one of ceiling, zmq, async, blocking"))
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    /// Smoke run: a few thousand messages per cell.
+    pub(crate) quick: bool,
+    /// Also write `docs/benchmarks.md`.
+    pub(crate) write_docs: bool,
+    sections: Vec<String>,
+    contenders: Vec<Contender>,
+    nets: Vec<Net>,
+    payloads: Vec<usize>,
+    subs: Vec<usize>,
+    /// Runs of every throughput and round-trip cell; the best one counts.
+    pub(crate) repeat: u32,
+    /// The command line, for the docs.
+    pub(crate) command: String,
+}
+
+impl Options {
+    fn section(&self, name: &str) -> bool {
+        self.sections.is_empty() || self.sections.iter().any(|s| s == name)
+    }
+
+    fn runs(&self, c: Contender) -> bool {
+        self.contenders.is_empty() || self.contenders.contains(&c)
+    }
+
+    fn nets(&self) -> Vec<Net> {
+        if self.nets.is_empty() {
+            vec![Net::Unix, Net::Tcp]
+        } else {
+            self.nets.clone()
+        }
+    }
+
+    fn payloads(&self) -> Vec<usize> {
+        if self.payloads.is_empty() {
+            vec![64, 4096]
+        } else {
+            self.payloads.clone()
+        }
+    }
+
+    fn subs(&self) -> Vec<usize> {
+        if self.subs.is_empty() {
+            vec![1, 4, 64]
+        } else {
+            self.subs.clone()
+        }
+    }
+}
+
+const USAGE: &str = "usage: socket-bench [--quick] [--write-docs] [--repeat K] [--only throughput|rtt|memory]... \
+[--contender ceiling|zmq|async|blocking]... [--net unix|tcp]... [--payload BYTES]... [--subs N]...";
+
+fn parse_args(args: &[String]) -> BenchResult<Options> {
+    let mut o = Options {
+        quick: false,
+        write_docs: false,
+        sections: Vec::new(),
+        contenders: Vec::new(),
+        nets: Vec::new(),
+        payloads: Vec::new(),
+        subs: Vec::new(),
+        repeat: 0,
+        command: String::from("cargo xtask bench"),
+    };
+    let num = |v: Option<&String>, what: &str| -> BenchResult<usize> {
+        let v = v.ok_or_else(|| format!("{what} needs a number"))?;
+        v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| format!("{what} {v:?}: expected a positive number"))
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--write-docs" => o.write_docs = true,
+            "--only" => {
+                let s = it.next().ok_or("--only needs a section")?;
+                if !["throughput", "rtt", "memory"].contains(&s.as_str()) {
+                    return Err(format!("unknown section {s:?}: expected throughput, rtt or memory"));
+                }
+                o.sections.push(s.clone());
+            }
+            "--contender" => o.contenders.push(Contender::parse(it.next().ok_or("--contender needs a name")?)?),
+            "--net" => o.nets.push(Net::parse(it.next().ok_or("--net needs unix or tcp")?)?),
+            "--payload" => o.payloads.push(num(it.next(), "--payload")?),
+            "--subs" => o.subs.push(num(it.next(), "--subs")?),
+            "--repeat" => o.repeat = u32::try_from(num(it.next(), "--repeat")?).unwrap_or(u32::MAX),
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    if o.repeat == 0 {
+        o.repeat = if o.quick { 1 } else { 2 };
+    }
+    if !args.is_empty() {
+        o.command = format!("cargo xtask bench {}", args.join(" "));
+    }
+    Ok(o)
+}
+
+/// One throughput cell.
+#[derive(Debug)]
+pub(crate) struct TputRow {
+    pub(crate) net: Net,
+    pub(crate) payload: usize,
+    pub(crate) subs: usize,
+    pub(crate) n: u64,
+    pub(crate) cells: [Option<BenchResult<f64>>; 4],
+}
+
+/// One round-trip cell.
+#[derive(Debug)]
+pub(crate) struct RttRow {
+    pub(crate) net: Net,
+    pub(crate) payload: usize,
+    pub(crate) pinned: bool,
+    pub(crate) cells: [Option<BenchResult<common::Rtt>>; 4],
+}
+
+/// Idle-server memory of one transport.
+#[derive(Debug)]
+pub(crate) struct MemRow {
+    pub(crate) net: Net,
+    pub(crate) cells: [Option<BenchResult<memory::MemCurve>>; 4],
+}
+
+/// Everything measured.
+#[derive(Debug, Default)]
+pub(crate) struct Results {
+    pub(crate) tput: Vec<TputRow>,
+    pub(crate) rtt: Vec<RttRow>,
+    pub(crate) mem: Vec<MemRow>,
+    /// Client counts of the memory test.
+    pub(crate) mem_steps: Vec<usize>,
+    /// Wall time of the whole run.
+    pub(crate) elapsed: Duration,
+}
+
+impl Results {
+    /// Every failure, as `(where, why)`.
+    pub(crate) fn failures(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for r in &self.tput {
+            for c in Contender::ALL {
+                if let Some(Err(e)) = &r.cells[c.index()] {
+                    out.push((format!("{} throughput {}", c.title(), report::tput_label(r)), e.clone()));
+                }
+            }
+        }
+        for r in &self.rtt {
+            for c in Contender::ALL {
+                if let Some(Err(e)) = &r.cells[c.index()] {
+                    out.push((format!("{} round trip {}", c.title(), report::rtt_label(r)), e.clone()));
+                }
+            }
+        }
+        for r in &self.mem {
+            for c in Contender::ALL {
+                if let Some(Err(e)) = &r.cells[c.index()] {
+                    out.push((format!("{} memory {}", c.title(), r.net.name()), e.clone()));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// Keeps the better of two runs of a cell; a failure always wins (it must be seen).
+fn keep_best<T>(slot: &mut Option<BenchResult<T>>, new: BenchResult<T>, better: impl Fn(&T, &T) -> bool) {
+    let replace = match (&*slot, &new) {
+        (None, _) | (Some(Ok(_)), Err(_)) => true,
+        (Some(Ok(old)), Ok(n)) => better(n, old),
+        (Some(Err(_)), _) => false,
+    };
+    if replace {
+        *slot = Some(new);
+    }
+}
+
+/// Runs one cell, turning a panic into a failure.
+fn guarded<T>(f: impl FnOnce() -> BenchResult<T>) -> BenchResult<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            Err(format!("panicked: {msg}"))
+        }
+    }
+}
+
+fn messages_per_cell(quick: bool, payload: usize, subs: usize) -> u64 {
+    if quick {
+        return if subs >= 64 { 1_000 } else { 3_000 };
+    }
+    // About 0.3-1 s per cell for the ceiling on a 2-core VM.
+    let deliveries: u64 = if payload <= 64 { 600_000 } else { 150_000 };
+    (deliveries / subs as u64).max(2_000)
+}
+
+fn rtt_plan(quick: bool) -> RttPlan {
+    if quick {
+        RttPlan { warmup: 50, count: 1_000, budget: Duration::from_millis(200), min_count: 200 }
+    } else {
+        RttPlan { warmup: 500, count: 100_000, budget: Duration::from_millis(700), min_count: 2_000 }
+    }
+}
+
+fn progress(what: &str, c: Contender, r: &BenchResult<String>, t: Instant) {
+    match r {
+        Ok(v) => eprintln!("  {what:<28} {:<16} {v:>20}   ({:.1} s)", c.title(), t.elapsed().as_secs_f64()),
+        Err(e) => eprintln!("  {what:<28} {:<16} FAILED: {e}", c.title()),
+    }
+}
+
+fn run(o: &Options) -> Results {
+    let started = Instant::now();
+    let mut res = Results::default();
+    let nets = o.nets();
+    let payloads = o.payloads();
+    if o.section("throughput") {
+        eprintln!("throughput (messages/s delivered to every subscriber)");
+        for &net in &nets {
+            for &payload in &payloads {
+                for subs in o.subs() {
+                    let n = messages_per_cell(o.quick, payload, subs);
+                    let mut row = TputRow { net, payload, subs, n, cells: [None, None, None, None] };
+                    let label = report::tput_label(&row);
+                    // Rounds interleave the contenders, so a disturbance hits them alike; the best run counts.
+                    for _ in 0..o.repeat {
+                        for c in Contender::ALL.into_iter().filter(|c| o.runs(*c)) {
+                            let t = Instant::now();
+                            let r = guarded(|| match c {
+                                Contender::Ceiling => ceiling::throughput(net, payload, subs, n),
+                                Contender::Zmq => zmq_bench::throughput(net, payload, subs, n),
+                                Contender::LibAsync => lib_bench::throughput(Api::Async, net, payload, subs, n),
+                                Contender::LibBlocking => lib_bench::throughput(Api::Blocking, net, payload, subs, n),
+                            });
+                            progress(&label, c, &r.as_ref().map(|v| report::rate_text(*v)).map_err(Clone::clone), t);
+                            keep_best(&mut row.cells[c.index()], r, |new, old| new > old);
+                        }
+                    }
+                    res.tput.push(row);
+                }
+            }
+        }
+    }
+    if o.section("rtt") {
+        eprintln!("round trip p50 / p99 (us)");
+        let plan = rtt_plan(o.quick);
+        for &net in &nets {
+            for &payload in &payloads {
+                for pinned in [false, true] {
+                    let mut row = RttRow { net, payload, pinned, cells: [None, None, None, None] };
+                    let label = report::rtt_label(&row);
+                    for c in (0..o.repeat).flat_map(|_| Contender::ALL).filter(|c| o.runs(*c)) {
+                        let t = Instant::now();
+                        let r = guarded(|| {
+                            if pinned {
+                                common::pin_process(Some(common::first_cpu()))?;
+                            }
+                            let r = match c {
+                                Contender::Ceiling => ceiling::round_trip(net, payload, plan),
+                                Contender::Zmq => zmq_bench::round_trip(net, payload, plan),
+                                Contender::LibAsync => lib_bench::round_trip(Api::Async, net, payload, plan),
+                                Contender::LibBlocking => lib_bench::round_trip(Api::Blocking, net, payload, plan),
+                            };
+                            if pinned {
+                                common::pin_process(None)?;
+                            }
+                            r
+                        });
+                        if pinned {
+                            // Also after a panic.
+                            let _ = common::pin_process(None);
+                        }
+                        let text = r.as_ref().map(|v| format!("{:.1} / {:.1} us", v.p50, v.p99)).map_err(Clone::clone);
+                        progress(&label, c, &text, t);
+                        keep_best(&mut row.cells[c.index()], r, |new, old| new.p50 < old.p50);
+                    }
+                    res.rtt.push(row);
+                }
+            }
+        }
+    }
+    if o.section("memory") {
+        eprintln!("idle server RSS (server in a child process, clients here)");
+        res.mem_steps = if o.quick { vec![10, 100] } else { vec![10, 500, 1000] };
+        for &net in &nets {
+            let mut row = MemRow { net, cells: [None, None, None, None] };
+            for c in [Contender::Ceiling, Contender::Zmq, Contender::LibBlocking] {
+                let lib_wanted = o.runs(Contender::LibAsync) || o.runs(Contender::LibBlocking);
+                let wanted = if c == Contender::LibBlocking { lib_wanted } else { o.runs(c) };
+                if !wanted {
+                    continue;
+                }
+                let t = Instant::now();
+                let r = guarded(|| memory::measure(c, net, &res.mem_steps));
+                let text = r
+                    .as_ref()
+                    .map(|m| m.points.iter().map(|(n, kib)| format!("{n}:{kib}K")).collect::<Vec<_>>().join(" "))
+                    .map_err(Clone::clone);
+                progress(&format!("{} idle", net.name()), c, &text, t);
+                if c == Contender::LibBlocking {
+                    // One server engine behind both APIs: the same measurement in both columns.
+                    row.cells[Contender::LibAsync.index()] = Some(r.clone());
+                }
+                row.cells[c.index()] = Some(r);
+            }
+            res.mem.push(row);
+        }
+    }
+    res.elapsed = started.elapsed();
+    res
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("__serve") {
+        return match memory::serve_zmq(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("socket-bench server child: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let opts = match parse_args(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    common::remember_affinity();
+    let machine = report::Machine::describe();
+    eprintln!("{}", machine.line());
+    let results = run(&opts);
+    let text = report::render(&opts, &machine, &results);
+    println!("{text}");
+    if opts.write_docs {
+        match report::write_docs(&opts, &machine, &results) {
+            Ok(path) => eprintln!("wrote {path}"),
+            Err(e) => {
+                eprintln!("cannot write docs/benchmarks.md: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let failures = results.failures();
+    if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{} cell(s) failed:", failures.len());
+        for (w, e) in failures {
+            eprintln!("  {w}: {e}");
+        }
+        ExitCode::FAILURE
+    }
+}

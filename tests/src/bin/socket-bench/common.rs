@@ -1,0 +1,302 @@
+//! Shared pieces: messages, flow control, latency statistics, CPU pinning, addresses.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use event_listener::{Event, Listener as _};
+use socket_core::codec::Limits;
+use socket_core::{Data, EventName, SocketMessage};
+
+/// Event name used by every contender.
+pub(crate) const EVENT: &str = "bench";
+
+/// Largest frame accepted or produced (the library default, 1 MiB).
+pub(crate) const MAX_FRAME: usize = 1 << 20;
+
+/// The publisher never runs more than this many messages ahead of the slowest
+/// subscriber (the same application-level flow control for every contender).
+/// It stays below the library's default outbound queue (1024 frames) and its
+/// default client receive buffer, so the library runs with its default settings.
+pub(crate) const WINDOW: u64 = 512;
+
+/// Largest read of the plain-socket subscribers (straight into the `FrameDecoder`).
+pub(crate) const READ_BUF: usize = 64 * 1024;
+
+/// Every network wait in the bench gives up after this long: a cell must fail, not hang.
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A bench failure, in words.
+pub(crate) type BenchResult<T> = std::result::Result<T, String>;
+
+/// Turns any displayable error into a bench failure with context.
+pub(crate) fn ctx<E: fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
+    move |e| format!("{what}: {e}")
+}
+
+/// The two transports under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Net {
+    /// Unix domain sockets (`ipc://` for libzmq).
+    Unix,
+    /// TCP over loopback.
+    Tcp,
+}
+
+impl Net {
+    /// Lower-case name, also the library's transport scheme.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Net::Unix => "unix",
+            Net::Tcp => "tcp",
+        }
+    }
+
+    /// Parses [`Net::name`].
+    pub(crate) fn parse(s: &str) -> BenchResult<Net> {
+        match s {
+            "unix" => Ok(Net::Unix),
+            "tcp" => Ok(Net::Tcp),
+            other => Err(format!("unknown transport {other:?}: expected unix or tcp")),
+        }
+    }
+}
+
+/// The event name as a validated [`EventName`].
+pub(crate) fn event_name() -> EventName {
+    EventName::new(EVENT).unwrap_or_else(|e| panic!("constant event name is valid: {e}"))
+}
+
+/// The message every contender sends: `data = {"seq": <n>, "payload": <binary of `payload` bytes>}`.
+///
+/// It is stamped once; the publisher only rewrites `seq` before each send, so
+/// every contender pays the same application cost per message.
+pub(crate) fn make_message(payload: usize) -> SocketMessage {
+    let data = Data::new().with("seq", 0u64).with("payload", vec![0xA5u8; payload]);
+    SocketMessage::data(event_name(), data)
+}
+
+/// Rewrites the sequence number of a message made by [`make_message`].
+pub(crate) fn set_seq(msg: &mut SocketMessage, seq: u64) {
+    msg.data.insert("seq", seq);
+}
+
+/// Checks that `msg` is the bench message number `want` with a payload of `payload` bytes.
+pub(crate) fn check_seq(msg: &SocketMessage, want: u64, payload: usize) -> BenchResult<()> {
+    let got = msg.data.get("seq").and_then(|v| v.as_u64());
+    if got != Some(want) {
+        return Err(format!("out of order: expected seq {want}, got {got:?}"));
+    }
+    let len = msg.data.get("payload").and_then(|v| v.as_slice()).map(<[u8]>::len);
+    if len != Some(payload) {
+        return Err(format!("payload of seq {want} has {len:?} bytes, expected {payload}"));
+    }
+    Ok(())
+}
+
+/// Decoder limits used by the plain-socket and libzmq contenders (the library defaults).
+pub(crate) fn limits() -> Limits {
+    Limits::default()
+}
+
+#[repr(align(128))]
+#[derive(Debug, Default)]
+struct Padded(AtomicU64);
+
+/// Per-subscriber delivery counters and the publisher's flow-control window.
+#[derive(Debug)]
+pub(crate) struct Pacer {
+    counts: Vec<Padded>,
+    event: Event,
+    aborted: AtomicBool,
+}
+
+/// Subscribers wake a waiting publisher every this many messages.
+const NOTIFY_EVERY: u64 = 32;
+
+impl Pacer {
+    /// Counters for `subs` subscribers.
+    pub(crate) fn new(subs: usize) -> Pacer {
+        Pacer {
+            counts: (0..subs).map(|_| Padded::default()).collect(),
+            event: Event::new(),
+            aborted: AtomicBool::new(false),
+        }
+    }
+
+    /// Subscriber `sub` has received `count` messages in total.
+    pub(crate) fn delivered(&self, sub: usize, count: u64) {
+        self.counts[sub].0.store(count, Ordering::Release);
+        if count % NOTIFY_EVERY == 0 {
+            self.event.notify(usize::MAX);
+        }
+    }
+
+    /// A subscriber failed: the publisher stops waiting.
+    pub(crate) fn abort(&self) {
+        self.aborted.store(true, Ordering::Release);
+        self.event.notify(usize::MAX);
+    }
+
+    fn min(&self) -> u64 {
+        self.counts.iter().map(|c| c.0.load(Ordering::Acquire)).min().unwrap_or(u64::MAX)
+    }
+
+    fn check(&self, seq: u64) -> BenchResult<Option<u64>> {
+        if self.aborted.load(Ordering::Acquire) {
+            return Err("a subscriber failed".into());
+        }
+        let min = self.min();
+        Ok((seq < min.saturating_add(WINDOW)).then(|| min.saturating_add(WINDOW)))
+    }
+
+    /// Blocks until message `seq` may be sent; returns the first seq that must wait again.
+    pub(crate) fn wait(&self, seq: u64, deadline: Instant) -> BenchResult<u64> {
+        loop {
+            if let Some(next) = self.check(seq)? {
+                return Ok(next);
+            }
+            let listener = self.event.listen();
+            if let Some(next) = self.check(seq)? {
+                return Ok(next);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("timed out: slowest subscriber stuck at {} messages", self.min()));
+            }
+            if listener.wait_timeout(Duration::from_millis(50)).is_none() && std::env::var_os("SBENCH_DEBUG").is_some()
+            {
+                eprintln!("pacer: 50 ms without progress at seq {seq}, min {}", self.min());
+            }
+        }
+    }
+}
+
+/// Messages/s delivered to every subscriber: `n` over the time from the first
+/// send to the last receipt at the slowest subscriber.
+pub(crate) fn rate(n: u64, start: Instant, last_receipts: &[Instant]) -> f64 {
+    let end = last_receipts.iter().max().copied().unwrap_or(start);
+    let secs = end.saturating_duration_since(start).as_secs_f64().max(1e-9);
+    n as f64 / secs
+}
+
+/// Round-trip statistics in microseconds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rtt {
+    /// Median.
+    pub(crate) p50: f64,
+    /// 99th percentile.
+    pub(crate) p99: f64,
+}
+
+/// p50 and p99 of latencies in nanoseconds.
+pub(crate) fn rtt_stats(mut samples: Vec<u64>) -> BenchResult<Rtt> {
+    if samples.is_empty() {
+        return Err("no round trip measured".into());
+    }
+    samples.sort_unstable();
+    let at = |q: f64| {
+        let idx = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples[idx.min(samples.len() - 1)] as f64 / 1000.0
+    };
+    Ok(Rtt { p50: at(0.50), p99: at(0.99) })
+}
+
+/// How many round trips to time, and for how long at most.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RttPlan {
+    /// Untimed round trips first.
+    pub(crate) warmup: u64,
+    /// Timed round trips, at most.
+    pub(crate) count: u64,
+    /// Stop timing after this long (with at least `min_count` samples).
+    pub(crate) budget: Duration,
+    /// Least number of timed round trips.
+    pub(crate) min_count: u64,
+}
+
+impl RttPlan {
+    /// True when the timed loop may stop after `done` samples started at `start`.
+    pub(crate) fn done(&self, done: u64, start: Instant) -> bool {
+        done >= self.count || (done >= self.min_count && start.elapsed() >= self.budget)
+    }
+}
+
+/// The affinity mask the process started with.
+fn original_mask() -> &'static rustix::thread::CpuSet {
+    static MASK: OnceLock<rustix::thread::CpuSet> = OnceLock::new();
+    MASK.get_or_init(|| rustix::thread::sched_getaffinity(None).unwrap_or_else(|_| all_cpus()))
+}
+
+fn all_cpus() -> rustix::thread::CpuSet {
+    let mut set = rustix::thread::CpuSet::new();
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for i in 0..n {
+        set.set(i);
+    }
+    set
+}
+
+/// The first CPU this process may run on (the one "pinned" cells use).
+pub(crate) fn first_cpu() -> usize {
+    (0..rustix::thread::CpuSet::MAX_CPU).find(|&c| original_mask().is_set(c)).unwrap_or(0)
+}
+
+/// Records the starting affinity mask (call once, early).
+pub(crate) fn remember_affinity() {
+    let _ = original_mask();
+}
+
+/// Pins every thread of this process (and so every thread it starts later) to
+/// one CPU, or restores the original mask with `None`.
+///
+/// # Errors
+///
+/// If the kernel refuses the mask for the main thread.
+pub(crate) fn pin_process(cpu: Option<usize>) -> BenchResult<()> {
+    let set = match cpu {
+        Some(c) => {
+            let mut set = rustix::thread::CpuSet::new();
+            set.set(c);
+            set
+        }
+        None => *original_mask(),
+    };
+    rustix::thread::sched_setaffinity(None, &set).map_err(ctx("sched_setaffinity"))?;
+    let tasks = std::fs::read_dir("/proc/self/task").map_err(ctx("reading /proc/self/task"))?;
+    for entry in tasks.flatten() {
+        let tid = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok());
+        if let Some(pid) = tid.and_then(rustix::process::Pid::from_raw) {
+            // A thread may exit between the listing and the call: ignore it.
+            let _ = rustix::thread::sched_setaffinity(Some(pid), &set);
+        }
+    }
+    Ok(())
+}
+
+/// A fresh private directory for Unix socket files of one cell.
+pub(crate) fn temp_dir() -> BenchResult<tempfile::TempDir> {
+    tempfile::Builder::new().prefix("sbench").tempdir().map_err(ctx("creating a temp dir"))
+}
+
+/// Path of the socket file inside `dir`.
+pub(crate) fn sock_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub(crate) fn free_port() -> BenchResult<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(ctx("binding 127.0.0.1:0"))?;
+    Ok(l.local_addr().map_err(ctx("local_addr"))?.port())
+}
+
+/// Resident set size of process `pid`, in KiB (`VmRSS` of `/proc/<pid>/status`).
+pub(crate) fn rss_kib(pid: u32) -> BenchResult<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(ctx("reading /proc/<pid>/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| "no VmRSS line in /proc/<pid>/status".to_owned())
+}

@@ -1,0 +1,440 @@
+//! The markdown table, the target checks, the machine description and `docs/benchmarks.md`.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::common::BenchResult;
+use crate::{Contender, MemRow, Options, Results, RttRow, TputRow};
+
+/// What the numbers were measured on.
+#[derive(Debug, Clone)]
+pub(crate) struct Machine {
+    cpu: String,
+    cores: usize,
+    kernel: String,
+    rustc: String,
+    memory: String,
+    zmq: String,
+    load_start: String,
+}
+
+/// The 1, 5 and 15 minute load averages (other processes share the machine).
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+impl Machine {
+    /// Reads `/proc` and asks `rustc -V`.
+    pub(crate) fn describe() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim()))
+            .unwrap_or("unknown")
+            .to_owned();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned());
+        let rustc = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+            .arg("-V")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map_or_else(|| "unknown".into(), |s| s.trim().to_owned());
+        let memory = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .map_or_else(|| "unknown".into(), |kib| format!("{:.1} GiB", kib as f64 / (1024.0 * 1024.0)));
+        let (a, b, c) = zmq::version();
+        Machine { cpu, cores, kernel, rustc, memory, zmq: format!("{a}.{b}.{c}"), load_start: load_average() }
+    }
+
+    /// One line for the progress output.
+    pub(crate) fn line(&self) -> String {
+        format!(
+            "machine: {}, {} cores, {} RAM, Linux {}, {}, libzmq {}, load average at start {}",
+            self.cpu, self.cores, self.memory, self.kernel, self.rustc, self.zmq, self.load_start
+        )
+    }
+
+    fn markdown(&self, load_end: &str) -> String {
+        format!(
+            "| | |\n|---|---|\n| CPU | {} |\n| cores | {} |\n| memory | {} |\n| kernel | Linux {} |\n| rustc | {} |\n| libzmq | {} (built by the `zmq` crate) |\n| load average (1, 5, 15 min) | {} at start, {} at end |\n",
+            self.cpu, self.cores, self.memory, self.kernel, self.rustc, self.zmq, self.load_start, load_end
+        )
+    }
+}
+
+fn net_label(n: crate::common::Net) -> &'static str {
+    match n {
+        crate::common::Net::Unix => "Unix",
+        crate::common::Net::Tcp => "TCP",
+    }
+}
+
+fn payload_label(p: usize) -> String {
+    if p >= 1024 {
+        format!("{} KiB", p / 1024)
+    } else {
+        format!("{p} B")
+    }
+}
+
+/// Row label of a throughput cell.
+pub(crate) fn tput_label(r: &TputRow) -> String {
+    format!(
+        "{} {} x{} sub{}, N={}",
+        net_label(r.net),
+        payload_label(r.payload),
+        r.subs,
+        if r.subs == 1 { "" } else { "s" },
+        count_text(r.n)
+    )
+}
+
+/// Row label of a round-trip cell.
+pub(crate) fn rtt_label(r: &RttRow) -> String {
+    format!("{} {} {}", net_label(r.net), payload_label(r.payload), if r.pinned { "pinned" } else { "free" })
+}
+
+fn count_text(n: u64) -> String {
+    if n >= 1_000_000 && n % 100_000 == 0 {
+        format!("{:.1}M", n as f64 / 1e6)
+    } else if n >= 1000 && n % 1000 == 0 {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
+/// A rate as text: `4.51 M` or `812 k`.
+pub(crate) fn rate_text(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else if v >= 1e5 {
+        format!("{:.0} k", v / 1e3)
+    } else if v >= 1e4 {
+        format!("{:.1} k", v / 1e3)
+    } else {
+        format!("{:.2} k", v / 1e3)
+    }
+}
+
+fn kib_text(kib: u64) -> String {
+    format!("{:.2} MiB", kib as f64 / 1024.0)
+}
+
+fn ratio(v: f64, base: Option<f64>) -> String {
+    match base {
+        Some(b) if b > 0.0 => format!(" ({:.2}x)", v / b),
+        _ => String::new(),
+    }
+}
+
+fn fail_text(e: &str) -> String {
+    let short: String = e.chars().take(60).collect();
+    format!("FAIL: {}", short.replace('|', "/"))
+}
+
+fn ok<T: Clone>(c: &Option<BenchResult<T>>) -> Option<T> {
+    c.as_ref().and_then(|r| r.as_ref().ok()).cloned()
+}
+
+fn cell<T: Clone>(c: &Option<BenchResult<T>>, show: impl Fn(T) -> String) -> String {
+    match c {
+        None => "-".to_owned(),
+        Some(Err(e)) => fail_text(e),
+        Some(Ok(v)) => show(v.clone()),
+    }
+}
+
+/// Per-connection cost in KiB between the first and the last client count.
+fn per_conn(m: &crate::memory::MemCurve, steps: &[usize]) -> Option<f64> {
+    let (first, last) = (*steps.first()?, *steps.last()?);
+    m.slope(first, last)
+}
+
+/// Slope of the second half over slope of the first half (1.0 = perfectly linear).
+fn linearity(m: &crate::memory::MemCurve, steps: &[usize]) -> Option<f64> {
+    if steps.len() < 3 {
+        return None;
+    }
+    let (a, b, c) = (steps[0], steps[steps.len() / 2], steps[steps.len() - 1]);
+    let (s1, s2) = (m.slope(a, b)?, m.slope(b, c)?);
+    (s1 > 0.0).then(|| s2 / s1)
+}
+
+/// The main table.
+pub(crate) fn table(res: &Results) -> String {
+    let mut t = String::new();
+    let _ = write!(t, "| scenario |");
+    for c in Contender::ALL {
+        let _ = write!(t, " {} |", c.title());
+    }
+    t.push_str("\n|---|");
+    for _ in Contender::ALL {
+        t.push_str("---:|");
+    }
+    t.push('\n');
+    if !res.tput.is_empty() {
+        t.push_str("| **throughput**, msg/s delivered to every subscriber (x ceiling) | | | | |\n");
+    }
+    for r in &res.tput {
+        let base = ok(&r.cells[0]);
+        let _ = write!(t, "| {} |", tput_label(r));
+        for c in Contender::ALL {
+            let s = cell(&r.cells[c.index()], |v| {
+                if c == Contender::Ceiling {
+                    rate_text(v)
+                } else {
+                    format!("{}{}", rate_text(v), ratio(v, base))
+                }
+            });
+            let _ = write!(t, " {s} |");
+        }
+        t.push('\n');
+    }
+    if !res.rtt.is_empty() {
+        t.push_str("| **round trip** p50 / p99 in us (p50 x ceiling) | | | | |\n");
+    }
+    for r in &res.rtt {
+        let base = ok(&r.cells[0]).map(|v| v.p50);
+        let _ = write!(t, "| {} |", rtt_label(r));
+        for c in Contender::ALL {
+            let s = cell(&r.cells[c.index()], |v| {
+                let b = if c == Contender::Ceiling { None } else { base };
+                format!("{:.1} / {:.1}{}", v.p50, v.p99, ratio(v.p50, b))
+            });
+            let _ = write!(t, " {s} |");
+        }
+        t.push('\n');
+    }
+    if !res.mem.is_empty() {
+        t.push_str("| **idle server RSS** (x ceiling) | | | | |\n");
+    }
+    for r in &res.mem {
+        mem_rows(&mut t, r, &res.mem_steps);
+    }
+    t
+}
+
+fn mem_rows(t: &mut String, r: &MemRow, steps: &[usize]) {
+    let mut counts = vec![0usize];
+    counts.extend_from_slice(steps);
+    for n in counts {
+        let base = ok(&r.cells[0]).and_then(|m| m.at(n));
+        let _ = write!(t, "| {} {n} client{} |", net_label(r.net), if n == 1 { "" } else { "s" });
+        for c in Contender::ALL {
+            let s = cell(&r.cells[c.index()], |m| match m.at(n) {
+                Some(kib) => {
+                    let b = if c == Contender::Ceiling { None } else { base.map(|b| b as f64) };
+                    format!("{}{}", kib_text(kib), ratio(kib as f64, b))
+                }
+                None => "-".into(),
+            });
+            let _ = write!(t, " {s} |");
+        }
+        t.push('\n');
+    }
+    let base = ok(&r.cells[0]).and_then(|m| per_conn(&m, steps));
+    let (first, last) = (steps.first().copied().unwrap_or(0), steps.last().copied().unwrap_or(0));
+    let _ = write!(t, "| {} KiB per connection ({first} to {last}) |", net_label(r.net));
+    for c in Contender::ALL {
+        let s = cell(&r.cells[c.index()], |m| match per_conn(&m, steps) {
+            Some(k) => format!("{k:.1}{}", ratio(k, if c == Contender::Ceiling { None } else { base })),
+            None => "-".into(),
+        });
+        let _ = write!(t, " {s} |");
+    }
+    t.push('\n');
+    if steps.len() >= 3 {
+        let _ = write!(t, "| {} linearity (slope 2nd half / 1st half) |", net_label(r.net));
+        for c in Contender::ALL {
+            let s = cell(&r.cells[c.index()], |m| linearity(&m, steps).map_or("-".into(), |l| format!("{l:.2}")));
+            let _ = write!(t, " {s} |");
+        }
+        t.push('\n');
+    }
+}
+
+/// The SPEC §7 targets, checked for each API of the library.
+pub(crate) fn targets(res: &Results) -> String {
+    let mut t = String::new();
+    t.push_str("| target (SPEC §7) | socket async | socket blocking |\n|---|---|---|\n");
+    let apis = [Contender::LibAsync, Contender::LibBlocking];
+    let mut line = |name: &str, f: &dyn Fn(Contender) -> String| {
+        let _ = writeln!(t, "| {name} | {} | {} |", f(apis[0]), f(apis[1]));
+    };
+    let tput_vs = |c: Contender, base: usize, want: f64| {
+        let ratios: Vec<f64> =
+            res.tput.iter().filter_map(|r| Some(ok(&r.cells[c.index()])? / ok(&r.cells[base])?)).collect();
+        verdict(&ratios, |r| r >= want, |w| format!("worst {w:.2}x"), true)
+    };
+    line("throughput >= 0.8x ceiling, every cell", &|c| tput_vs(c, Contender::Ceiling.index(), 0.8));
+    line("throughput >= 2x libzmq, every cell", &|c| tput_vs(c, Contender::Zmq.index(), 2.0));
+    line("round trip p50 <= 1.2x ceiling", &|c| {
+        let ratios: Vec<f64> =
+            res.rtt.iter().filter_map(|r| Some(ok(&r.cells[c.index()])?.p50 / ok(&r.cells[0])?.p50)).collect();
+        verdict(&ratios, |r| r <= 1.2, |w| format!("worst {w:.2}x"), false)
+    });
+    line("idle server with 10 clients < 4 MiB RSS", &|c| {
+        let v: Vec<f64> =
+            res.mem.iter().filter_map(|r| ok(&r.cells[c.index()])?.at(10).map(|k| k as f64 / 1024.0)).collect();
+        verdict(&v, |m| m < 4.0, |w| format!("largest {w:.2} MiB"), false)
+    });
+    line("1,000 clients, cost linear in clients", &|c| {
+        let v: Vec<f64> = res.mem.iter().filter_map(|r| linearity(&ok(&r.cells[c.index()])?, &res.mem_steps)).collect();
+        // Linear: the second half of the clients costs what the first half did, within 35 %.
+        let worst = v.iter().copied().fold(None, |acc: Option<f64>, x| match acc {
+            Some(a) if (a - 1.0).abs() >= (x - 1.0).abs() => Some(a),
+            _ => Some(x),
+        });
+        match worst {
+            None => "not measured".into(),
+            Some(w) => {
+                let met = v.iter().all(|x| (0.65..=1.35).contains(x));
+                format!("{} (slope ratio {w:.2})", if met { "met" } else { "MISSED" })
+            }
+        }
+    });
+    t
+}
+
+/// "met (n/n, worst ...)" or "MISSED (k/n, worst ...)".
+fn verdict(values: &[f64], good: impl Fn(f64) -> bool, show: impl Fn(f64) -> String, higher_is_better: bool) -> String {
+    if values.is_empty() {
+        return "not measured".into();
+    }
+    let met = values.iter().filter(|v| good(**v)).count();
+    let worst =
+        values.iter().copied().fold(if higher_is_better { f64::INFINITY } else { f64::NEG_INFINITY }, |a, b| {
+            if higher_is_better {
+                a.min(b)
+            } else {
+                a.max(b)
+            }
+        });
+    let word = if met == values.len() { "met" } else { "MISSED" };
+    format!("{word} ({met}/{} cells, {})", values.len(), show(worst))
+}
+
+/// Everything printed to stdout.
+pub(crate) fn render(o: &Options, m: &Machine, res: &Results) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "## socket benchmark{}\n",
+        if o.quick { " (quick smoke run: numbers are not meaningful)" } else { "" }
+    );
+    let _ = writeln!(s, "{}\n", m.line());
+    s.push_str(&table(res));
+    s.push('\n');
+    s.push_str(&targets(res));
+    let _ = writeln!(s, "\nwhole run: {:.0} s", res.elapsed.as_secs_f64());
+    s
+}
+
+fn docs_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("docs").join("benchmarks.md")
+}
+
+/// Writes `docs/benchmarks.md`; returns its path.
+pub(crate) fn write_docs(o: &Options, m: &Machine, res: &Results) -> BenchResult<String> {
+    let date = jiff::Zoned::now().strftime("%Y-%m-%d %H:%M %Z").to_string();
+    let mut s = String::new();
+    s.push_str("# Benchmarks\n\n");
+    s.push_str(
+        "Measured by `cargo xtask bench` (the `socket-bench` binary of the `socket-tests` crate, release build). \
+All contenders run in one process tree and one run, one after another, never concurrently. \
+Only numbers measured side by side in one run are comparable. This file is generated by \
+`cargo xtask bench --write-docs`; edit the generator (`tests/src/bin/socket-bench/report.rs`), not this file, \
+except below the notes marker at the end, which is hand-written and kept.\n\n",
+    );
+    let _ = writeln!(s, "- command: `{}`", o.command);
+    let _ = writeln!(s, "- date: {date}");
+    let _ = writeln!(s, "- runs per cell: {} (the best counts)", o.repeat);
+    let _ = writeln!(s, "- whole run: {:.0} s\n", res.elapsed.as_secs_f64());
+    s.push_str("## Machine\n\n");
+    s.push_str(&m.markdown(&load_average()));
+    s.push_str("\n## Results\n\n");
+    s.push_str(&table(res));
+    s.push_str("\n## Targets\n\n");
+    s.push_str(&targets(res));
+    s.push_str(METHOD);
+    let path = docs_path();
+    // Hand-written notes after the marker survive regeneration.
+    if let Some(notes) =
+        std::fs::read_to_string(&path).ok().and_then(|old| old.find(NOTES_MARKER).map(|i| old[i..].to_owned()))
+    {
+        s.push('\n');
+        s.push_str(&notes);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    std::fs::write(&path, s).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(path.display().to_string())
+}
+
+/// Everything from this line on in `docs/benchmarks.md` is kept by `--write-docs`.
+const NOTES_MARKER: &str = "<!-- notes below are hand-written and kept by --write-docs -->";
+
+const METHOD: &str = "
+## Method
+
+**Contenders.**
+
+- *ceiling (std)*: plain `std::os::unix::net` / `std::net` sockets with `TCP_NODELAY`, one blocking thread
+  per connection on each side. The publisher encodes each message once with `socket_core::codec::encode_frame`
+  and hands the shared frame to every connection's writer thread (each connection has an outbox buffer the publisher appends the frame to; the connection thread takes the
+  whole outbox and writes it with one `write_all`, so writes batch whenever the socket is the bottleneck). Subscribers read up to 64 KiB at a time straight into `FrameDecoder` (`spare`/`commit`) and decode every body with
+  `decode_body`. It is what a careful hand-written program achieves with the same wire format.
+- *libzmq*: the `zmq` crate (libzmq built from source by `zmq-sys`), `ipc://` for Unix and `tcp://` for TCP.
+  Throughput uses PUB/SUB with `ZMQ_SNDHWM` = `ZMQ_RCVHWM` = 0 (unlimited, nothing is dropped); each zmq message
+  is the MessagePack body made by `encode_frame` (zmq frames messages itself), decoded with `decode_body`.
+  The round trip uses **REQ/REP**: the REP side decodes, re-encodes and replies.
+- *socket async / blocking*: this library's public API, `socket_core::{Server, Client}` over the transports of
+  `socket_factory::default_registry()` with its default configuration (only `max_connections` raised for the
+  64-subscriber and memory rows). The publisher calls `Server::broadcast`. Async: `start_async`,
+  `connect_async`, and all subscribers as tasks on one application thread calling `receive_async`. Blocking:
+  `start`, `connect`, one thread per subscriber calling `receive`. Round trip: the client sends with
+  `send`/`send_async`, the server application reads `ServerEvent::Message` from `Server::events()` and answers
+  with `send_to` (unicast), the client waits in `receive`/`receive_async`.
+
+**Message.** A DATA message for event `bench` whose `data` is `{\"seq\": n, \"payload\": <binary of 64 B or
+4 KiB>}`, stamped once; the publisher only rewrites `seq` before each send, so every contender pays the same
+application cost. Every subscriber checks that it got exactly N messages, in order, with the right payload
+size, and that nothing more arrives; a cell that loses, duplicates or reorders a message fails the run.
+
+**Repeats.** Every throughput and round-trip cell runs twice (`--repeat`), the contenders interleaved
+(ceiling, libzmq, async, blocking, then again), and the better run counts: on a shared 2-core machine a
+disturbance then hits every contender alike instead of one.
+
+**Throughput** is N divided by the time from the first send to the last receipt at the slowest subscriber.
+The publisher never runs more than 512 messages ahead of the slowest subscriber (the same application-level
+flow control for every contender; it keeps the library inside its default per-client queue of 1024 frames,
+which would otherwise disconnect a subscriber as a slow consumer, as the spec requires).
+N is 600,000 deliveries per cell for 64 B and 150,000 for 4 KiB, divided among the subscribers (at least
+2,000 messages).
+
+**Round trip** is the time from before encoding/sending a message to after the decoded reply is in hand, one
+message in flight; p50 and p99 over up to 100,000 round trips (at most 0.7 s per cell after 500 warm-up round
+trips). The machine is shared, so p99 includes preemption by other processes; compare p50. *free*: threads float over all cores. *pinned*: every thread of the process (client, server and the
+library's runtime threads) pinned to one CPU (the first one allowed) with `sched_setaffinity`.
+
+**Memory** is `VmRSS` of a server process, read from `/proc/<pid>/status` after it has accepted 0, then 10,
+500 and 1,000 idle clients that live in the parent. The ceiling's and the library's servers run in
+`socket-bench-server`, a lean binary of the same crate that links only std and the library (the bench binary
+itself links libzmq and so libstdc++, about 1.2 MiB of extra RSS that is no server's cost); the libzmq server
+runs in the bench binary re-executed with a hidden subcommand. The library's server is `Server::start` with
+`max_connections` raised to fit the clients. *per connection* is the RSS growth from 10 to 1,000 clients divided by 990; *linearity* compares the
+per-connection growth of the second half (500 to 1,000) with the first half (10 to 500).
+";
