@@ -467,7 +467,7 @@ fn q8(net: Net, _name: &str) -> TestResult {
             }
             measured(&format!(
                 "{net:?} Q8: a never-reading peer absorbs {frames} frames of {size} B ({} KiB)",
-                frames * size >> 10
+                (frames * size) >> 10
             ));
             ensure!(frames > 0, "nothing absorbed");
         }

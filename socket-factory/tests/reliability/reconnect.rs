@@ -23,7 +23,7 @@ fn attempts_against(
     window: Duration,
     initial: Duration,
     max: Duration,
-) -> TestResult<(HashMap<String, Vec<Instant>>, Instant, Vec<Client>)> {
+) -> TestResult<Observed> {
     let fake = FakeServer::start(&fx.addr(), fx.event.clone(), Fake::WelcomeFirst)?;
     let clients: Vec<Client> = (0..n)
         .map(|i| {
@@ -41,6 +41,9 @@ fn attempts_against(
     fake.stop();
     Ok((by, lost, clients))
 }
+
+/// Attempt times per client name, the instant of the cut, and the (still alive) clients.
+type Observed = (HashMap<String, Vec<Instant>>, Instant, Vec<Client>);
 
 fn gaps(times: &[Instant]) -> Vec<Duration> {
     times.windows(2).map(|w| w[1] - w[0]).collect()
