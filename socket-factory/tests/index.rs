@@ -6,3 +6,5 @@ mod util;
 mod builders;
 mod e2e;
 mod registry;
+#[cfg(any(feature = "unix", feature = "tcp"))]
+mod reliability;
