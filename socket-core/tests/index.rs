@@ -12,4 +12,5 @@ mod config;
 mod docs;
 mod errors;
 mod interop;
+mod model;
 mod util;

@@ -5,3 +5,4 @@ mod util;
 
 mod bind;
 mod connection;
+mod more;

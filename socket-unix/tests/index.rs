@@ -6,5 +6,6 @@ mod util;
 mod bind;
 mod connection;
 mod dir;
+mod more;
 mod paths;
 mod peer;
