@@ -936,11 +936,14 @@ impl Inner {
         if let Some(Ok(Control::Welcome { protocol, client_id, allow_client_send, event_name, .. })) =
             Control::parse(&msg)
         {
-            if !ep.explicit && event_name != event.as_str() {
-                return Err(HsError::Next(Error::new(
+            if event_name != event.as_str() {
+                // A discovered endpoint may belong to another event's server: try the next one. At an
+                // explicit address the wrong server is an error; its messages are never delivered.
+                let e = Error::new(
                     ErrorKind::Connection,
                     format!("the server at {addr} serves event {event_name}, not {event}"),
-                )));
+                );
+                return Err(if ep.explicit { HsError::Fatal(e) } else { HsError::Next(e) });
             }
             if protocol != PROTOCOL_VERSION {
                 return Err(HsError::Fatal(Error::new(
@@ -957,11 +960,12 @@ impl Inner {
             });
         }
         if let Some((code, text)) = ErrorCode::parse(&msg) {
-            if !ep.explicit && msg.event_name != *event {
-                return Err(HsError::Next(Error::new(
+            if msg.event_name != *event {
+                let e = Error::new(
                     ErrorKind::Connection,
                     format!("the server at {addr} serves event {}, not {event}", msg.event_name),
-                )));
+                );
+                return Err(if ep.explicit { HsError::Fatal(e) } else { HsError::Next(e) });
             }
             let kind =
                 if code == ErrorCode::MaxConnections { ErrorKind::MaxConnections } else { ErrorKind::Connection };

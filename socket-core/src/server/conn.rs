@@ -270,6 +270,13 @@ impl Conn {
                             );
                             return self.fatal(hs_tx, false, ErrorCode::Protocol, text).await;
                         }
+                        if msg.event_name != inner.event {
+                            let text = format!(
+                                "hello for event {} reached the server of event {}: connection closed",
+                                msg.event_name, inner.event
+                            );
+                            return self.fatal(hs_tx, false, ErrorCode::Protocol, text).await;
+                        }
                         self.decide(hs_tx, Some(client_name)).await;
                         continue;
                     }
