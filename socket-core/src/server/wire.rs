@@ -12,20 +12,18 @@ use async_io::Timer;
 use futures_lite::future::poll_fn;
 use futures_lite::{AsyncRead, AsyncWrite};
 
-use crate::codec::{DecodeError, Limits, HEADER_LEN};
+use crate::codec::{DecodeError, FrameDecoder, Limits};
 
-/// Reads frames straight into one growable buffer and hands out frame
-/// bodies as slices of it: no copy between the socket and the decoder.
+/// Reads frames from an async stream into a [`FrameDecoder`] (directly into
+/// its buffer, no copy) and tracks the frame-completion deadline.
 ///
-/// The length header is checked before the buffer grows, so the buffer never
-/// holds more than one maximal frame plus one read.
+/// The framing itself (length checks before allocating, the bounded buffer)
+/// is the codec's: there is one frame reader in the codebase.
 #[derive(Debug)]
 pub(crate) struct FrameReader {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-    base: usize,
-    limits: Limits,
+    dec: FrameDecoder,
+    /// Bytes asked for per read.
+    read_size: usize,
     frame_started: Option<Instant>,
     timer: Timer,
     armed: Option<Instant>,
@@ -44,13 +42,9 @@ pub(crate) enum Fill {
 
 impl FrameReader {
     pub(crate) fn new(buffer_size: usize, limits: Limits) -> Self {
-        let base = buffer_size.clamp(64, 1 << 20);
         FrameReader {
-            buf: vec![0; base],
-            start: 0,
-            end: 0,
-            base,
-            limits,
+            dec: FrameDecoder::new(limits),
+            read_size: buffer_size.clamp(64, 1 << 20),
             frame_started: None,
             timer: Timer::never(),
             armed: None,
@@ -59,42 +53,18 @@ impl FrameReader {
 
     /// True while part of a frame is buffered.
     pub(crate) fn in_frame(&self) -> bool {
-        self.end > self.start
+        self.dec.in_frame()
     }
 
     /// The next complete frame body, if one is buffered.
     ///
     /// The slice stays valid until the next `&mut self` call.
     pub(crate) fn next_frame(&mut self) -> Result<Option<&[u8]>, DecodeError> {
-        let avail = self.end - self.start;
-        if avail < HEADER_LEN {
-            return Ok(None);
+        let frame = self.dec.next_frame()?;
+        if frame.is_some() {
+            self.frame_started = None;
         }
-        let len = self.header_len()?;
-        if avail < HEADER_LEN + len {
-            return Ok(None);
-        }
-        let body = self.start + HEADER_LEN;
-        self.start = body + len;
-        self.frame_started = None;
-        if self.start == self.end {
-            // The bytes stay in place until the next read; only the cursors move.
-            self.start = 0;
-            self.end = 0;
-        }
-        Ok(Some(&self.buf[body..body + len]))
-    }
-
-    fn header_len(&self) -> Result<usize, DecodeError> {
-        let h = &self.buf[self.start..self.start + HEADER_LEN];
-        let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
-        if len == 0 {
-            return Err(DecodeError::EmptyFrame);
-        }
-        if len > self.limits.max_frame_len {
-            return Err(DecodeError::FrameTooLarge { len: len as u64, max: self.limits.max_frame_len });
-        }
-        Ok(len)
+        Ok(frame)
     }
 
     /// The instant the current partial frame must be complete by, if one is buffered.
@@ -107,49 +77,17 @@ impl FrameReader {
         started.checked_add(frame_timeout)
     }
 
-    /// Makes room for the rest of the current frame (or at least one header).
-    fn make_room(&mut self) {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-            if self.buf.len() > 4 * self.base {
-                // Give back the memory of an earlier large frame.
-                self.buf.truncate(self.base);
-                self.buf.shrink_to_fit();
-            }
-        }
-        let avail = self.end - self.start;
-        let need = if avail >= HEADER_LEN {
-            // Checked by `next_frame` already; an error here leaves the room as is.
-            HEADER_LEN + self.header_len().unwrap_or(0)
-        } else {
-            HEADER_LEN
-        };
-        let free_tail = self.buf.len() - self.end;
-        if self.start > 0 && (self.buf.len() - self.start < need || free_tail < self.base / 4) {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end = avail;
-            self.start = 0;
-        }
-        if self.buf.len() - self.start < need {
-            self.buf.resize(self.start + need, 0);
-        }
-        if self.end == self.buf.len() {
-            // Full but no complete frame can be in it: grow by one read.
-            let grow = self.base;
-            self.buf.resize(self.buf.len() + grow, 0);
-        }
-    }
-
     /// Reads once from `r`; gives up with [`Fill::Deadline`] at `deadline` (if any).
     pub(crate) async fn fill<R: AsyncRead + Unpin + ?Sized>(
         &mut self,
         r: &mut R,
         deadline: Option<Instant>,
     ) -> io::Result<Fill> {
-        self.make_room();
-        let FrameReader { buf, end, timer, armed, .. } = self;
-        let target = &mut buf[*end..];
+        // Read at least the rest of the frame in progress when it is larger than one read.
+        // (`needed` is bounded by the frame limit: the header was checked before it counts.)
+        let want = self.dec.needed().unwrap_or(0).max(self.read_size);
+        let FrameReader { dec, timer, armed, .. } = self;
+        let target = dec.spare(want);
         let res = poll_fn(|cx| loop {
             match Pin::new(&mut *r).poll_read(cx, target) {
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -169,12 +107,25 @@ impl FrameReader {
                 }
             }
         })
-        .await?;
+        .await;
+        let res = match res {
+            Ok(res) => res,
+            Err(e) => {
+                dec.commit(0);
+                return Err(e);
+            }
+        };
         Ok(match res {
-            None => Fill::Deadline,
-            Some(0) => Fill::Eof,
+            None => {
+                dec.commit(0);
+                Fill::Deadline
+            }
+            Some(0) => {
+                dec.commit(0);
+                Fill::Eof
+            }
             Some(n) => {
-                *end += n;
+                dec.commit(n);
                 Fill::Data
             }
         })
@@ -324,14 +275,21 @@ mod tests {
     }
 
     #[test]
-    fn reader_rejects_bad_headers_before_allocating() {
-        let mut fr = FrameReader::new(64, Limits::default());
-        fr.buf[..4].copy_from_slice(&u32::MAX.to_be_bytes());
-        fr.end = 4;
-        assert!(matches!(fr.next_frame(), Err(DecodeError::FrameTooLarge { .. })));
-        assert_eq!(fr.buf.len(), 64);
-        let mut fr = FrameReader::new(64, Limits::default());
-        fr.end = 4;
-        assert!(matches!(fr.next_frame(), Err(DecodeError::EmptyFrame)));
+    fn reader_rejects_bad_headers_before_allocating() -> Result<(), Box<dyn std::error::Error>> {
+        for (header, too_large) in [(u32::MAX.to_be_bytes(), true), (0u32.to_be_bytes(), false)] {
+            let mut fr = FrameReader::new(64, Limits::default());
+            let mut r: &[u8] = &header;
+            let fill = futures_lite::future::block_on(fr.fill(&mut r, None))?;
+            assert!(matches!(fill, Fill::Data));
+            let err = fr.next_frame().err();
+            if too_large {
+                assert!(matches!(err, Some(DecodeError::FrameTooLarge { .. })), "{err:?}");
+            } else {
+                assert!(matches!(err, Some(DecodeError::EmptyFrame)), "{err:?}");
+            }
+            // Only the read buffer was allocated, never the announced body.
+            assert!(fr.dec.capacity() < 1024, "capacity {}", fr.dec.capacity());
+        }
+        Ok(())
     }
 }
