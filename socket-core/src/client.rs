@@ -9,11 +9,15 @@
 //!
 //! # Reconnect backoff
 //!
-//! Attempt `k` (from 0) waits a random delay in `[initial, min(initial * 2^k, max)]`
-//! ("full jitter" above a floor of `reconnect_initial_delay`, so no attempt
-//! comes faster than the floor). The delay resets only after a completed
+//! Attempt `k` (from 0) waits a random delay in `[initial / 2, min(initial * 2^k, max)]`
+//! ("full jitter" above a floor of half `reconnect_initial_delay`, so no attempt
+//! comes faster than the floor and even the first retries of the clients of one
+//! crashed server are spread). The delay resets only after a completed
 //! handshake, so a server that accepts and closes at once (connection limit,
-//! crash loop) never causes a hot loop.
+//! crash loop) never causes a hot loop. A server that answers a reconnect in
+//! another protocol version closes the client for good (retrying cannot help):
+//! `receive` and `send` then fail with [`crate::ErrorKind::Closed`] and the
+//! reason names the server's version.
 //!
 //! # Waiting for a server
 //!
@@ -946,10 +950,15 @@ impl Inner {
                 return Err(if ep.explicit { HsError::Fatal(e) } else { HsError::Next(e) });
             }
             if protocol != PROTOCOL_VERSION {
-                return Err(HsError::Fatal(Error::new(
-                    ErrorKind::Connection,
-                    format!("the server at {addr} speaks protocol {protocol}, this client speaks {PROTOCOL_VERSION}"),
-                )));
+                return Err(HsError::Fatal(
+                    Error::new(
+                        ErrorKind::Connection,
+                        format!(
+                            "the server at {addr} speaks protocol {protocol}, this client speaks {PROTOCOL_VERSION}"
+                        ),
+                    )
+                    .with_source(ProtocolMismatch),
+                ));
             }
             return Ok(Established {
                 reader,
@@ -1101,6 +1110,11 @@ impl Inner {
                         Ok(l) => break l,
                         Err(_) => return,
                     },
+                    Err(e) if ProtocolMismatch::is_cause_of(&e) => {
+                        // Retrying cannot help: the server speaks another protocol version.
+                        self.close(format!("reconnecting to the server for event {} failed: {e}", self.event));
+                        return;
+                    }
                     Err(e) => {
                         tracing::debug!(event = %self.event, error = %e, attempts, "reconnect attempt failed");
                         last = e.to_string();
@@ -1175,9 +1189,28 @@ impl Inner {
     }
 }
 
-/// A random delay in `[floor, cur]` (full jitter above the floor `initial`).
+/// The cause attached to a handshake error when the server speaks another
+/// protocol version: a reconnect then closes the client instead of retrying.
+#[derive(Debug)]
+struct ProtocolMismatch;
+
+impl ProtocolMismatch {
+    fn is_cause_of(e: &Error) -> bool {
+        std::error::Error::source(e).is_some_and(|s| s.is::<ProtocolMismatch>())
+    }
+}
+
+impl std::fmt::Display for ProtocolMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("upgrade the client or the server so both speak the same version")
+    }
+}
+
+impl std::error::Error for ProtocolMismatch {}
+
+/// A random delay in `[initial / 2, cur]` (full jitter above the floor `initial / 2`).
 fn backoff_delay(initial: Duration, cur: Duration) -> Duration {
-    let floor = initial.min(cur);
+    let floor = (initial / 2).min(cur);
     floor + (cur - floor).mul_f64(fastrand::f64())
 }
 
@@ -1195,11 +1228,15 @@ mod tests {
         }
         assert_eq!(cur, cap);
         let samples: Vec<Duration> = (0..1000).map(|_| backoff_delay(initial, cur)).collect();
-        assert!(samples.iter().all(|d| *d >= initial && *d <= cap));
+        assert!(samples.iter().all(|d| *d >= initial / 2 && *d <= cap));
         let mean = samples.iter().sum::<Duration>() / 1000;
         // Full jitter: the mean sits near the middle, far from the cap (no synchronized spikes).
         assert!(mean > Duration::from_millis(2000) && mean < Duration::from_millis(3100), "mean {mean:?}");
-        assert_eq!(backoff_delay(initial, initial), initial);
+        // The first delay is jittered too, in [initial / 2, initial].
+        let first: Vec<Duration> = (0..1000).map(|_| backoff_delay(initial, initial)).collect();
+        assert!(first.iter().all(|d| *d >= initial / 2 && *d <= initial));
+        let spread = first.iter().max().copied().unwrap_or_default() - first.iter().min().copied().unwrap_or_default();
+        assert!(spread > initial / 4, "first delays spread over {spread:?} only");
     }
 
     #[test]

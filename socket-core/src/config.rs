@@ -423,7 +423,7 @@ pub static KEYS: &[KeyInfo] = &[
         "socket.reconnect_initial_delay",
         ValueType::Seconds,
         "a number of seconds > 0, at most socket.reconnect_max_delay",
-        "Delay before the first reconnect attempt; doubled after each failed attempt.",
+        "Base delay before the first reconnect attempt; doubled after each failed attempt. Each delay is jittered between half this value and the current delay.",
     ),
     key(
         "socket.reconnect_max_delay",

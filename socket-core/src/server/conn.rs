@@ -380,12 +380,17 @@ impl Conn {
         self.shared.announced.store(true, Ordering::Release);
     }
 
-    /// Queues a frame for this client only; dropped if its queue is full.
+    /// Queues a frame for this client only; dropped (and counted in
+    /// `ServerStats::replies_dropped`) if its queue is full.
     fn push_own(&self, f: Frame) {
         let len = f.len();
         self.shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        if super::try_push(&self.tx, self.inner.opts.outbound_queue_size, f).is_err() {
+        if let Err(e) = super::try_push(&self.tx, self.inner.opts.outbound_queue_size, f) {
             self.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            if e.is_full() {
+                self.inner.counters.replies_dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("reply dropped: the client's outbound queue is full");
+            }
         }
     }
 

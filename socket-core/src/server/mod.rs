@@ -141,6 +141,9 @@ pub struct ServerStats {
     pub rejected: u64,
     /// Clients disconnected as slow consumers.
     pub slow_consumers: u64,
+    /// Replies to one client (ERROR `malformed` or `send_not_allowed`, `pong`) dropped because
+    /// that client's outbound queue was full.
+    pub replies_dropped: u64,
 }
 
 /// Server settings, usually taken from a [`Config`].
@@ -501,6 +504,7 @@ impl Server {
             malformed: l(&c.malformed),
             rejected: l(&c.rejected),
             slow_consumers: l(&c.slow_consumers),
+            replies_dropped: l(&c.replies_dropped),
         }
     }
 }
@@ -515,6 +519,7 @@ struct Counters {
     malformed: AtomicU64,
     rejected: AtomicU64,
     slow_consumers: AtomicU64,
+    replies_dropped: AtomicU64,
 }
 
 #[derive(Debug)]

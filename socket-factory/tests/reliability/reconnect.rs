@@ -52,9 +52,10 @@ fn gaps(times: &[Instant]) -> Vec<Duration> {
 // R1 -------------------------------------------------------------------------------------------
 
 /// Twenty clients lose their server, which stays away (a fake accepts, reads `hello` and hangs
-/// up): each client's attempt gaps stay between the 100 ms floor and the doubling schedule
-/// capped at 800 ms (scaled down from 5 s), the mean gap at the cap sits well under the cap
-/// (full jitter), and attempts after the first retry show no synchronized spike.
+/// up): each client's attempt gaps stay between the 50 ms floor (half the initial 100 ms) and
+/// the doubling schedule capped at 800 ms (scaled down from 5 s), the first retries are spread
+/// over `[50 ms, 100 ms]` (jittered too), the mean gap at the cap sits well under the cap (full
+/// jitter), and attempts after the first retry show no synchronized spike.
 #[cfg(feature = "unix")]
 #[test]
 fn r1_backoff_schedule_and_jitter() -> TestResult {
@@ -65,20 +66,23 @@ fn r1_backoff_schedule_and_jitter() -> TestResult {
         let (by, lost, clients) = attempts_against(&fx, 20, "r1-", Duration::from_secs(4), initial, cap)?;
         drop(clients);
         let slack = Duration::from_millis(120);
+        let floor = initial / 2;
         let mut at_cap = Vec::new();
         let mut late = Vec::new();
+        let mut firsts = Vec::new();
         for i in 0..20 {
             let times = by.get(&format!("r1-{i}")).cloned().unwrap_or_default();
             ensure!(times.len() >= 4, "client {i} made {} attempts in 4 s", times.len());
-            // The first retry comes after exactly the floor.
+            // The first retry comes after a delay in [initial / 2, initial].
             let first = times[0] - lost;
             ensure!(
-                first >= initial - Duration::from_millis(10) && first < initial + slack * 2,
+                first >= floor - Duration::from_millis(10) && first < initial + slack * 2,
                 "first retry after {first:?}"
             );
+            firsts.push(first);
             for (k, g) in gaps(&times).into_iter().enumerate() {
                 let cur = (initial * 2u32.pow(k as u32 + 1)).min(cap);
-                ensure!(g >= initial - Duration::from_millis(10), "client {i} gap {k} = {g:?}: faster than the floor");
+                ensure!(g >= floor - Duration::from_millis(10), "client {i} gap {k} = {g:?}: faster than the floor");
                 ensure!(g <= cur + slack, "client {i} gap {k} = {g:?} beyond the schedule ({cur:?})");
                 if cur == cap {
                     at_cap.push(g);
@@ -92,10 +96,17 @@ fn r1_backoff_schedule_and_jitter() -> TestResult {
             *bins.entry(b).or_default() += 1;
         }
         let spike = bins.values().copied().max().unwrap_or(0);
+        let first_min = firsts.iter().min().copied().unwrap_or_default();
+        let first_max = firsts.iter().max().copied().unwrap_or_default();
         measured(&format!(
-            "R1: mean gap at the cap {mean:?} over {} gaps; largest 50 ms bin {spike} attempts",
+            "R1: first retries {first_min:?}..{first_max:?}; mean gap at the cap {mean:?} over {} gaps; largest 50 ms bin {spike} attempts",
             at_cap.len()
         ));
+        // Twenty uniform draws over 50 ms spread over more than 10 ms unless the first delay has no jitter.
+        ensure!(
+            first_max - first_min > Duration::from_millis(10),
+            "first retries not spread: {first_min:?}..{first_max:?}"
+        );
         ensure!(!at_cap.is_empty(), "no client reached the cap");
         ensure!(mean > Duration::from_millis(250) && mean < Duration::from_millis(650), "mean gap at the cap {mean:?}");
         ensure!(spike <= 10, "{spike} of 20 clients retried within one 50 ms bin");
@@ -219,6 +230,59 @@ fn r4(net: Net, _name: &str) -> TestResult {
         ensure!(n == 1, "{n} messages before the disconnect ended the loop");
         ensure!(c.state() == ConnectionState::Closed, "{:?}", c.state());
         s2.stop()?;
+        Ok(())
+    })
+}
+
+// L15: protocol mismatch on a reconnect -----------------------------------------------------------
+
+on_both!(l15_protocol_mismatch_on_reconnect_closes_the_client, l15_mismatch);
+
+/// L15 (docs/reliability.md open item 4): a client whose server comes back speaking another
+/// protocol version stops at the first such answer and closes, instead of retrying: the state
+/// becomes `Closed`, the fake server sees exactly one attempt, and `receive` and `send` fail
+/// with `ErrorKind::Closed` naming the server's version (also in `close_reason`).
+fn l15_mismatch(net: Net, _name: &str) -> TestResult {
+    watchdog(30, move || {
+        let fx = Fx::new(net)?;
+        let server = fx.server()?;
+        let c = fx.client_with(|o| o.client_name = Some("l15".to_owned()))?;
+        let states = c.state_changes();
+        server.stop()?;
+        drop(server);
+        let fake = FakeServer::start(
+            &fx.addr(),
+            fx.event.clone(),
+            Fake::Welcome { protocol: 2, event: fx.event.to_string() },
+        )?;
+        let deadline = Instant::now() + S5;
+        let mut seen = Vec::new();
+        while !seen.contains(&ConnectionState::Closed) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            ensure!(!left.is_zero(), "the client did not close within 5 s; states {seen:?}");
+            let s = socket_factory::runtime::block_on(async {
+                futures_lite::future::or(async { states.recv().await.ok() }, async {
+                    async_io::Timer::after(left).await;
+                    None
+                })
+                .await
+            });
+            match s {
+                Some(s) => seen.push(s),
+                None => return Err(format!("no state change; states {seen:?}").into()),
+            }
+        }
+        ensure!(seen.contains(&ConnectionState::Reconnecting), "states {seen:?}");
+        ensure!(c.state() == ConnectionState::Closed, "state {:?}", c.state());
+        let attempts = fake.by_client().remove("l15").map_or(0, |v| v.len());
+        ensure!(attempts == 1, "{attempts} attempts into a protocol 2 server: the client retried");
+        let reason = c.close_reason().unwrap_or_default();
+        ensure!(reason.contains("speaks protocol 2"), "close reason {reason:?}");
+        let e = c.receive(Some(Duration::from_millis(10))).err().ok_or("receive after the close")?;
+        ensure!(e.kind() == ErrorKind::Closed && e.to_string().contains("speaks protocol 2"), "{e}");
+        let e = c.send(&fx.data(1, 0)).err().ok_or("send after the close")?;
+        ensure!(e.kind() == ErrorKind::Closed && e.to_string().contains("speaks protocol 2"), "{e}");
+        fake.stop();
         Ok(())
     })
 }
