@@ -1,6 +1,6 @@
 //! Reliability and security tests over the real transports (RELIABILITY.md §7.2, §7.5-§7.8):
 //! connection abuse, lifecycle faults with real processes, slow consumers and bounded memory,
-//! reconnect behaviour, TCP specifics. The table mapping each row to its test is in
+//! reconnect behaviour, TCP specifics, faults injected by an in-process proxy (T6). The table mapping each row to its test is in
 //! docs/reliability.md.
 //!
 //! Each scenario runs once per compiled-in transport (`<scenario>::unix`, `<scenario>::tcp`).
@@ -17,3 +17,7 @@ mod lifecycle;
 mod queues;
 mod reconnect;
 mod tcp;
+mod toxics;
+
+/// The toxiproxy-style proxy of the T6 tests (`toxics`).
+pub(crate) mod proxy;
