@@ -770,3 +770,21 @@ fn faulty_split_reads_and_writes_keep_every_byte_in_order() {
     assert_eq!(got.0, data, "every byte, in order");
     assert!(got.1 > 0, "some reads were cut to a few bytes");
 }
+
+/// The faulty network with chunk faults only (split and delayed chunks, no
+/// holds or partitions) is still a correct transport: the whole conformance
+/// suite passes over it.
+#[test]
+fn faulty_transport_with_chunk_faults_passes_the_conformance_suite() {
+    use socket_tests::conformance::{self, Harness, Mode};
+    let harness = Harness::new(Arc::new(FaultyTransport::new(5)), || {
+        let mut config = Config::default();
+        config.socket.transport = faulty::SCHEME.to_owned();
+        faulty::set_option(&mut config, "namespace", unique_name("conf"));
+        config
+    })
+    .mode(Mode::Async)
+    .case_timeout(Duration::from_secs(30));
+    let report = conformance::run_all(&harness).unwrap_or_else(|failures| panic!("{failures}"));
+    assert_eq!(report.passed.len(), conformance::cases().len());
+}
