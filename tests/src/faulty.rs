@@ -148,9 +148,9 @@ impl Schedule {
     /// Draws steps from `seed` until their calm times and faults cover `span`.
     ///
     /// Calm times are 10–120 ms. Four steps in ten are partitions of
-    /// 30–250 ms; the others holds: mostly 20–500 ms, one in eight
-    /// 0.9–1.3 s (long enough to reach one-second write-stall and
-    /// frame deadlines).
+    /// 30–250 ms, the others holds: of 20–500 ms, or of 0.9–1.3 s in one
+    /// step in eight (long enough to reach one-second write-stall and frame
+    /// deadlines).
     pub fn generate(seed: u64, span: Duration) -> Schedule {
         let mut rng = Rng::new(seed ^ 0x5eed_5c4e_d01e);
         let mut steps = Vec::new();
