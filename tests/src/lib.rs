@@ -1,5 +1,6 @@
 //! Conformance suite for `socket` transports, plus an example in-memory
-//! transport written like any third-party plug-in.
+//! transport written like any third-party plug-in, and a seeded
+//! fault-injecting network ([`faulty`]) for simulation tests.
 //!
 //! # Running the suite against a transport
 //!
@@ -46,4 +47,5 @@
 //! `tempfile::TempDir`), use [`Harness::with_fixture`](conformance::Harness::with_fixture).
 
 pub mod conformance;
+pub mod faulty;
 pub mod memory;
