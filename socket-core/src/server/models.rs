@@ -23,7 +23,9 @@ use std::sync::Arc;
 
 use async_channel::Receiver;
 
-use super::registry::{Admission, Admitted, Bounds, Closing, ConnShared, FanOut, Registry};
+#[cfg(socket_loom)]
+use super::registry::Admitted;
+use super::registry::{Admission, Bounds, Closing, ConnShared, FanOut, Registry};
 use super::{ClientId, ClientInfo};
 use crate::codec::Frame;
 
@@ -52,6 +54,7 @@ fn info(id: u64) -> ClientInfo {
     }
 }
 
+#[cfg(socket_loom)]
 fn bounds(outbound_frames: usize) -> Bounds {
     Bounds {
         max_clients: 3,
@@ -63,12 +66,14 @@ fn bounds(outbound_frames: usize) -> Bounds {
     }
 }
 
+#[cfg(socket_loom)]
 fn open_registry(b: Bounds) -> Arc<Registry> {
     let reg = Arc::new(Registry::new(b));
     reg.open();
     reg
 }
 
+#[cfg(socket_loom)]
 fn admit(reg: &Registry) -> Admitted {
     match reg.admit(info) {
         Admission::Admitted(a) => a,
@@ -479,6 +484,29 @@ mod shuttle_models {
         }
     }
 
+    /// What the schedules covered, printed after each run (not asserted).
+    #[derive(Debug, Default)]
+    struct Coverage {
+        schedules: usize,
+        with_slow_consumer: usize,
+        with_offline_replay: usize,
+        with_offline_drop: usize,
+        connections: usize,
+    }
+
+    thread_local! {
+        // Shuttle runs a test's schedules on the test's own thread.
+        static COVERAGE: std::cell::RefCell<Coverage> = std::cell::RefCell::default();
+    }
+
+    fn run(name: &str, check: impl FnOnce()) {
+        COVERAGE.with_borrow_mut(|c| *c = Coverage::default());
+        let started = std::time::Instant::now();
+        check();
+        let c = COVERAGE.take();
+        eprintln!("shuttle: {name}: {c:?} in {:.1?}", started.elapsed());
+    }
+
     /// C3: three clients (one slow in its first connection) joining and
     /// leaving twice each, a broadcaster, a unicaster, and a stop/start.
     fn c3_model() {
@@ -561,18 +589,37 @@ mod shuttle_models {
             "broadcasts {missing:?} lost: {log:?}, {left} still offline"
         );
         assert_eq!(reg.len(), 0, "every client left");
+        COVERAGE.with_borrow_mut(|c| {
+            c.schedules += 1;
+            c.with_slow_consumer += usize::from(!log.refused.is_empty());
+            c.with_offline_replay += usize::from(replayed > 0);
+            c.with_offline_drop += usize::from(log.offline_drops + replay_drops > 0);
+            c.connections += log.sessions.len();
+        });
+    }
+
+    /// The per-PR budget, or `SOCKET_SHUTTLE_ITERATIONS` (e.g. more in a nightly run).
+    fn iterations() -> usize {
+        std::env::var("SOCKET_SHUTTLE_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)
+    }
+
+    /// The seed of both schedulers, or `SOCKET_SHUTTLE_SEED`.
+    fn seed() -> u64 {
+        std::env::var("SOCKET_SHUTTLE_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x0050_c3e7)
     }
 
     /// C3 with shuttle's random scheduler: 1,000 schedules from a fixed seed.
     #[test]
     fn c3_registry_state_machine_random() {
-        shuttle::check_random_with_seed(c3_model, 0x50c3_e7, 1000);
+        run("random", || shuttle::check_random_with_seed(c3_model, seed(), iterations()));
     }
 
     /// C3 with shuttle's PCT scheduler (depth 3): 1,000 schedules from a fixed seed.
     #[test]
     fn c3_registry_state_machine_pct() {
-        let scheduler = shuttle::scheduler::PctScheduler::new_from_seed(0x50c3_e7, 3, 1000);
-        shuttle::Runner::new(scheduler, shuttle::Config::default()).run(c3_model);
+        let scheduler = shuttle::scheduler::PctScheduler::new_from_seed(seed(), 3, iterations());
+        run("pct", || {
+            shuttle::Runner::new(scheduler, shuttle::Config::default()).run(c3_model);
+        });
     }
 }
