@@ -63,6 +63,7 @@ mod error;
 pub mod message;
 pub mod runtime;
 pub mod server;
+mod sync;
 pub mod transport;
 
 pub use client::{Client, ClientOptions, ConnectionState};

@@ -11,9 +11,11 @@ use std::time::Instant;
 type Result<T = ()> = std::result::Result<T, String>;
 
 const COMMANDS: &[(&str, &str)] = &[
-    ("ci", "everything CI checks: fmt, clippy, tests, docs, feature builds, codegen check, examples"),
+    ("ci", "everything CI checks: fmt, clippy, tests, model checks, docs, feature builds, codegen check, examples"),
     ("lint", "cargo fmt --check and clippy with warnings denied on all targets"),
     ("test", "the whole test suite (installs the Python msgpack module the interop tests need)"),
+    ("loom", "loom model checks of the server registry (C1, C2): --cfg socket_loom, 2 preemptions, target/loom"),
+    ("shuttle", "shuttle model checks of the server registry (C3): --cfg shuttle, fixed seeds, target/shuttle"),
     ("doc", "rustdoc for the workspace with warnings denied"),
     ("features", "build socket-factory alone with no features, unix, tcp, and both"),
     ("codegen", "regenerate docs/configuration.md from the code (--check: fail if stale)"),
@@ -36,6 +38,8 @@ fn main() -> ExitCode {
         "ci" => ci(),
         "lint" => lint(),
         "test" => test(rest),
+        "loom" => loom(),
+        "shuttle" => shuttle(),
         "doc" => doc(),
         "features" => features(),
         "codegen" => codegen(rest.iter().any(|a| a == "--check")),
@@ -107,6 +111,8 @@ fn cargo_with(args: &[&str]) -> Command {
 fn ci() -> Result {
     lint()?;
     test(&[])?;
+    loom()?;
+    shuttle()?;
     doc()?;
     features()?;
     codegen(true)?;
@@ -136,6 +142,34 @@ fn test(extra: &[String]) -> Result {
     let mut cmd = cargo_with(&["test", "--workspace", "--locked"]);
     cmd.args(extra);
     run(cmd)
+}
+
+/// Runs the model checks of `socket-core/src/server/models.rs` in a release
+/// build with `--cfg <cfg>`, in its own target directory so the normal build
+/// stays valid.
+fn models(cfg: &str, envs: &[(&str, &str)]) -> Result {
+    let target = root().join("target").join(cfg.trim_start_matches("socket_"));
+    let mut cmd = cargo_with(&["test", "-p", "socket-core", "--release", "--locked", "--lib", "--target-dir"]);
+    cmd.arg(&target).args(["--", "server::models"]);
+    let mut flags = env::var("RUSTFLAGS").unwrap_or_default();
+    flags.push_str(&format!(" --cfg {cfg}"));
+    cmd.env("RUSTFLAGS", flags.trim());
+    for (k, v) in envs {
+        if env::var_os(k).is_none() {
+            cmd.env(k, v);
+        }
+    }
+    run(cmd)
+}
+
+/// Loom: every interleaving of the C1 and C2 models within 2 preemptions.
+fn loom() -> Result {
+    models("socket_loom", &[("LOOM_MAX_PREEMPTIONS", "2")])
+}
+
+/// Shuttle: the C3 model, 1,000 random and 1,000 PCT schedules from fixed seeds.
+fn shuttle() -> Result {
+    models("shuttle", &[])
 }
 
 fn doc() -> Result {

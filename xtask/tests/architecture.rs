@@ -61,3 +61,16 @@ fn transports_do_not_frame_or_encode() {
         assert!(hits.is_empty(), "protocol code in a transport crate:\n{}", hits.join("\n"));
     }
 }
+
+/// Architecture invariant: only the server's registry takes its primitives from `crate::sync`, the
+/// facade that loom and shuttle swap (a loom or shuttle primitive panics outside a model).
+#[test]
+fn only_the_registry_uses_the_sync_facade() {
+    let hits: Vec<String> = offenders("socket-core/src", &["crate::sync", "super::sync"])
+        .into_iter()
+        .filter(|hit| !hit.contains("server/registry.rs:"))
+        .collect();
+    assert!(hits.is_empty(), "crate::sync used outside server/registry.rs:\n{}", hits.join("\n"));
+    let registry = fs::read_to_string(root().join("socket-core/src/server/registry.rs")).expect("registry.rs");
+    assert!(registry.contains("use crate::sync::"), "server/registry.rs no longer uses the sync facade");
+}

@@ -70,7 +70,6 @@ pub(super) struct Conn {
     pub(super) inner: Arc<Inner>,
     pub(super) id: u64,
     pub(super) info: ClientInfo,
-    pub(super) tx: Sender<Frame>,
     pub(super) rx: Receiver<Frame>,
     pub(super) shared: Arc<ConnShared>,
     pub(super) abort_rx: Receiver<()>,
@@ -103,7 +102,7 @@ impl Conn {
         // Both halves go now: the peer sees end-of-stream at once.
         drop(reader);
         drop(writer);
-        self.tx.close();
+        self.shared.close_queue();
         self.inner.remove(self.id, &self.shared, reason);
         drop(self.alive);
     }
@@ -118,7 +117,7 @@ impl Conn {
 
     /// Takes one frame off the queue into the batch (or as the big frame).
     fn stage(&self, f: Frame, buf: &mut Vec<u8>, big: &mut Option<Frame>, frames: &mut u64) {
-        self.shared.queued_bytes.fetch_sub(f.len(), Ordering::Relaxed);
+        self.shared.taken(&f);
         *frames += 1;
         if f.len() >= BATCH / 2 {
             *big = Some(f);
@@ -343,20 +342,15 @@ impl Conn {
     async fn decide(&self, hs_tx: &Sender<Option<Frame>>, hello: Option<Option<String>>) {
         let inner = &*self.inner;
         let handshaken = hello.is_some();
-        let info = {
-            let mut st = inner.lock();
-            match st.clients.binary_search_by_key(&self.id, |c| c.id) {
-                Ok(i) => {
-                    let info = &mut st.clients[i].info;
-                    if let Some(name) = hello {
-                        info.handshaken = true;
-                        info.client_name = name;
-                    }
-                    info.clone()
+        let info = inner
+            .registry
+            .update_info(self.id, |info| {
+                if let Some(name) = hello {
+                    info.handshaken = true;
+                    info.client_name = name;
                 }
-                Err(_) => self.info.clone(),
-            }
-        };
+            })
+            .unwrap_or_else(|| self.info.clone());
         let welcome = if handshaken {
             self.shared.handshaken.store(true, Ordering::Release);
             let welcome = Control::Welcome {
@@ -383,14 +377,9 @@ impl Conn {
     /// Queues a frame for this client only; dropped (and counted in
     /// `ServerStats::replies_dropped`) if its queue is full.
     fn push_own(&self, f: Frame) {
-        let len = f.len();
-        self.shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        if let Err(e) = super::try_push(&self.tx, self.inner.opts.outbound_queue_size, f) {
-            self.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            if e.is_full() {
-                self.inner.counters.replies_dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!("reply dropped: the client's outbound queue is full");
-            }
+        if let Err(super::registry::Refused::Full(_)) = self.shared.push_unmetered(f) {
+            self.inner.counters.replies_dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("reply dropped: the client's outbound queue is full");
         }
     }
 
@@ -409,7 +398,7 @@ impl Conn {
         }
         match self.inner.error_frame(code, &text) {
             Some(frame) => {
-                self.shared.close(&self.tx, Closing::Fatal(frame, text));
+                self.shared.close(Closing::Fatal(frame, text));
                 pending().await
             }
             None => text,

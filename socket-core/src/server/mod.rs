@@ -7,9 +7,11 @@
 //!
 //! # Design
 //!
-//! * One registry behind a `std::sync::Mutex`, held only for short sections
-//!   (never across an `.await` or I/O): the connected clients with their
-//!   bounded outbound queues, the offline queue and the last broadcast.
+//! * One registry (`registry.rs`) behind a mutex, held only for short
+//!   sections (never across an `.await` or I/O): the connected clients with
+//!   their bounded outbound queues, the offline queue and the last
+//!   broadcast. Its mutex and atomics come from `crate::sync`, so loom and
+//!   shuttle check this very code (`models.rs`, `cargo xtask loom`).
 //! * [`Server::broadcast`] encodes a message **once** and pushes the same
 //!   shared [`Frame`] into every client's queue without
 //!   waiting. A client whose queue is full (frames or bytes) is a slow
@@ -28,7 +30,9 @@
 //!   `message_queue_bytes` bytes, oldest dropped first and counted in
 //!   [`ServerStats::dropped`]) is handed to the **first** client that
 //!   connects, in order and before any live message, and is then empty. It
-//!   survives a `stop` / `start` of the same handle.
+//!   survives a `stop` / `start` of the same handle. A broadcast that finds
+//!   only clients already disconnecting goes to the offline queue too, and
+//!   the next client to connect takes it.
 //! * With `retain_last`, a new client first gets the last broadcast, unless
 //!   it just got it from the offline queue. Relayed messages count as
 //!   broadcasts.
@@ -40,11 +44,13 @@
 //!   holds a receiver from it; otherwise they are counted and dropped.
 
 mod conn;
+#[cfg(all(test, any(socket_loom, shuttle)))]
+mod models;
+mod registry;
 pub(crate) mod wire;
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_channel::{Receiver, Sender, TrySendError};
@@ -57,6 +63,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::message::{EventName, SocketMessage};
 use crate::runtime;
 use crate::transport::{Connection, Listener, Transport};
+use registry::{Admission, Bounds, Closing, ConnShared, Entry, Registry, Unicast};
 
 /// A client id, unique for the server's lifetime, never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -276,15 +283,23 @@ impl Server {
     ) -> Result<Server> {
         transport.validate(&config)?;
         let (events_tx, events_rx) = async_channel::bounded(options.inbound_queue_size.max(1));
+        let registry = Registry::new(Bounds {
+            max_clients: options.max_connections,
+            outbound_frames: options.outbound_queue_size,
+            outbound_bytes: options.outbound_queue_bytes,
+            offline_frames: options.message_queue_size,
+            offline_bytes: options.message_queue_bytes,
+            retain_last: options.retain_last,
+        });
         let inner = Arc::new(Inner {
             event,
             transport,
             config,
             opts: options,
-            state: Mutex::new(State::default()),
+            registry,
+            life: Mutex::new(Life::default()),
             lifecycle: async_lock::Mutex::new(()),
             counters: Counters::default(),
-            next_id: AtomicU64::new(1),
             events_tx,
             events_rx,
             running: AtomicBool::new(false),
@@ -335,7 +350,7 @@ impl Server {
 
     /// Waits until the server is stopped (returns at once if it is not running).
     pub async fn wait_stopped(&self) {
-        let rx = self.inner.lock().stopped_rx.clone();
+        let rx = self.inner.life().stopped_rx.clone();
         if let Some(rx) = rx {
             let _ = rx.recv().await;
         }
@@ -425,12 +440,12 @@ impl Server {
 
     /// Connected clients, in order of connection.
     pub fn clients(&self) -> Vec<ClientInfo> {
-        self.inner.lock().clients.iter().map(|c| c.info.clone()).collect()
+        self.inner.registry.clients()
     }
 
     /// Number of connected clients.
     pub fn client_count(&self) -> usize {
-        self.inner.lock().clients.len()
+        self.inner.registry.len()
     }
 
     /// Events (connects, disconnects, messages) as an async stream / blocking iterator.
@@ -474,21 +489,17 @@ impl Server {
 
     /// The bound address, while running.
     pub fn address(&self) -> Option<String> {
-        self.inner.lock().run.as_ref().map(|r| r.address.clone())
+        self.inner.life().run.as_ref().map(|r| r.address.clone())
     }
 
     /// Number of broadcasts waiting in the offline queue.
     pub fn queue_len(&self) -> usize {
-        self.inner.lock().offline.len()
+        self.inner.registry.offline_len()
     }
 
     /// Empties the offline queue; returns how many messages it held.
     pub fn clear_queue(&self) -> usize {
-        let mut st = self.inner.lock();
-        st.offline_bytes = 0;
-        let n = st.offline.len();
-        st.offline.clear();
-        n
+        self.inner.registry.clear_offline()
     }
 
     /// Counters.
@@ -528,22 +539,20 @@ struct Inner {
     transport: Arc<dyn Transport>,
     config: Config,
     opts: ServerOptions,
-    state: Mutex<State>,
+    /// Clients, their queues and the offline queue (the part the models check).
+    registry: Registry,
+    /// The current run, if any.
+    life: Mutex<Life>,
     /// Serialises `start` and `stop`.
     lifecycle: async_lock::Mutex<()>,
     counters: Counters,
-    next_id: AtomicU64,
     events_tx: Sender<ServerEvent>,
     events_rx: Receiver<ServerEvent>,
     running: AtomicBool,
 }
 
 #[derive(Debug, Default)]
-struct State {
-    clients: Vec<ClientEntry>,
-    offline: VecDeque<Frame>,
-    offline_bytes: usize,
-    last: Option<Frame>,
+struct Life {
     run: Option<Run>,
     /// Closed when the current run stops (for `blocking_mode` and `wait_stopped`).
     stopped_rx: Option<Receiver<()>>,
@@ -564,71 +573,6 @@ struct Run {
     stopped_tx: Sender<()>,
 }
 
-#[derive(Debug)]
-struct ClientEntry {
-    id: u64,
-    tx: Sender<Frame>,
-    shared: Arc<ConnShared>,
-    info: ClientInfo,
-}
-
-/// Why a connection is being closed.
-#[derive(Debug)]
-enum Closing {
-    /// Clean stop: flush the queue, then `shutdown` to handshaken clients.
-    Shutdown,
-    /// Slow consumer: drop the queue, send `slow_consumer` best effort.
-    SlowConsumer(Frame),
-    /// Protocol violation: drop the queue, send this ERROR frame best effort.
-    Fatal(Frame, String),
-}
-
-/// State shared by a connection task and the registry.
-#[derive(Debug)]
-struct ConnShared {
-    /// Bytes queued in the outbound channel.
-    queued_bytes: AtomicUsize,
-    closing: OnceLock<Closing>,
-    /// Closed to interrupt the writer.
-    kill_tx: Sender<()>,
-    kill_rx: Receiver<()>,
-    handshaken: AtomicBool,
-    /// `Connected` was emitted (so `Disconnected` must be).
-    announced: AtomicBool,
-}
-
-impl ConnShared {
-    fn new() -> Self {
-        let (kill_tx, kill_rx) = async_channel::bounded(1);
-        ConnShared {
-            queued_bytes: AtomicUsize::new(0),
-            closing: OnceLock::new(),
-            kill_tx,
-            kill_rx,
-            handshaken: AtomicBool::new(false),
-            announced: AtomicBool::new(false),
-        }
-    }
-
-    /// Closes the connection with `closing`; the first reason wins.
-    fn close(&self, tx: &Sender<Frame>, closing: Closing) {
-        let interrupt = !matches!(closing, Closing::Shutdown);
-        let _ = self.closing.set(closing);
-        tx.close();
-        if interrupt {
-            self.kill_tx.close();
-        }
-    }
-}
-
-/// Queues `frame` on a connection's outbound channel holding at most `cap` frames.
-fn try_push(tx: &Sender<Frame>, cap: usize, frame: Frame) -> std::result::Result<(), TrySendError<Frame>> {
-    if tx.len() >= cap.max(1) {
-        return Err(TrySendError::Full(frame));
-    }
-    tx.try_send(frame)
-}
-
 /// Time the writer gets to push a final ERROR frame out before the connection closes.
 const CLOSE_LINGER: Duration = Duration::from_millis(200);
 /// Time writers get to flush their queues on `stop`.
@@ -637,8 +581,8 @@ const STOP_FLUSH: Duration = Duration::from_millis(250);
 const STOP_ABORT: Duration = Duration::from_millis(500);
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn life(&self) -> MutexGuard<'_, Life> {
+        self.life.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn check_running(&self) -> Result<()> {
@@ -659,7 +603,7 @@ impl Inner {
 
     async fn start(self: Arc<Self>) -> Result<()> {
         let _life = self.lifecycle.lock().await;
-        if self.lock().run.is_some() {
+        if self.life().run.is_some() {
             return Ok(());
         }
         let listener: Arc<dyn Listener> = Arc::from(self.transport.bind(&self.event, &self.config).await?);
@@ -667,12 +611,14 @@ impl Inner {
         let (abort_tx, abort_rx) = async_channel::bounded(1);
         let (alive_tx, alive_rx) = async_channel::bounded(1);
         let (stopped_tx, stopped_rx) = async_channel::bounded(1);
+        // Open before the first accept, so no connection finds it closed.
+        self.registry.open();
         let accept =
             runtime::spawn(conn::accept_loop(self.clone(), listener.clone(), abort_rx.clone(), alive_tx.clone()));
         tracing::info!(event = %self.event, transport = self.transport.scheme(), %address, "server listening");
-        let mut st = self.lock();
-        st.run = Some(Run { listener, address, accept, abort_tx, abort_rx, alive_tx, alive_rx, stopped_tx });
-        st.stopped_rx = Some(stopped_rx);
+        let mut life = self.life();
+        life.run = Some(Run { listener, address, accept, abort_tx, abort_rx, alive_tx, alive_rx, stopped_tx });
+        life.stopped_rx = Some(stopped_rx);
         self.running.store(true, Ordering::Release);
         Ok(())
     }
@@ -680,17 +626,11 @@ impl Inner {
     /// The synchronous half of `stop`: no new clients, no more accepts, the
     /// address released, every connection told to flush and close.
     fn begin_stop(&self) -> Option<Run> {
-        let run = {
-            let mut st = self.lock();
-            let run = st.run.take()?;
-            self.running.store(false, Ordering::Release);
-            for c in &st.clients {
-                c.shared.close(&c.tx, Closing::Shutdown);
-            }
-            run
-        };
-        // Cancellation of the accept task is requested here; it can no longer
-        // register anybody because `run` is gone.
+        let run = self.life().run.take()?;
+        self.running.store(false, Ordering::Release);
+        // The accept task may still run until `finish_stop` cancels it, but
+        // the registry admits nobody any more.
+        self.registry.shut();
         Some(run)
     }
 
@@ -721,83 +661,35 @@ impl Inner {
     }
 
     /// Pushes `frame` to every client except `except`, or to the offline
-    /// queue when there is no such client.
+    /// queue when there is no such client (see [`Registry::fan_out`]).
     fn fan_out(&self, frame: Frame, except: Option<u64>) {
-        let len = frame.len();
-        let mut slow: Vec<(ClientEntry, &'static str)> = Vec::new();
-        {
-            let mut st = self.lock();
-            if self.opts.retain_last {
-                st.last = Some(frame.clone());
-            }
-            let mut recipients = 0usize;
-            let mut i = 0;
-            while i < st.clients.len() {
-                let c = &st.clients[i];
-                if Some(c.id) == except {
-                    i += 1;
-                    continue;
-                }
-                recipients += 1;
-                match self.enqueue(c, &frame, len) {
-                    Ok(()) => i += 1,
-                    Err(why) => slow.push((st.clients.remove(i), why)),
-                }
-            }
-            if recipients == 0 {
-                self.push_offline(&mut st, frame);
-            }
+        let out = self.registry.fan_out(&frame, except);
+        if out.offline {
+            self.counters.queued.fetch_add(1, Ordering::Relaxed);
+            self.count_offline_drops(out.dropped);
         }
-        for (c, why) in slow {
+        for (c, why) in out.slow {
             self.drop_slow(c, why);
         }
     }
 
-    /// Puts `frame` in one client's queue, enforcing the frame and byte bounds.
-    fn enqueue(&self, c: &ClientEntry, frame: &Frame, len: usize) -> std::result::Result<(), &'static str> {
-        let queued = c.shared.queued_bytes.load(Ordering::Relaxed);
-        if queued > 0 && queued + len > self.opts.outbound_queue_bytes {
-            return Err("outbound queue byte limit reached");
+    fn count_offline_drops(&self, n: u64) {
+        if n == 0 {
+            return;
         }
-        c.shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        match try_push(&c.tx, self.opts.outbound_queue_size, frame.clone()) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => {
-                c.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                Err("outbound queue full")
-            }
-            // Already closing: it is leaving anyway.
-            Err(TrySendError::Closed(_)) => {
-                c.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                Ok(())
-            }
-        }
-    }
-
-    fn push_offline(&self, st: &mut State, frame: Frame) {
-        let c = &self.counters;
-        st.offline_bytes += frame.len();
-        st.offline.push_back(frame);
-        c.queued.fetch_add(1, Ordering::Relaxed);
-        while st.offline.len() > self.opts.message_queue_size
-            || (st.offline_bytes > self.opts.message_queue_bytes && !st.offline.is_empty())
-        {
-            if let Some(old) = st.offline.pop_front() {
-                st.offline_bytes -= old.len();
-                let dropped = c.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                if dropped.is_power_of_two() {
-                    tracing::warn!(
-                        event = %self.event,
-                        dropped,
-                        "offline queue full: dropped the oldest message (message_queue_size / message_queue_bytes)"
-                    );
-                }
-            }
+        let before = self.counters.dropped.fetch_add(n, Ordering::Relaxed);
+        // Logged at 1, 2, 4, 8 … drops.
+        if (before + 1..=before + n).any(u64::is_power_of_two) {
+            tracing::warn!(
+                event = %self.event,
+                dropped = before + n,
+                "offline queue full: dropped the oldest message (message_queue_size / message_queue_bytes)"
+            );
         }
     }
 
     /// Disconnects a client removed from the registry as a slow consumer.
-    fn drop_slow(&self, c: ClientEntry, why: &str) {
+    fn drop_slow(&self, c: Entry, why: &str) {
         self.counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(event = %self.event, client = %c.info.id, reason = why, "disconnecting slow consumer");
         let text = format!("client {} did not read fast enough ({why}): disconnected", c.info.id);
@@ -805,27 +697,24 @@ impl Inner {
             Some(f) => Closing::SlowConsumer(f),
             None => Closing::Shutdown,
         };
-        c.shared.close(&c.tx, closing);
+        c.shared.close(closing);
     }
 
     fn unicast(&self, id: ClientId, frame: Frame) -> Result<()> {
-        let len = frame.len();
-        let slow = {
-            let mut st = self.lock();
-            let Ok(i) = st.clients.binary_search_by_key(&id.0, |c| c.id) else {
-                return Err(Error::new(
-                    ErrorKind::Validation,
-                    format!("no client {id} is connected to event {}: check clients() for valid ids", self.event),
-                ));
-            };
-            match self.enqueue(&st.clients[i], &frame, len) {
-                Ok(()) => return Ok(()),
-                Err(why) => (st.clients.remove(i), why),
+        match self.registry.unicast(id.0, &frame) {
+            Ok(()) => Ok(()),
+            Err(Unicast::NoClient) => Err(Error::new(
+                ErrorKind::Validation,
+                format!("no client {id} is connected to event {}: check clients() for valid ids", self.event),
+            )),
+            Err(Unicast::Slow(c, why)) => {
+                self.drop_slow(c, why);
+                Err(Error::new(
+                    ErrorKind::Connection,
+                    format!("client {id} was disconnected as a slow consumer ({why})"),
+                ))
             }
-        };
-        let (c, why) = slow;
-        self.drop_slow(c, why);
-        Err(Error::new(ErrorKind::Connection, format!("client {id} was disconnected as a slow consumer ({why})")))
+        }
     }
 
     /// An ERROR frame with `code` and `text`, stamped now.
@@ -842,77 +731,53 @@ impl Inner {
 
     /// Registers a new connection, or refuses it over the limit.
     fn admit(self: &Arc<Self>, conn: Connection, abort_rx: &Receiver<()>, alive_tx: &Sender<()>) {
-        let mut st = self.lock();
-        if st.run.is_none() {
-            return;
-        }
-        if st.clients.len() >= self.opts.max_connections {
-            drop(st);
-            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                event = %self.event,
-                peer = %conn.peer.address,
-                max = self.opts.max_connections,
-                "connection refused: max_connections reached"
-            );
-            let text = format!(
-                "server for event {} serves its maximum of {} clients (max_connections): try again later",
-                self.event, self.opts.max_connections
-            );
-            if let Some(frame) = self.error_frame(ErrorCode::MaxConnections, &text) {
-                runtime::spawn(conn::refuse(conn, frame)).detach();
-            }
-            return;
-        }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        // Unbounded, so no slot is allocated before a frame is queued (a
-        // bounded channel preallocates all of them); `try_push` keeps the bound.
-        let (tx, rx) = async_channel::unbounded();
-        let shared = Arc::new(ConnShared::new());
-        let info = ClientInfo {
+        let peer = &conn.peer;
+        let admission = self.registry.admit(|id| ClientInfo {
             id: ClientId(id),
             connected_at_ms: jiff::Timestamp::now().as_millisecond().try_into().unwrap_or(0),
-            address: conn.peer.address.clone(),
-            pid: conn.peer.pid,
-            uid: conn.peer.uid,
+            address: peer.address.clone(),
+            pid: peer.pid,
+            uid: peer.uid,
             client_name: None,
             handshaken: false,
+        });
+        let a = match admission {
+            Admission::Admitted(a) => a,
+            Admission::Stopped => return,
+            Admission::Full => {
+                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    event = %self.event,
+                    peer = %conn.peer.address,
+                    max = self.opts.max_connections,
+                    "connection refused: max_connections reached"
+                );
+                let text = format!(
+                    "server for event {} serves its maximum of {} clients (max_connections): try again later",
+                    self.event, self.opts.max_connections
+                );
+                if let Some(frame) = self.error_frame(ErrorCode::MaxConnections, &text) {
+                    runtime::spawn(conn::refuse(conn, frame)).detach();
+                }
+                return;
+            }
         };
-        let mut replayed_last = false;
-        if st.clients.is_empty() && !st.offline.is_empty() {
-            st.offline_bytes = 0;
-            let queue = std::mem::take(&mut st.offline);
-            let n = queue.len();
-            for frame in queue {
-                replayed_last |= st.last.as_ref() == Some(&frame);
-                let len = frame.len();
-                shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
-                if try_push(&tx, self.opts.outbound_queue_size, frame).is_err() {
-                    // The offline queue is longer than the client's queue: the oldest part is lost.
-                    shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            tracing::debug!(event = %self.event, client = %info.id, messages = n, "replaying the offline queue");
+        if a.replayed > 0 || a.dropped > 0 {
+            tracing::debug!(
+                event = %self.event,
+                client = %a.info.id,
+                messages = a.replayed,
+                dropped = a.dropped,
+                "replaying the offline queue"
+            );
+            self.count_offline_drops(a.dropped);
         }
-        if self.opts.retain_last && !replayed_last {
-            if let Some(last) = st.last.clone() {
-                let len = last.len();
-                shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
-                if try_push(&tx, self.opts.outbound_queue_size, last).is_err() {
-                    shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                }
-            }
-        }
-        st.clients.push(ClientEntry { id, tx: tx.clone(), shared: shared.clone(), info: info.clone() });
-        drop(st);
         let task = conn::Conn {
             inner: self.clone(),
-            id,
-            info,
-            tx,
-            rx,
-            shared,
+            id: a.id,
+            info: a.info,
+            rx: a.rx,
+            shared: a.shared,
             abort_rx: abort_rx.clone(),
             alive: alive_tx.clone(),
         };
@@ -921,12 +786,7 @@ impl Inner {
 
     /// Removes client `id` from the registry (if still there) and reports it.
     fn remove(&self, id: u64, shared: &ConnShared, reason: String) {
-        {
-            let mut st = self.lock();
-            if let Ok(i) = st.clients.binary_search_by_key(&id, |c| c.id) {
-                st.clients.remove(i);
-            }
-        }
+        self.registry.remove(id);
         tracing::debug!(event = %self.event, client = %ClientId(id), %reason, "client disconnected");
         if shared.announced.load(Ordering::Acquire) {
             self.emit(ServerEvent::Disconnected { id: ClientId(id), reason });

@@ -1,0 +1,670 @@
+//! Model checks of the registry (`registry.rs`), the production code itself
+//! running on [`crate::sync`]'s loom or shuttle primitives.
+//!
+//! * loom (`cargo xtask loom`: `--cfg socket_loom`, `LOOM_MAX_PREEMPTIONS=2`):
+//!   RELIABILITY.md C1 (fan-out, bounded queues, slow consumers, removal,
+//!   2–3 actors) and C2 (the offline-queue handoff at the first connect),
+//!   every interleaving within the preemption bound.
+//! * shuttle (`cargo xtask shuttle`: `--cfg shuttle`): C3, the registry's
+//!   whole client state machine with six actors (joins, leaves, slow
+//!   consumers, stop and start, broadcasts, unicasts), 1,000 random
+//!   schedules and 1,000 PCT schedules from fixed seeds.
+//!
+//! Actors play the roles of production callers: the broadcaster is
+//! `Server::broadcast` (`Inner::fan_out`), a client's writer is the
+//! `stage` of `conn.rs` (take a frame, then [`ConnShared::taken`]), its
+//! reader's replies are `push_own` ([`ConnShared::push_unmetered`]), a
+//! leaving client is the end of `Conn::serve` (close the queue, then
+//! [`Registry::remove`]), and a stop is `Inner::begin_stop`
+//! ([`Registry::shut`]). Each broadcast frame's one-byte body is its
+//! sequence number.
+
+use std::sync::Arc;
+
+use async_channel::Receiver;
+
+#[cfg(socket_loom)]
+use super::registry::Admitted;
+use super::registry::{Admission, Bounds, Closing, ConnShared, FanOut, Registry};
+use super::{ClientId, ClientInfo};
+use crate::codec::Frame;
+
+#[cfg(socket_loom)]
+use loom::thread;
+#[cfg(all(shuttle, not(socket_loom)))]
+use shuttle::thread;
+
+fn frame(seq: u8) -> Frame {
+    Frame::from_body(&[seq], 64).expect("a one-byte body is a valid frame")
+}
+
+fn seq(f: &Frame) -> u8 {
+    f.body()[0]
+}
+
+fn info(id: u64) -> ClientInfo {
+    ClientInfo {
+        id: ClientId(id),
+        connected_at_ms: 0,
+        address: String::new(),
+        pid: None,
+        uid: None,
+        client_name: None,
+        handshaken: false,
+    }
+}
+
+#[cfg(socket_loom)]
+fn bounds(outbound_frames: usize) -> Bounds {
+    Bounds {
+        max_clients: 3,
+        outbound_frames,
+        outbound_bytes: 1 << 20,
+        offline_frames: 8,
+        offline_bytes: 1 << 20,
+        retain_last: false,
+    }
+}
+
+#[cfg(socket_loom)]
+fn open_registry(b: Bounds) -> Arc<Registry> {
+    let reg = Arc::new(Registry::new(b));
+    reg.open();
+    reg
+}
+
+#[cfg(socket_loom)]
+fn admit(reg: &Registry) -> Admitted {
+    match reg.admit(info) {
+        Admission::Admitted(a) => a,
+        other => panic!("expected an admission, got {other:?}"),
+    }
+}
+
+/// The writer's side: takes one queued frame, as `conn.rs`'s `stage` does.
+fn take_one(rx: &Receiver<Frame>, shared: &ConnShared) -> Option<u8> {
+    let f = rx.try_recv().ok()?;
+    shared.taken(&f);
+    Some(seq(&f))
+}
+
+/// Takes every queued frame.
+fn drain(rx: &Receiver<Frame>, shared: &ConnShared) -> Vec<u8> {
+    std::iter::from_fn(|| take_one(rx, shared)).collect()
+}
+
+/// The caller's side of a slow consumer (`Inner::drop_slow`).
+fn close_slow(out: &FanOut) {
+    for (c, _) in &out.slow {
+        c.shared.close(Closing::SlowConsumer(frame(0)));
+    }
+}
+
+fn assert_increasing(what: &str, got: &[u8]) {
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "{what} got {got:?}: out of order or duplicated");
+}
+
+fn assert_drained(what: &str, shared: &ConnShared) {
+    assert_eq!(shared.queued_frames(), 0, "{what}: frame count not back to 0 after draining");
+    assert_eq!(shared.queued_bytes(), 0, "{what}: byte count not back to 0 after draining");
+}
+
+/// Runs `f` under loom; fails if it explored suspiciously few interleavings
+/// (`LOOM_LOG=info` makes loom log how many).
+#[cfg(socket_loom)]
+fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut builder = loom::model::Builder::new();
+    // `LOOM_MAX_PREEMPTIONS` sets it; 2 unless told otherwise.
+    let bound = *builder.preemption_bound.get_or_insert(2);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = runs.clone();
+    builder.check(move || {
+        counter.fetch_add(1, Ordering::Relaxed);
+        f();
+    });
+    let n = runs.load(Ordering::Relaxed);
+    // Each model has 144 or more at bound 2: far fewer means it stopped exploring.
+    assert!(bound < 2 || n >= 100, "{name}: only {n} interleavings explored at preemption bound {bound}");
+}
+
+#[cfg(socket_loom)]
+mod loom_models {
+    use super::*;
+
+    /// C1: a broadcaster, a client leaving, a client joining. Every
+    /// broadcast reaches the joiner exactly once and in order unless the
+    /// leaver took it; nothing is lost (a broadcast only the leaving client
+    /// saw goes to the offline queue and then to the joiner); the counters
+    /// return to zero.
+    #[test]
+    fn c1_broadcast_while_one_client_leaves_and_one_joins() {
+        model("c1_broadcast_while_one_client_leaves_and_one_joins", || {
+            let reg = open_registry(bounds(4));
+            let a = admit(&reg);
+            let a_id = a.id;
+            let a_shared = a.shared.clone();
+            let a_rx = a.rx.clone();
+
+            let r = reg.clone();
+            let broadcaster = thread::spawn(move || {
+                for s in 1..=2 {
+                    let out = r.fan_out(&frame(s), None);
+                    assert!(out.slow.is_empty(), "no queue can be full here");
+                }
+            });
+            let r = reg.clone();
+            let leaver = thread::spawn(move || {
+                // Its writer takes what is there, then the connection ends.
+                let mut got: Vec<u8> = take_one(&a.rx, &a.shared).into_iter().collect();
+                a.shared.close_queue();
+                assert!(r.remove(a.id).is_some(), "the leaving client was registered");
+                got.extend(drain(&a.rx, &a.shared));
+                got
+            });
+            let r = reg.clone();
+            let joiner = thread::spawn(move || {
+                let b = admit(&r);
+                let got: Vec<u8> = take_one(&b.rx, &b.shared).into_iter().collect();
+                (b, got)
+            });
+            broadcaster.join().expect("broadcaster");
+            let a_got = leaver.join().expect("leaver");
+            let (b, mut b_got) = joiner.join().expect("joiner");
+            b_got.extend(drain(&b.rx, &b.shared));
+
+            assert_increasing("leaving client", &a_got);
+            assert_increasing("joining client", &b_got);
+            assert_eq!(
+                reg.offline_len(),
+                0,
+                "the joiner is the first open client: it must have taken the offline queue"
+            );
+            for s in 1..=2 {
+                assert!(a_got.contains(&s) || b_got.contains(&s), "broadcast {s} lost: a {a_got:?}, b {b_got:?}");
+            }
+            // Registered until the end: once it got one, it got every later one.
+            if let Some(&first) = b_got.first() {
+                assert_eq!(b_got, (first..=2).collect::<Vec<_>>(), "joining client missed a broadcast");
+            }
+            assert!(reg.remove(a_id).is_none(), "the leaving client is gone");
+            assert!(a_rx.try_recv().is_err(), "the removed client got a frame after its removal");
+            assert_drained("leaving client", &a_shared);
+            assert_drained("joining client", &b.shared);
+            assert_eq!(reg.len(), 1);
+        });
+    }
+
+    /// C1: the frame bound is exact with concurrent pushers. A broadcast
+    /// (under the registry lock) and the client's own reply (outside it)
+    /// race for the last slot while the writer takes frames; the queue never
+    /// holds more than `outbound_frames`, and a broadcast that finds it full
+    /// removes the client as a slow consumer and never reaches it again.
+    #[test]
+    fn c1_bound_holds_between_broadcast_reply_and_writer() {
+        model("c1_bound_holds_between_broadcast_reply_and_writer", || {
+            let reg = open_registry(bounds(1));
+            let a = admit(&reg);
+            let (shared, rx) = (a.shared.clone(), a.rx.clone());
+
+            let r = reg.clone();
+            let broadcaster = thread::spawn(move || {
+                let mut slow = 0;
+                for s in 1..=2 {
+                    let out = r.fan_out(&frame(s), None);
+                    close_slow(&out);
+                    slow += out.slow.len();
+                }
+                slow
+            });
+            let s2 = shared.clone();
+            let reader = thread::spawn(move || {
+                let _ = s2.push_unmetered(frame(9));
+                assert!(s2.queued_frames() <= 1, "queue over its bound of 1 frame");
+            });
+            let (s3, rx3) = (shared.clone(), rx.clone());
+            let writer = thread::spawn(move || {
+                let got = take_one(&rx3, &s3);
+                assert!(s3.queued_frames() <= 1, "queue over its bound of 1 frame");
+                got
+            });
+            let slow = broadcaster.join().expect("broadcaster");
+            reader.join().expect("reader");
+            let first = writer.join().expect("writer");
+
+            assert!(rx.len() <= 1, "queue holds {} frames, bound 1", rx.len());
+            assert!(shared.queued_frames() <= 1);
+            let mut got: Vec<u8> = first.into_iter().collect();
+            got.extend(drain(&rx, &shared));
+            let live: Vec<u8> = got.iter().copied().filter(|&s| s != 9).collect();
+            assert_increasing("client", &live);
+            if slow == 1 {
+                assert!(reg.remove(a.id).is_none(), "a slow consumer stays registered");
+                // Slow at 1: 2 found nobody and went offline. Slow at 2: it is lost with the client.
+                let expected_offline = if live.is_empty() { 1 } else { 0 };
+                assert!(live.is_empty() || live == [1], "frame after the slow removal: {got:?}");
+                assert_eq!(reg.offline_len(), expected_offline, "client got {got:?}");
+            } else {
+                assert_eq!(live, [1, 2], "no slow consumer, yet a broadcast is missing: {got:?}");
+                assert_eq!(reg.offline_len(), 0);
+            }
+            assert_drained("client", &shared);
+        });
+    }
+
+    /// C1: a slow consumer removed by one broadcaster gets nothing from a
+    /// second broadcaster; a client joining meanwhile gets each broadcast
+    /// at most once and in each broadcaster's order.
+    #[test]
+    fn c1_slow_consumer_removed_while_another_broadcaster_and_a_joiner_run() {
+        model("c1_slow_consumer_removed_while_another_broadcaster_and_a_joiner_run", || {
+            let reg = open_registry(bounds(1));
+            let a = admit(&reg);
+            let (a_shared, a_rx) = (a.shared.clone(), a.rx.clone());
+            let r = reg.clone();
+            // Each broadcaster returns the broadcasts a slow consumer refused (lost with it).
+            let first = thread::spawn(move || {
+                let mut refused = Vec::new();
+                for s in 1..=2 {
+                    let out = r.fan_out(&frame(s), None);
+                    close_slow(&out);
+                    refused.extend(out.slow.iter().map(|(c, _)| (s, c.id)));
+                }
+                refused
+            });
+            let r = reg.clone();
+            let second = thread::spawn(move || {
+                let out = r.fan_out(&frame(3), None);
+                close_slow(&out);
+                out.slow.iter().map(|(c, _)| (3, c.id)).collect::<Vec<_>>()
+            });
+            let r = reg.clone();
+            let joiner = thread::spawn(move || {
+                let b = admit(&r);
+                let got = take_one(&b.rx, &b.shared);
+                (b, got)
+            });
+            let mut refused = first.join().expect("first broadcaster");
+            refused.extend(second.join().expect("second broadcaster"));
+            // A never reads, so it is slow at its second broadcast; B (reading one frame) may be too.
+            let mut slow_ids: Vec<u64> = refused.iter().map(|&(_, id)| id).collect();
+            slow_ids.sort_unstable();
+            slow_ids.dedup();
+            assert_eq!(slow_ids.len(), refused.len(), "a slow consumer was removed twice: {refused:?}");
+            assert!(slow_ids.contains(&a.id), "the client that never reads was not found slow");
+            let (b, got) = joiner.join().expect("joiner");
+            let mut b_got: Vec<u8> = got.into_iter().collect();
+            b_got.extend(drain(&b.rx, &b.shared));
+
+            // A never reads: its queue of 1 holds the first frame it got, then it is slow.
+            assert_eq!(a_rx.len(), 1, "the slow consumer's queue holds exactly its bound");
+            assert!(a_shared.is_closed(), "the slow consumer was closed");
+            assert!(reg.remove(a.id).is_none(), "the slow consumer is not registered");
+            let a_got = drain(&a_rx, &a_shared);
+            let b_first: Vec<u8> = b_got.iter().copied().filter(|&s| s != 3).collect();
+            assert_increasing("joining client (first broadcaster)", &b_first);
+            let mut all = b_got.clone();
+            all.sort_unstable();
+            all.dedup();
+            assert_eq!(all.len(), b_got.len(), "joining client got a duplicate: {b_got:?}");
+            for &(s, id) in &refused {
+                let got = if id == a.id { &a_got } else { &b_got };
+                assert!(!got.contains(&s), "slow consumer c{id} got broadcast {s}, which it refused");
+            }
+            let offline = reg.offline_len();
+            let missing: Vec<u8> = (1..=3)
+                .filter(|s| !a_got.contains(s) && !b_got.contains(s) && !refused.iter().any(|r| r.0 == *s))
+                .collect();
+            assert!(missing.len() <= offline, "broadcasts {missing:?} lost: a {a_got:?}, b {b_got:?}");
+            assert_drained("joining client", &b.shared);
+        });
+    }
+
+    /// C1: `stop` (`Registry::shut`) while a client joins and a broadcast
+    /// runs. Every client admitted before the stop is closed by it, none is
+    /// admitted after it, and the broadcast either reached an open queue or
+    /// went to the offline queue (which survives a stop), never both.
+    #[test]
+    fn c1_stop_while_a_client_joins_and_a_broadcast_runs() {
+        model("c1_stop_while_a_client_joins_and_a_broadcast_runs", || {
+            let reg = open_registry(bounds(4));
+            let a = admit(&reg);
+            let r = reg.clone();
+            let stopper = thread::spawn(move || r.shut());
+            let r = reg.clone();
+            let joiner = thread::spawn(move || match r.admit(info) {
+                Admission::Admitted(b) => Some(b),
+                Admission::Stopped => None,
+                Admission::Full => panic!("3 clients allowed, 2 at most here"),
+            });
+            let r = reg.clone();
+            let broadcaster = thread::spawn(move || r.fan_out(&frame(1), None).offline);
+            stopper.join().expect("stopper");
+            let b = joiner.join().expect("joiner");
+            let offline = broadcaster.join().expect("broadcaster");
+
+            assert!(matches!(reg.admit(info), Admission::Stopped), "a stopped registry admitted a client");
+            assert!(a.shared.is_closed(), "stop left a client open");
+            let mut delivered = drain(&a.rx, &a.shared).len();
+            if let Some(b) = &b {
+                assert!(b.shared.is_closed(), "a client admitted before the stop was left open");
+                delivered += drain(&b.rx, &b.shared).len();
+                assert_drained("joining client", &b.shared);
+            }
+            assert_drained("client", &a.shared);
+            assert_eq!(reg.offline_len(), usize::from(offline));
+            assert!(offline != (delivered > 0), "broadcast delivered {delivered} times, offline: {offline}");
+            if delivered == 2 {
+                assert!(b.is_some());
+            }
+        });
+    }
+
+    /// C2 (origin bug 9): two frames wait offline; a broadcaster publishes
+    /// two more while two clients connect. The first client admitted gets
+    /// all four exactly once and in order (offline before live); the other
+    /// gets a suffix of the live ones; the offline queue ends empty.
+    #[test]
+    fn c2_offline_handoff_while_publishing_and_two_clients_connect() {
+        model("c2_offline_handoff_while_publishing_and_two_clients_connect", || {
+            let reg = open_registry(bounds(8));
+            for s in 1..=2 {
+                assert!(reg.fan_out(&frame(s), None).offline);
+            }
+            let r = reg.clone();
+            let broadcaster = thread::spawn(move || {
+                for s in 3..=4 {
+                    r.fan_out(&frame(s), None);
+                }
+            });
+            let joiners: Vec<_> = (0..2)
+                .map(|_| {
+                    let r = reg.clone();
+                    thread::spawn(move || {
+                        let c = admit(&r);
+                        let got: Vec<u8> = take_one(&c.rx, &c.shared).into_iter().collect();
+                        (c, got)
+                    })
+                })
+                .collect();
+            broadcaster.join().expect("broadcaster");
+            let mut clients: Vec<(Admitted, Vec<u8>)> =
+                joiners.into_iter().map(|j| j.join().expect("joiner")).collect();
+            clients.sort_by_key(|(c, _)| c.id);
+            for (c, got) in &mut clients {
+                got.extend(drain(&c.rx, &c.shared));
+                assert_drained("client", &c.shared);
+            }
+            let (first, second) = (&clients[0], &clients[1]);
+            assert!(first.0.replayed >= 2, "the first client takes the offline queue");
+            assert_eq!(second.0.replayed, 0, "only the first client takes the offline queue");
+            assert_eq!(first.1, [1, 2, 3, 4], "first client: offline then live, each once, in order");
+            let tail = &second.1;
+            assert!(tail.is_empty() || tail == &[4] || tail == &[3, 4], "second client got {tail:?}");
+            assert_eq!(reg.offline_len(), 0);
+        });
+    }
+
+    /// C2: the only client leaves while broadcasts are published and a new
+    /// client connects. A broadcast that found only the leaving (closed)
+    /// client goes offline and the newcomer takes it first: nothing is lost,
+    /// duplicated or reordered.
+    #[test]
+    fn c2_handoff_when_the_only_client_leaves_during_a_broadcast() {
+        model("c2_handoff_when_the_only_client_leaves_during_a_broadcast", || {
+            let reg = open_registry(bounds(8));
+            let a = admit(&reg);
+            let r = reg.clone();
+            let broadcaster = thread::spawn(move || {
+                for s in 1..=2 {
+                    r.fan_out(&frame(s), None);
+                }
+            });
+            let r = reg.clone();
+            let leaver = thread::spawn(move || {
+                a.shared.close_queue();
+                r.remove(a.id);
+                let got = drain(&a.rx, &a.shared);
+                assert_drained("leaving client", &a.shared);
+                got
+            });
+            let r = reg.clone();
+            let joiner = thread::spawn(move || admit(&r));
+            broadcaster.join().expect("broadcaster");
+            let a_got = leaver.join().expect("leaver");
+            let b = joiner.join().expect("joiner");
+            let b_got = drain(&b.rx, &b.shared);
+            assert_increasing("new client", &b_got);
+            for s in 1..=2 {
+                assert!(a_got.contains(&s) || b_got.contains(&s), "broadcast {s} lost: a {a_got:?}, b {b_got:?}");
+            }
+            assert_eq!(reg.offline_len(), 0);
+            assert_drained("new client", &b.shared);
+        });
+    }
+}
+
+#[cfg(all(shuttle, not(socket_loom)))]
+mod shuttle_models {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::server::registry::Unicast;
+
+    /// Broadcasts in the C3 model (sequence numbers 1..=BROADCASTS).
+    const BROADCASTS: u8 = 6;
+    /// Sequence number of a reply a client's reader queues for itself.
+    const REPLY: u8 = 200;
+    /// First sequence number of unicasts.
+    const UNICAST: u8 = 100;
+    const OUTBOUND: usize = 2;
+
+    /// What one connection (one admission) saw.
+    #[derive(Debug)]
+    struct Session {
+        id: u64,
+        replayed: usize,
+        dropped: u64,
+        got: Vec<u8>,
+    }
+
+    #[derive(Debug, Default)]
+    struct Log {
+        sessions: Vec<Session>,
+        /// Broadcasts that went offline, and old ones dropped from there.
+        offline_pushes: u64,
+        offline_drops: u64,
+        /// Broadcasts refused by a slow consumer and taken by nobody else.
+        refused: Vec<u8>,
+    }
+
+    fn check_bound(shared: &ConnShared) {
+        let n = shared.queued_frames();
+        assert!(n <= OUTBOUND, "a client's queue holds {n} frames, bound {OUTBOUND}");
+    }
+
+    /// One client: `sessions` connections in a row. A connection reads
+    /// (or not, when `slow`), queues a reply now and then, and ends when
+    /// its queue is closed (slow consumer, stop) or after a few steps; like
+    /// `Conn::serve` it then closes its queue and leaves the registry.
+    fn client(reg: &Registry, log: &Mutex<Log>, slow: bool, sessions: usize) {
+        for session in 0..sessions {
+            let mut admitted = None;
+            for _ in 0..6 {
+                match reg.admit(info) {
+                    Admission::Admitted(a) => {
+                        admitted = Some(a);
+                        break;
+                    }
+                    Admission::Stopped | Admission::Full => thread::yield_now(),
+                }
+            }
+            let Some(a) = admitted else { continue };
+            assert!(reg.len() <= 3, "more clients registered than max_clients");
+            let mut got = Vec::new();
+            for step in 0..4 {
+                if a.shared.is_closed() {
+                    break;
+                }
+                if step == 1 {
+                    let _ = a.shared.push_unmetered(frame(REPLY));
+                }
+                check_bound(&a.shared);
+                if !(slow && session == 0) {
+                    got.extend(take_one(&a.rx, &a.shared));
+                }
+                thread::yield_now();
+            }
+            a.shared.close_queue();
+            reg.remove(a.id);
+            got.extend(drain(&a.rx, &a.shared));
+            assert_drained("client", &a.shared);
+            let got = got.into_iter().filter(|&s| s != REPLY).collect();
+            let mut log = log.lock().expect("log");
+            log.sessions.push(Session { id: a.id, replayed: a.replayed, dropped: a.dropped, got });
+        }
+    }
+
+    /// What the schedules covered: a run whose schedules never hit a slow
+    /// consumer or an offline replay checked less than it claims, and fails.
+    #[derive(Debug, Default)]
+    struct Coverage {
+        schedules: usize,
+        with_slow_consumer: usize,
+        with_offline_replay: usize,
+        connections: usize,
+    }
+
+    thread_local! {
+        // Shuttle runs a test's schedules on the test's own thread.
+        static COVERAGE: std::cell::RefCell<Coverage> = std::cell::RefCell::default();
+    }
+
+    fn run(name: &str, check: impl FnOnce()) {
+        COVERAGE.with_borrow_mut(|c| *c = Coverage::default());
+        check();
+        let c = COVERAGE.take();
+        assert_eq!(c.schedules, iterations(), "{name}: not every schedule ran: {c:?}");
+        // Most schedules have both (about 80 % and 90 % at the per-PR budget).
+        assert!(
+            c.schedules < 100
+                || (c.with_slow_consumer > 0 && c.with_offline_replay > 0 && c.connections >= c.schedules),
+            "{name}: too little covered: {c:?}"
+        );
+    }
+
+    /// C3: three clients (one slow in its first connection) joining and
+    /// leaving twice each, a broadcaster, a unicaster, and a stop/start.
+    fn c3_model() {
+        let reg = Arc::new(Registry::new(Bounds {
+            max_clients: 3,
+            outbound_frames: OUTBOUND,
+            outbound_bytes: 1 << 20,
+            offline_frames: 4,
+            offline_bytes: 1 << 20,
+            retain_last: false,
+        }));
+        reg.open();
+        let log = Arc::new(Mutex::new(Log::default()));
+        let mut actors = Vec::new();
+        for slow in [false, false, true] {
+            let (r, l) = (reg.clone(), log.clone());
+            actors.push(thread::spawn(move || client(&r, &l, slow, 2)));
+        }
+        let (r, l) = (reg.clone(), log.clone());
+        actors.push(thread::spawn(move || {
+            for s in 1..=BROADCASTS {
+                let out = r.fan_out(&frame(s), None);
+                close_slow(&out);
+                let mut log = l.lock().expect("log");
+                if out.offline {
+                    log.offline_pushes += 1;
+                    log.offline_drops += out.dropped;
+                }
+                if !out.slow.is_empty() {
+                    log.refused.push(s);
+                }
+                drop(log);
+                thread::yield_now();
+            }
+        }));
+        let r = reg.clone();
+        actors.push(thread::spawn(move || {
+            for (k, id) in (1..=4).enumerate() {
+                match r.unicast(id, &frame(UNICAST + k as u8)) {
+                    Ok(()) | Err(Unicast::NoClient) => {}
+                    Err(Unicast::Slow(c, _)) => c.shared.close(Closing::SlowConsumer(frame(0))),
+                }
+                thread::yield_now();
+            }
+        }));
+        let r = reg.clone();
+        actors.push(thread::spawn(move || {
+            thread::yield_now();
+            r.shut();
+            assert!(matches!(r.admit(info), Admission::Stopped), "a stopped registry admitted a client");
+            thread::yield_now();
+            r.open();
+        }));
+        for a in actors {
+            a.join().expect("actor");
+        }
+
+        let log = log.lock().expect("log");
+        let mut ids: Vec<u64> = log.sessions.iter().map(|s| s.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), log.sessions.len(), "a client id was reused");
+        let mut received = Vec::new();
+        for s in &log.sessions {
+            let broadcasts: Vec<u8> = s.got.iter().copied().filter(|&x| x < UNICAST).collect();
+            assert_increasing("connection", &broadcasts);
+            received.extend(broadcasts);
+        }
+        let replayed: u64 = log.sessions.iter().map(|s| s.replayed as u64).sum();
+        let replay_drops: u64 = log.sessions.iter().map(|s| s.dropped).sum();
+        let left = reg.offline_len() as u64;
+        assert_eq!(
+            log.offline_pushes,
+            replayed + replay_drops + log.offline_drops + left,
+            "offline queue accounting: {log:?}, {left} left"
+        );
+        let missing: Vec<u8> = (1..=BROADCASTS).filter(|s| !received.contains(s) && !log.refused.contains(s)).collect();
+        assert!(
+            missing.len() as u64 <= left + log.offline_drops + replay_drops,
+            "broadcasts {missing:?} lost: {log:?}, {left} still offline"
+        );
+        assert_eq!(reg.len(), 0, "every client left");
+        COVERAGE.with_borrow_mut(|c| {
+            c.schedules += 1;
+            c.with_slow_consumer += usize::from(!log.refused.is_empty());
+            c.with_offline_replay += usize::from(replayed > 0);
+            c.connections += log.sessions.len();
+        });
+    }
+
+    /// The per-PR budget, or `SOCKET_SHUTTLE_ITERATIONS` (e.g. more in a nightly run).
+    fn iterations() -> usize {
+        std::env::var("SOCKET_SHUTTLE_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)
+    }
+
+    /// The seed of both schedulers, or `SOCKET_SHUTTLE_SEED`.
+    fn seed() -> u64 {
+        std::env::var("SOCKET_SHUTTLE_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x0050_c3e7)
+    }
+
+    /// C3 with shuttle's random scheduler: 1,000 schedules from a fixed seed.
+    #[test]
+    fn c3_registry_state_machine_random() {
+        run("random", || shuttle::check_random_with_seed(c3_model, seed(), iterations()));
+    }
+
+    /// C3 with shuttle's PCT scheduler (depth 3): 1,000 schedules from a fixed seed.
+    #[test]
+    fn c3_registry_state_machine_pct() {
+        let scheduler = shuttle::scheduler::PctScheduler::new_from_seed(seed(), 3, iterations());
+        run("pct", || {
+            shuttle::Runner::new(scheduler, shuttle::Config::default()).run(c3_model);
+        });
+    }
+}

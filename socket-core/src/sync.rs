@@ -1,0 +1,35 @@
+//! The synchronisation facade of the server's registry.
+//!
+//! `server::registry` takes its mutex and atomics from here and nowhere
+//! else, so the model checkers can swap them: the standard library's in a
+//! normal build, loom's under `--cfg socket_loom` (`cargo xtask loom`),
+//! shuttle's under `--cfg shuttle` (`cargo xtask shuttle`). Only the code
+//! that the models in `server/models.rs` run may use this module (today:
+//! `server/registry.rs`); the rest of the engine (connection tasks,
+//! lifecycle) keeps `std::sync`, because a loom or shuttle primitive panics
+//! when it is used outside a model.
+//!
+//! The cfg is `socket_loom`, not the customary `loom`: a global `--cfg loom`
+//! also switches concurrent-queue to loom's atomics, and async-executor then
+//! fails to compile. The per-client queue (async-channel) therefore runs with
+//! its real atomics inside the models: each of its operations is one
+//! indivisible step there (it is linearizable), and loom explores the
+//! interleavings of our own mutex and atomics around it.
+
+#[cfg(socket_loom)]
+pub(crate) use loom::sync::{
+    atomic::{AtomicBool, AtomicUsize, Ordering},
+    Mutex, MutexGuard,
+};
+
+#[cfg(all(shuttle, not(socket_loom)))]
+pub(crate) use shuttle::sync::{
+    atomic::{AtomicBool, AtomicUsize, Ordering},
+    Mutex, MutexGuard,
+};
+
+#[cfg(not(any(socket_loom, shuttle)))]
+pub(crate) use std::sync::{
+    atomic::{AtomicBool, AtomicUsize, Ordering},
+    Mutex, MutexGuard,
+};
