@@ -2,8 +2,10 @@
 //!
 //! Engines spawn their tasks here, not on the caller's runtime, so the
 //! async API works from smol, tokio or any other executor, and the blocking
-//! API works from plain threads. The executor starts lazily with one worker
-//! thread per available core (at least two).
+//! API works from plain threads. The executor starts lazily with
+//! [`worker_threads`] threads: the engines are I/O-bound and every hop between
+//! two of their threads costs a wake-up, while the application's own threads
+//! (publishers, consumers) need the other cores.
 
 use std::future::Future;
 use std::sync::OnceLock;
@@ -17,8 +19,7 @@ static EXECUTOR: OnceLock<&'static Executor<'static>> = OnceLock::new();
 fn executor() -> &'static Executor<'static> {
     EXECUTOR.get_or_init(|| {
         let ex: &'static Executor<'static> = Box::leak(Box::new(Executor::new()));
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
-        for i in 0..threads {
+        for i in 0..worker_threads() {
             std::thread::Builder::new()
                 .name(format!("socket-rt-{i}"))
                 .spawn(move || async_io::block_on(ex.run(std::future::pending::<()>())))
@@ -26,6 +27,17 @@ fn executor() -> &'static Executor<'static> {
         }
         ex
     })
+}
+
+/// The number of threads of the background executor: half the available
+/// cores, at least one (so one on a 2-core machine).
+///
+/// One worker on two cores halved the context switches per round trip and
+/// raised throughput in `cargo xtask bench` (docs/benchmarks.md); the
+/// executor never blocks in a task, so one thread serves any number of
+/// connections.
+pub fn worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get() / 2).max(1)
 }
 
 /// Spawns `future` on the background executor.
