@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use async_executor::{Executor, Task};
 use futures_lite::future;
 
+mod deadline;
+pub(crate) use deadline::Deadline;
+
 static EXECUTOR: OnceLock<&'static Executor<'static>> = OnceLock::new();
 
 fn executor() -> &'static Executor<'static> {
@@ -54,7 +57,10 @@ pub fn spawn<T: Send + 'static>(future: impl Future<Output = T> + Send + 'static
 /// Blocks the calling thread until `future` completes. Do not call it from
 /// inside an async task; use the `_async` function instead.
 pub fn block_on<T>(future: impl Future<Output = T>) -> T {
-    async_io::block_on(future)
+    // Parks the thread; the executor's workers drive the I/O reactor.
+    // (`async_io::block_on` would wake async-io's helper thread on every
+    // return: one futex wake and one context switch per blocking call.)
+    future::block_on(future)
 }
 
 /// `now + d`, or `None` when that instant cannot be represented (an "infinite" timeout).
@@ -68,7 +74,7 @@ pub(crate) async fn until<T>(deadline: Option<Instant>, fut: impl Future<Output 
         None => Some(fut.await),
         Some(at) => {
             future::or(async { Some(fut.await) }, async {
-                async_io::Timer::at(at).await;
+                Deadline::at(at).await;
                 None
             })
             .await
@@ -84,9 +90,7 @@ pub(crate) async fn timeout<T>(d: Duration, fut: impl Future<Output = T>) -> Opt
 /// Sleeps for `d` (a `Duration` too large to represent sleeps forever).
 pub(crate) async fn sleep(d: Duration) {
     match deadline_after(d) {
-        Some(at) => {
-            async_io::Timer::at(at).await;
-        }
+        Some(at) => Deadline::at(at).await,
         None => future::pending::<()>().await,
     }
 }

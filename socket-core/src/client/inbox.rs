@@ -3,17 +3,19 @@
 //!
 //! One lock and at most one wake-up per read of the socket, not per frame
 //! (a burst of small messages arrives in one read). A blocking consumer
-//! parks its own thread with a deadline ([`Listener::wait_deadline`]), so a
-//! blocking `receive` with a timeout arms no reactor timer.
+//! parks its own thread (`std::thread::park_timeout`: one futex wait, woken
+//! by one futex wake), so a blocking `receive` with a timeout arms no
+//! reactor timer; async consumers wait on an [`Event`].
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::thread::{self, Thread};
 use std::time::Instant;
 
-use event_listener::{Event, EventListener, Listener};
+use event_listener::{Event, EventListener};
 
 use super::Incoming;
 use crate::runtime;
@@ -33,6 +35,8 @@ pub(super) struct Inbox {
 struct State {
     items: VecDeque<Incoming>,
     closed: bool,
+    /// Blocking consumers parked until items arrive or the inbox closes.
+    sleepers: Vec<Thread>,
 }
 
 /// What [`Inbox::try_pop`] found.
@@ -77,24 +81,34 @@ impl Inbox {
     /// Waits for an item until `deadline` (none: no limit), parking the thread.
     /// `Ok(None)`: the deadline passed.
     pub(super) fn pop_blocking(&self, deadline: Option<Instant>) -> Result<Option<Incoming>, Closed> {
+        let me = thread::current();
         loop {
-            let listener = match self.try_pop() {
-                Pop::Item(item) => return Ok(Some(item)),
-                Pop::Closed => return Err(Closed),
-                Pop::Empty => self.readable.listen(),
-            };
-            // Re-check: an item may have arrived before the listener existed.
-            match self.try_pop() {
-                Pop::Item(item) => return Ok(Some(item)),
-                Pop::Closed => return Err(Closed),
-                Pop::Empty => {}
+            {
+                let mut st = self.lock();
+                let was_full = st.items.len() >= self.cap;
+                if let Some(item) = st.items.pop_front() {
+                    drop(st);
+                    if was_full {
+                        self.writable.notify(usize::MAX);
+                    }
+                    return Ok(Some(item));
+                }
+                if st.closed {
+                    return Err(Closed);
+                }
+                if !st.sleepers.iter().any(|t| t.id() == me.id()) {
+                    st.sleepers.push(me.clone());
+                }
             }
             match deadline {
-                None => listener.wait(),
+                None => thread::park(),
                 Some(at) => {
-                    if listener.wait_deadline(at).is_none() {
+                    let now = Instant::now();
+                    if now >= at {
+                        self.lock().sleepers.retain(|t| t.id() != me.id());
                         return Ok(None);
                     }
+                    thread::park_timeout(at - now);
                 }
             }
         }
@@ -120,7 +134,11 @@ impl Inbox {
     }
 
     /// The stream form of [`pop`](Self::pop): `listener` is the caller's parked wait.
-    pub(super) fn poll_pop(&self, listener: &mut Option<EventListener>, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
+    pub(super) fn poll_pop(
+        &self,
+        listener: &mut Option<EventListener>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Incoming>> {
         loop {
             match self.try_pop() {
                 Pop::Item(item) => {
@@ -157,8 +175,10 @@ impl Inbox {
                 let room = self.cap.saturating_sub(st.items.len()).min(batch.len());
                 st.items.extend(batch.drain(..room));
                 let listener = (!batch.is_empty()).then(|| self.writable.listen());
+                let sleepers = if room > 0 { std::mem::take(&mut st.sleepers) } else { Vec::new() };
                 drop(st);
                 if room > 0 {
+                    wake(sleepers);
                     self.readable.notify(usize::MAX);
                 }
                 listener
@@ -188,9 +208,20 @@ impl Inbox {
 
     /// No more pushes; consumers drain what is left, then see the end.
     pub(super) fn close(&self) {
-        self.lock().closed = true;
+        let sleepers = {
+            let mut st = self.lock();
+            st.closed = true;
+            std::mem::take(&mut st.sleepers)
+        };
+        wake(sleepers);
         self.readable.notify(usize::MAX);
         self.writable.notify(usize::MAX);
+    }
+}
+
+fn wake(sleepers: Vec<Thread>) {
+    for t in sleepers {
+        t.unpark();
     }
 }
 
