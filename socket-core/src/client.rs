@@ -33,9 +33,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use std::collections::VecDeque;
+
 use async_channel::{Receiver, Sender};
 use async_executor::Task;
+use event_listener::EventListener;
 use futures_lite::{future, Stream};
+
+use self::inbox::{Inbox, Pop};
 
 use crate::codec::{decode_body, decode_body_for, encode_frame, Frame, Limits};
 use crate::config::{secs, Config};
@@ -46,6 +51,8 @@ use crate::runtime;
 use crate::server::wire::{write_all, Fill, FrameReader, StallTimer, WriteFail};
 use crate::transport::{BoxRead, BoxWrite, Endpoint, Transport};
 use crate::PROTOCOL_VERSION;
+
+mod inbox;
 
 /// The state of a client's connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -203,7 +210,7 @@ impl Client {
         options: ClientOptions,
     ) -> Result<Client> {
         transport.validate(&config)?;
-        let (msg_tx, msg_rx) = async_channel::bounded(options.receive_buffer_size.max(1));
+        let inbox = Inbox::new(options.receive_buffer_size);
         let inner = Arc::new(Inner {
             can_send: AtomicBool::new(!options.receive_only),
             transport,
@@ -222,8 +229,7 @@ impl Client {
                 link: None,
             }),
             writer: async_lock::Mutex::new(None),
-            msg_tx,
-            msg_rx,
+            inbox,
         });
         let first = inner.clone();
         let link = runtime::spawn(async move {
@@ -299,22 +305,16 @@ impl Client {
         // The deadline (and a timer) only when the buffer is empty.
         let mut deadline = None;
         loop {
-            let item = match self.inner.msg_rx.try_recv() {
-                Ok(item) => item,
-                Err(async_channel::TryRecvError::Closed) => return Err(self.inner.closed_error()),
-                Err(async_channel::TryRecvError::Empty) => {
-                    let recv = self.inner.msg_rx.recv();
-                    let got = match timeout {
-                        None => recv.await,
-                        Some(t) => {
-                            let at = *deadline.get_or_insert_with(|| runtime::deadline_after(t));
-                            match runtime::until(at, recv).await {
-                                Some(r) => r,
-                                None => return Ok(None),
-                            }
-                        }
-                    };
-                    got.map_err(|_| self.inner.closed_error())?
+            let item = match self.inner.inbox.try_pop() {
+                Pop::Item(item) => item,
+                Pop::Closed => return Err(self.inner.closed_error()),
+                Pop::Empty => {
+                    let at = timeout.and_then(|t| *deadline.get_or_insert_with(|| runtime::deadline_after(t)));
+                    match self.inner.inbox.pop(at).await {
+                        Ok(Some(item)) => item,
+                        Ok(None) => return Ok(None),
+                        Err(_) => return Err(self.inner.closed_error()),
+                    }
                 }
             };
             if let Some(m) = self.inner.open(item) {
@@ -328,27 +328,30 @@ impl Client {
     /// # Blocking
     ///
     /// Blocks for at most `timeout` (`None`: until a message arrives or the client closes).
+    /// The calling thread parks itself; no executor or timer is involved.
     ///
     /// # Errors
     ///
     /// See [`receive_async`](Self::receive_async).
     pub fn receive(&self, timeout: Option<Duration>) -> Result<Option<SocketMessage>> {
-        // Fast path: a buffered message needs no executor round trip.
-        while let Ok(item) = self.inner.msg_rx.try_recv() {
+        let mut deadline = None;
+        loop {
+            let item = match self.inner.inbox.try_pop() {
+                Pop::Item(item) => item,
+                Pop::Closed => return Err(self.inner.closed_error()),
+                Pop::Empty => {
+                    let at = timeout.and_then(|t| *deadline.get_or_insert_with(|| runtime::deadline_after(t)));
+                    match self.inner.inbox.pop_blocking(at) {
+                        Ok(Some(item)) => item,
+                        Ok(None) => return Ok(None),
+                        Err(_) => return Err(self.inner.closed_error()),
+                    }
+                }
+            };
             if let Some(m) = self.inner.open(item) {
                 return Ok(Some(m));
             }
         }
-        if timeout.is_none() {
-            // Parks the thread on the channel alone, without driving the reactor.
-            loop {
-                let item = self.inner.msg_rx.recv_blocking().map_err(|_| self.inner.closed_error())?;
-                if let Some(m) = self.inner.open(item) {
-                    return Ok(Some(m));
-                }
-            }
-        }
-        runtime::block_on(self.receive_async(timeout))
     }
 
     /// A buffered message, without waiting.
@@ -358,30 +361,26 @@ impl Client {
     /// [`crate::ErrorKind::Closed`] once the client is closed and the buffer is empty.
     pub fn try_receive(&self) -> Result<Option<SocketMessage>> {
         loop {
-            match self.inner.msg_rx.try_recv() {
-                Ok(item) => {
+            match self.inner.inbox.try_pop() {
+                Pop::Item(item) => {
                     if let Some(m) = self.inner.open(item) {
                         return Ok(Some(m));
                     }
                 }
-                Err(async_channel::TryRecvError::Empty) => return Ok(None),
-                Err(async_channel::TryRecvError::Closed) => return Err(self.inner.closed_error()),
+                Pop::Empty => return Ok(None),
+                Pop::Closed => return Err(self.inner.closed_error()),
             }
         }
     }
 
     /// Number of received messages waiting in the buffer.
     pub fn buffered(&self) -> usize {
-        self.inner.msg_rx.len()
+        self.inner.inbox.len()
     }
 
     /// Drops every buffered message; returns how many there were.
     pub fn clear_buffer(&self) -> usize {
-        let mut n = 0;
-        while self.inner.msg_rx.try_recv().is_ok() {
-            n += 1;
-        }
-        n
+        self.inner.inbox.clear()
     }
 
     /// A blocking iterator over received messages.
@@ -427,7 +426,7 @@ impl Client {
     /// # }
     /// ```
     pub fn stream(&self) -> MessageStream {
-        MessageStream { rx: Box::pin(self.inner.msg_rx.clone()), client: self.clone(), done: false }
+        MessageStream { listener: None, client: self.clone(), done: false }
     }
 
     /// True only while a live connection exists.
@@ -534,7 +533,7 @@ impl Iterator for Messages {
 /// Async stream of a client's messages (see [`Client::stream`]).
 #[derive(Debug)]
 pub struct MessageStream {
-    rx: Pin<Box<Receiver<Incoming>>>,
+    listener: Option<EventListener>,
     client: Client,
     done: bool,
 }
@@ -546,16 +545,17 @@ impl Stream for MessageStream {
         if self.done {
             return Poll::Ready(None);
         }
+        let this = &mut *self;
         loop {
-            match self.rx.as_mut().poll_next(cx) {
+            match this.client.inner.inbox.poll_pop(&mut this.listener, cx) {
                 Poll::Ready(Some(item)) => {
-                    if let Some(m) = self.client.inner.open(item) {
+                    if let Some(m) = this.client.inner.open(item) {
                         return Poll::Ready(Some(Ok(m)));
                     }
                 }
                 Poll::Ready(None) => {
-                    self.done = true;
-                    return Poll::Ready(Some(Err(self.client.inner.closed_error())));
+                    this.done = true;
+                    return Poll::Ready(Some(Err(this.client.inner.closed_error())));
                 }
                 Poll::Pending => return Poll::Pending,
             }
@@ -573,8 +573,8 @@ struct Inner {
     can_send: AtomicBool,
     shared: Mutex<Shared>,
     writer: async_lock::Mutex<Option<WriterSlot>>,
-    msg_tx: Sender<Incoming>,
-    msg_rx: Receiver<Incoming>,
+    /// The receive buffer.
+    inbox: Inbox,
 }
 
 /// One entry of the receive buffer.
@@ -756,7 +756,7 @@ impl Inner {
                 link.kill();
             }
         }
-        self.msg_tx.close();
+        self.inbox.close();
         if let Some(mut slot) = self.writer.try_lock() {
             slot.take();
         }
@@ -1127,6 +1127,9 @@ impl Inner {
 
     /// Reads frames into the receive buffer until the connection ends; returns why.
     async fn read_frames(&self, lr: &mut LinkReader) -> String {
+        const CLOSED: &str = "the client was closed";
+        // Data frames of one read, handed to the inbox together.
+        let mut batch: VecDeque<Incoming> = VecDeque::new();
         loop {
             loop {
                 let body = match lr.fr.next_frame() {
@@ -1135,17 +1138,8 @@ impl Inner {
                     Err(e) => return format!("the server sent an invalid frame: {e}"),
                 };
                 if !may_be_protocol(body) {
-                    let item = Incoming::Raw(body.into());
-                    match self.msg_tx.try_send(item) {
-                        Ok(()) => continue,
-                        Err(async_channel::TrySendError::Full(item)) => {
-                            if self.msg_tx.send(item).await.is_err() {
-                                return "the client was closed".to_owned();
-                            }
-                            continue;
-                        }
-                        Err(async_channel::TrySendError::Closed(_)) => return "the client was closed".to_owned(),
-                    }
+                    batch.push_back(Incoming::Raw(body.into()));
+                    continue;
                 }
                 let msg = match decode_body(body, &self.opts.limits) {
                     Ok(m) => m,
@@ -1154,6 +1148,10 @@ impl Inner {
                         continue;
                     }
                 };
+                // What came before this frame is delivered before it is acted on.
+                if self.inbox.push_all(&mut batch).await.is_err() {
+                    return CLOSED.to_owned();
+                }
                 match Control::parse(&msg) {
                     Some(Ok(Control::Ping { nonce })) => {
                         let pong = Control::Pong { nonce }.to_message(&self.event, &self.opts.timezone);
@@ -1172,9 +1170,10 @@ impl Inner {
                 if let Some((ErrorCode::SendNotAllowed, _)) = ErrorCode::parse(&msg) {
                     self.can_send.store(false, Ordering::Release);
                 }
-                if self.msg_tx.send(Incoming::Decoded(msg)).await.is_err() {
-                    return "the client was closed".to_owned();
-                }
+                batch.push_back(Incoming::Decoded(msg));
+            }
+            if self.inbox.push_all(&mut batch).await.is_err() {
+                return CLOSED.to_owned();
             }
             let deadline = lr.fr.frame_deadline(self.opts.frame_timeout);
             match lr.fr.fill(&mut lr.reader, deadline).await {

@@ -85,7 +85,7 @@ pub struct SocketSettings {
     pub socket_dir: PathBuf,
     /// Seconds a client waits to connect and for `welcome`; default receive timeout of `socketctl`.
     pub default_timeout: f64,
-    /// Size in bytes of each connection's read buffer.
+    /// Bytes read per system call on each connection (grows up to 64 KiB while reads fill it).
     pub buffer_size: usize,
     /// IANA time zone of `timestamp_iso`.
     pub timezone: String,
@@ -341,7 +341,7 @@ pub static KEYS: &[KeyInfo] = &[
         SECONDS,
         "Seconds a client waits to connect and for `welcome`; the default receive timeout of `socketctl`.",
     ),
-    key("socket.buffer_size", ValueType::Integer, POSITIVE, "Size in bytes of each connection's read buffer (bytes read per system call)."),
+    key("socket.buffer_size", ValueType::Integer, POSITIVE, "Bytes read per system call on each connection. A connection whose reads keep filling it (a busy stream) doubles it up to 64 KiB, and halves it back when reads come back small."),
     key(
         "socket.timezone",
         ValueType::String,

@@ -296,20 +296,36 @@ fn origin_defect_06_no_desync_after_receive_timeout() -> TestResult {
         for m in &sent {
             server.broadcast(m)?;
         }
+        // Phase 1: a burst, received with short timeouts while frames arrive in pieces.
         let mut got = Vec::new();
-        let mut timeouts = 0;
         let deadline = Instant::now() + Duration::from_secs(20);
         while got.len() < sent.len() && Instant::now() < deadline {
-            match client.receive(Some(Duration::from_micros(200)))? {
-                Some(m) => got.push(m),
-                None => timeouts += 1,
+            if let Some(m) = client.receive(Some(Duration::from_micros(200)))? {
+                got.push(m);
             }
         }
         if got != sent {
-            return Err(format!("received {} of {} messages intact", got.len(), sent.len()).into());
+            return Err(format!("burst: received {} of {} messages intact", got.len(), sent.len()).into());
         }
-        if timeouts == 0 {
-            return Err("no receive timed out: the test did not exercise timeouts".into());
+        // Phase 2: one message at a time, each preceded by a receive that must
+        // time out (nothing is in flight), so timeouts are certainly exercised.
+        let mut got = Vec::new();
+        for m in &sent {
+            if client.receive(Some(Duration::from_micros(200)))?.is_some() {
+                return Err("a message arrived that was never sent".into());
+            }
+            server.broadcast(m)?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match client.receive(Some(Duration::from_micros(200)))? {
+                    Some(r) => break got.push(r),
+                    None if Instant::now() < deadline => {}
+                    None => return Err(format!("paced: message {} not received", got.len()).into()),
+                }
+            }
+        }
+        if got != sent {
+            return Err(format!("paced: received {} of {} messages intact", got.len(), sent.len()).into());
         }
         server.stop()?;
         Ok(())
@@ -510,7 +526,7 @@ fn origin_defect_16_no_thread_per_client_and_fast_stop() -> TestResult {
                     engine_threads += 1;
                 }
             }
-            let expected = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+            let expected = socket_core::runtime::worker_threads();
             if engine_threads != expected {
                 return Err(format!("{engine_threads} engine threads for 50 clients, expected {expected}").into());
             }

@@ -8,11 +8,14 @@ use std::pin::{pin, Pin};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use async_io::Timer;
 use futures_lite::future::poll_fn;
 use futures_lite::{AsyncRead, AsyncWrite};
 
 use crate::codec::{DecodeError, FrameDecoder, Limits};
+use crate::runtime::Deadline;
+
+/// Largest read size a busy stream grows to (unless `buffer_size` is larger).
+const MAX_READ: usize = 64 << 10;
 
 /// Reads frames from an async stream into a [`FrameDecoder`] (directly into
 /// its buffer, no copy) and tracks the frame-completion deadline.
@@ -22,11 +25,14 @@ use crate::codec::{DecodeError, FrameDecoder, Limits};
 #[derive(Debug)]
 pub(crate) struct FrameReader {
     dec: FrameDecoder,
-    /// Bytes asked for per read.
+    /// Bytes asked for per read at first and when traffic is light (`buffer_size`).
     read_size: usize,
+    /// Bytes asked for per read now: doubles while reads fill it (a busy
+    /// stream), up to [`MAX_READ`], and halves back when they come back small.
+    cur_read: usize,
     frame_started: Option<Instant>,
-    timer: Timer,
-    armed: Option<Instant>,
+    /// The deadline of the pending read, kept between reads.
+    deadline: Option<Deadline>,
 }
 
 /// What [`FrameReader::fill`] got.
@@ -45,9 +51,9 @@ impl FrameReader {
         FrameReader {
             dec: FrameDecoder::new(limits),
             read_size: buffer_size.clamp(64, 1 << 20),
+            cur_read: buffer_size.clamp(64, 1 << 20),
             frame_started: None,
-            timer: Timer::never(),
-            armed: None,
+            deadline: None,
         }
     }
 
@@ -77,6 +83,16 @@ impl FrameReader {
         started.checked_add(frame_timeout)
     }
 
+    /// Adjusts the read size after a read of `n` of `want` bytes.
+    fn adapt(&mut self, n: usize, want: usize) {
+        let max = self.read_size.max(MAX_READ);
+        if n >= want && self.cur_read < max {
+            self.cur_read = (self.cur_read * 2).min(max);
+        } else if n < self.cur_read / 4 && self.cur_read > self.read_size {
+            self.cur_read = (self.cur_read / 2).max(self.read_size);
+        }
+    }
+
     /// Reads once from `r`; gives up with [`Fill::Deadline`] at `deadline` (if any).
     pub(crate) async fn fill<R: AsyncRead + Unpin + ?Sized>(
         &mut self,
@@ -85,23 +101,24 @@ impl FrameReader {
     ) -> io::Result<Fill> {
         // Read at least the rest of the frame in progress when it is larger than one read.
         // (`needed` is bounded by the frame limit: the header was checked before it counts.)
-        let want = self.dec.needed().unwrap_or(0).max(self.read_size);
-        let FrameReader { dec, timer, armed, .. } = self;
+        let want = self.dec.needed().unwrap_or(0).max(self.cur_read);
+        let FrameReader { dec, deadline: dl, .. } = self;
         let target = dec.spare(want);
         let res = poll_fn(|cx| loop {
             match Pin::new(&mut *r).poll_read(cx, target) {
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Poll::Ready(res) => return Poll::Ready(res.map(Some)),
                 Poll::Pending => {
-                    if let Some(at) = deadline {
-                        if *armed != Some(at) {
-                            timer.set_at(at);
-                            *armed = Some(at);
+                    match deadline {
+                        Some(at) => {
+                            let d = dl.get_or_insert_with(|| Deadline::at(at));
+                            d.set_at(at);
+                            if Pin::new(d).poll(cx).is_ready() {
+                                *dl = None;
+                                return Poll::Ready(Ok(None));
+                            }
                         }
-                        if Pin::new(&mut *timer).poll(cx).is_ready() {
-                            *armed = None;
-                            return Poll::Ready(Ok(None));
-                        }
+                        None => *dl = None,
                     }
                     return Poll::Pending;
                 }
@@ -126,6 +143,7 @@ impl FrameReader {
             }
             Some(n) => {
                 dec.commit(n);
+                self.adapt(n, want);
                 Fill::Data
             }
         })
@@ -159,13 +177,20 @@ impl std::fmt::Display for WriteFail {
 /// A reusable stall timer for [`write_all`].
 #[derive(Debug)]
 pub(crate) struct StallTimer {
-    timer: Timer,
+    /// `None` while armed: the stall timeout cannot be represented (no limit).
+    deadline: Option<Deadline>,
     armed: bool,
 }
 
 impl StallTimer {
     pub(crate) fn new() -> Self {
-        StallTimer { timer: Timer::never(), armed: false }
+        StallTimer { deadline: None, armed: false }
+    }
+
+    /// Progress was made: the next stall is timed from scratch.
+    fn disarm(&mut self) {
+        self.armed = false;
+        self.deadline = None;
     }
 }
 
@@ -183,7 +208,7 @@ pub(crate) async fn write_all<W: AsyncWrite + Unpin + ?Sized>(
 ) -> Result<(), WriteFail> {
     let mut interrupt = pin!(interrupt);
     let mut written = 0usize;
-    st.armed = false;
+    st.disarm();
     poll_fn(|cx| loop {
         let res = if written < data.len() {
             Pin::new(&mut *w).poll_write(cx, &data[written..])
@@ -199,7 +224,9 @@ pub(crate) async fn write_all<W: AsyncWrite + Unpin + ?Sized>(
                     return Poll::Ready(Ok(()));
                 }
                 written += n;
-                st.armed = false;
+                if st.armed {
+                    st.disarm();
+                }
             }
             Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
             Poll::Ready(Err(e)) => return Poll::Ready(Err(WriteFail::Io(e))),
@@ -208,15 +235,15 @@ pub(crate) async fn write_all<W: AsyncWrite + Unpin + ?Sized>(
                     return Poll::Ready(Err(WriteFail::Interrupted { written }));
                 }
                 if !st.armed {
-                    match Instant::now().checked_add(stall) {
-                        Some(at) => st.timer.set_at(at),
-                        None => st.timer = Timer::never(),
-                    }
+                    st.deadline = Instant::now().checked_add(stall).map(Deadline::at);
                     st.armed = true;
                 }
-                if Pin::new(&mut st.timer).poll(cx).is_ready() {
-                    st.armed = false;
-                    return Poll::Ready(Err(WriteFail::Stalled));
+                if let Some(d) = &mut st.deadline {
+                    if Pin::new(d).poll(cx).is_ready() {
+                        st.armed = false;
+                        st.deadline = None;
+                        return Poll::Ready(Err(WriteFail::Stalled));
+                    }
                 }
                 return Poll::Pending;
             }
@@ -272,6 +299,40 @@ mod tests {
         })?;
         assert_eq!(count, 50);
         Ok(())
+    }
+
+    #[test]
+    fn read_size_grows_on_a_busy_stream_and_shrinks_back() -> Result<(), Box<dyn std::error::Error>> {
+        // A stream that always has as many bytes as asked for, then only a few.
+        struct Source(usize);
+        impl AsyncRead for Source {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                buf: &mut [u8],
+            ) -> Poll<io::Result<usize>> {
+                let n = buf.len().min(self.0);
+                buf[..n].fill(0);
+                Poll::Ready(Ok(n))
+            }
+        }
+        let mut fr = FrameReader::new(4096, Limits::default());
+        let mut busy = Source(usize::MAX);
+        futures_lite::future::block_on(async {
+            for _ in 0..8 {
+                fr.fill(&mut busy, None).await?;
+                // Drop what was read: only the read sizes matter here.
+                fr.dec = FrameDecoder::new(Limits::default());
+            }
+            assert_eq!(fr.cur_read, MAX_READ);
+            let mut trickle = Source(100);
+            for _ in 0..8 {
+                fr.fill(&mut trickle, None).await?;
+                fr.dec = FrameDecoder::new(Limits::default());
+            }
+            assert_eq!(fr.cur_read, 4096);
+            Ok::<_, Box<dyn std::error::Error>>(())
+        })
     }
 
     #[test]
