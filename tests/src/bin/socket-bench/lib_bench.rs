@@ -196,11 +196,22 @@ pub(crate) fn throughput(api: Api, net: Net, payload: usize, subs: usize, n: u64
             }
         }
         let mut lasts = Vec::with_capacity(subs);
+        let mut first_err = failure;
         for r in readers {
-            lasts.extend(r.join().map_err(|_| "subscriber thread panicked".to_owned())??);
+            match r.join().map_err(|_| "subscriber thread panicked".to_owned()).and_then(|r| r) {
+                Ok(l) => lasts.extend(l),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
         }
-        if let Some(e) = failure {
-            return Err(e);
+        if let Some(e) = first_err {
+            // The server's view tells a slow-consumer disconnect from a lost message.
+            let st = server.stats();
+            return Err(format!(
+                "{e} (server: {} slow consumers, {} dropped, {} sent)",
+                st.slow_consumers, st.dropped, st.messages_sent
+            ));
         }
         Ok(rate(n, start, &lasts))
     })();
