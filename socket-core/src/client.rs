@@ -1,7 +1,9 @@
 //! The client engine.
 //!
 //! A [`Client`] connects to the server of one event, completes the `hello` /
-//! `welcome` handshake and then runs a supervisor task on the background
+//! `welcome` handshake (messages a server sends before `welcome`, because our
+//! `hello` reached it after its `hello_grace`, are kept and delivered first)
+//! and then runs a supervisor task on the background
 //! executor of [`crate::runtime`]: it reads frames into a bounded receive
 //! buffer (when the buffer is full it stops reading, so back-pressure
 //! reaches the server; nothing is dropped), answers `ping`, and on

@@ -110,7 +110,10 @@ pub struct ClientInfo {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ServerEvent {
-    /// A client connected.
+    /// A client connected: sent once its `hello` arrived or `hello_grace`
+    /// ended. A `hello` arriving later (as the connection's first frame)
+    /// still gets `welcome`; [`Server::clients`] then shows the client
+    /// handshaken, but no second event is sent.
     Connected(ClientInfo),
     /// A client disconnected.
     Disconnected {
