@@ -610,7 +610,7 @@ fn clients_to_server_run(seed: u64, schedule: &Schedule) -> Outcome {
     let received = check_sent(&log, &attempted)?;
     let f = net.stats();
     Ok(format!(
-        "{} partitions, {} holds; sent {}, failed sends {}, received {received} on {} connections ({} served as legacy at first: hello held past hello_grace; {} of them upgraded by the late hello carried messages), reconnects {reconnects}; resets {}, refused connects {}",
+        "{} partitions, {} holds; sent {}, failed sends {}, received {received} on {} connections ({} served as legacy at first: hello held past hello_grace; {} of them carried messages after the late hello was answered), reconnects {reconnects}; resets {}, refused connects {}",
         schedule.count(Fault::Partition),
         schedule.count(Fault::Hold),
         attempted.iter().sum::<u64>(),
