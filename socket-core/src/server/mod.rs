@@ -151,8 +151,8 @@ pub struct ServerStats {
     pub rejected: u64,
     /// Clients disconnected as slow consumers.
     pub slow_consumers: u64,
-    /// Replies to one client (ERROR `malformed` or `send_not_allowed`, `pong`) dropped because
-    /// that client's outbound queue was full.
+    /// Replies to one client (ERROR `malformed` or `send_not_allowed`, `pong`, the `welcome` to a
+    /// late `hello`) dropped because that client's outbound queue was full.
     pub replies_dropped: u64,
 }
 
