@@ -1,7 +1,9 @@
 //! The client engine.
 //!
 //! A [`Client`] connects to the server of one event, completes the `hello` /
-//! `welcome` handshake and then runs a supervisor task on the background
+//! `welcome` handshake (messages a server sends before `welcome`, because our
+//! `hello` reached it after its `hello_grace`, are kept and delivered first)
+//! and then runs a supervisor task on the background
 //! executor of [`crate::runtime`]: it reads frames into a bounded receive
 //! buffer (when the buffer is full it stops reading, so back-pressure
 //! reaches the server; nothing is dropped), answers `ping`, and on
@@ -661,6 +663,8 @@ struct Established {
     reader: BoxRead,
     writer: BoxWrite,
     fr: FrameReader,
+    /// Messages the server sent before `welcome`, delivered first.
+    early: VecDeque<Incoming>,
     welcome: Option<(String, bool)>,
     address: String,
 }
@@ -669,6 +673,8 @@ struct Established {
 struct LinkReader {
     reader: BoxRead,
     fr: FrameReader,
+    /// Messages read before `welcome` and not yet in the receive buffer.
+    early: VecDeque<Incoming>,
     link: Link,
 }
 
@@ -830,6 +836,7 @@ impl Inner {
                     reader: conn.reader,
                     writer: conn.writer,
                     fr,
+                    early: VecDeque::new(),
                     welcome: None,
                     address: ep.address.clone(),
                 });
@@ -901,10 +908,55 @@ impl Inner {
                 HsError::Next(e)
             }
         };
-        let first = loop {
-            match fr.next_frame() {
-                Ok(Some(body)) => break decode_body(body, &self.opts.limits),
-                Ok(None) => {}
+        let no_welcome = || {
+            let e = Error::new(
+                ErrorKind::Connection,
+                format!(
+                    "the server at {addr} did not answer hello with welcome: if it is a legacy server, set socket.legacy_server = true (--legacy)"
+                ),
+            );
+            if ep.explicit {
+                HsError::Fatal(e)
+            } else {
+                HsError::Next(e)
+            }
+        };
+        // A discovered endpoint may belong to another event's server: try the next one. At an
+        // explicit address the wrong server is an error; its messages are never delivered.
+        let wrong_event = |other: &str| {
+            let e =
+                Error::new(ErrorKind::Connection, format!("the server at {addr} serves event {other}, not {event}"));
+            if ep.explicit {
+                HsError::Fatal(e)
+            } else {
+                HsError::Next(e)
+            }
+        };
+        // Messages that came before `welcome`: a server that got our `hello`
+        // after its `hello_grace` served us as a legacy client until then
+        // (offline replay, broadcasts) and answers `welcome` behind them.
+        // Kept in order, at most `receive_buffer_size` of them.
+        let mut early: VecDeque<Incoming> = VecDeque::new();
+        let msg = loop {
+            let body = match fr.next_frame() {
+                Ok(Some(body)) => body,
+                Ok(None) => {
+                    let at = deadline.into_iter().chain(fr.frame_deadline(self.opts.frame_timeout)).min();
+                    match fr.fill(&mut reader, at).await {
+                        Ok(Fill::Data) => {}
+                        // A server that sent messages but no `welcome` is a legacy server.
+                        Ok(Fill::Deadline) if !early.is_empty() => return Err(no_welcome()),
+                        Ok(Fill::Deadline) => return Err(timeout()),
+                        Ok(Fill::Eof) | Err(_) => {
+                            let why = write_err.unwrap_or_else(|| "no answer".to_owned());
+                            return Err(HsError::Next(Error::new(
+                                ErrorKind::Connection,
+                                format!("the server at {addr} closed the connection during the handshake ({why})"),
+                            )));
+                        }
+                    }
+                    continue;
+                }
                 Err(e) => {
                     return Err(HsError::Next(
                         Error::new(
@@ -914,40 +966,32 @@ impl Inner {
                         .with_source(e),
                     ))
                 }
-            }
-            let at = deadline.into_iter().chain(fr.frame_deadline(self.opts.frame_timeout)).min();
-            match fr.fill(&mut reader, at).await {
-                Ok(Fill::Data) => {}
-                Ok(Fill::Deadline) => return Err(timeout()),
-                Ok(Fill::Eof) | Err(_) => {
-                    let why = write_err.unwrap_or_else(|| "no answer".to_owned());
-                    return Err(HsError::Next(Error::new(
+            };
+            let msg = decode_body(body, &self.opts.limits).map_err(|e| {
+                HsError::Next(
+                    Error::new(
                         ErrorKind::Connection,
-                        format!("the server at {addr} closed the connection during the handshake ({why})"),
-                    )));
-                }
-            }
-        };
-        let msg = first.map_err(|e| {
-            HsError::Next(
-                Error::new(
-                    ErrorKind::Connection,
-                    format!("the server at {addr} answered hello with a malformed frame"),
+                        format!("the server at {addr} answered hello with a malformed frame"),
+                    )
+                    .with_source(e),
                 )
-                .with_source(e),
-            )
-        })?;
+            })?;
+            if Control::parse(&msg).is_some() || ErrorCode::parse(&msg).is_some() {
+                break msg;
+            }
+            if msg.event_name != *event {
+                return Err(wrong_event(msg.event_name.as_str()));
+            }
+            if early.len() >= self.opts.receive_buffer_size.max(1) {
+                return Err(no_welcome());
+            }
+            early.push_back(Incoming::Decoded(msg));
+        };
         if let Some(Ok(Control::Welcome { protocol, client_id, allow_client_send, event_name, .. })) =
             Control::parse(&msg)
         {
             if event_name != event.as_str() {
-                // A discovered endpoint may belong to another event's server: try the next one. At an
-                // explicit address the wrong server is an error; its messages are never delivered.
-                let e = Error::new(
-                    ErrorKind::Connection,
-                    format!("the server at {addr} serves event {event_name}, not {event}"),
-                );
-                return Err(if ep.explicit { HsError::Fatal(e) } else { HsError::Next(e) });
+                return Err(wrong_event(&event_name));
             }
             if protocol != PROTOCOL_VERSION {
                 return Err(HsError::Fatal(
@@ -964,17 +1008,14 @@ impl Inner {
                 reader,
                 writer,
                 fr,
+                early,
                 welcome: Some((client_id, allow_client_send)),
                 address: addr.clone(),
             });
         }
         if let Some((code, text)) = ErrorCode::parse(&msg) {
             if msg.event_name != *event {
-                let e = Error::new(
-                    ErrorKind::Connection,
-                    format!("the server at {addr} serves event {}, not {event}", msg.event_name),
-                );
-                return Err(if ep.explicit { HsError::Fatal(e) } else { HsError::Next(e) });
+                return Err(wrong_event(msg.event_name.as_str()));
             }
             let kind =
                 if code == ErrorCode::MaxConnections { ErrorKind::MaxConnections } else { ErrorKind::Connection };
@@ -983,13 +1024,7 @@ impl Inner {
                 format!("the server for event {event} at {addr} refused the connection ({code}): {text}"),
             )));
         }
-        let e = Error::new(
-            ErrorKind::Connection,
-            format!(
-                "the server at {addr} did not answer hello with welcome: if it is a legacy server, set socket.legacy_server = true (--legacy)"
-            ),
-        );
-        Err(if ep.explicit { HsError::Fatal(e) } else { HsError::Next(e) })
+        Err(no_welcome())
     }
 
     /// Makes an established connection the live one.
@@ -1016,7 +1051,7 @@ impl Inner {
             self.set_state(&mut sh, ConnectionState::Connected);
         }
         tracing::debug!(event = %self.event, address = %est.address, "connected");
-        Ok(LinkReader { reader: est.reader, fr: est.fr, link })
+        Ok(LinkReader { reader: est.reader, fr: est.fr, early: est.early, link })
     }
 
     async fn write_frame(&self, frame: &Frame) -> Result<()> {
@@ -1128,8 +1163,8 @@ impl Inner {
     /// Reads frames into the receive buffer until the connection ends; returns why.
     async fn read_frames(&self, lr: &mut LinkReader) -> String {
         const CLOSED: &str = "the client was closed";
-        // Data frames of one read, handed to the inbox together.
-        let mut batch: VecDeque<Incoming> = VecDeque::new();
+        // Data frames of one read, handed to the inbox together; first those read before `welcome`.
+        let mut batch: VecDeque<Incoming> = std::mem::take(&mut lr.early);
         loop {
             loop {
                 let body = match lr.fr.next_frame() {

@@ -13,6 +13,7 @@ use super::wire::{write_all, Fill, FrameReader, StallTimer, WriteFail};
 use super::{ClientId, ClientInfo, Closing, ConnShared, Inner, ServerEvent, CLOSE_LINGER, STOP_FLUSH};
 use crate::codec::{decode_body_for, encode_frame, Frame};
 use crate::control::{Control, ErrorCode};
+use crate::message::EventName;
 use crate::runtime;
 use crate::transport::{BoxRead, BoxWrite, Connection, Listener};
 use crate::{PROTOCOL_VERSION, SERVER_NAME};
@@ -237,6 +238,8 @@ impl Conn {
         let mut fr = FrameReader::new(opts.buffer_size, opts.limits);
         let grace = runtime::deadline_after(opts.hello_grace);
         let mut decided = false;
+        // True once the client sent a frame (valid or not).
+        let mut spoke = false;
         loop {
             loop {
                 let body = match fr.next_frame() {
@@ -246,6 +249,8 @@ impl Conn {
                         return self.fatal(hs_tx, decided, e.error_code(), format!("{e}: connection closed")).await
                     }
                 };
+                let first = !spoke;
+                spoke = true;
                 let msg = match decode_body_for(body, &opts.limits, &inner.event) {
                     Ok(msg) => msg,
                     Err(e) => {
@@ -260,25 +265,24 @@ impl Conn {
                     }
                 };
                 let control = Control::parse(&msg);
-                if !decided {
-                    decided = true;
+                if first {
                     if let Some(Ok(Control::Hello { protocol, client_name })) = control {
-                        if protocol != PROTOCOL_VERSION {
-                            let text = format!(
-                                "unsupported protocol version {protocol}: this server speaks version {PROTOCOL_VERSION}"
-                            );
-                            return self.fatal(hs_tx, false, ErrorCode::Protocol, text).await;
+                        // The same checks whether `hello` came within `hello_grace` or after it.
+                        if let Err(text) = self.check_hello(protocol, &msg.event_name) {
+                            return self.fatal(hs_tx, decided, ErrorCode::Protocol, text).await;
                         }
-                        if msg.event_name != inner.event {
-                            let text = format!(
-                                "hello for event {} reached the server of event {}: connection closed",
-                                msg.event_name, inner.event
-                            );
-                            return self.fatal(hs_tx, false, ErrorCode::Protocol, text).await;
+                        if decided {
+                            // Late: the connection is served as a legacy client's already.
+                            self.upgrade(client_name);
+                        } else {
+                            decided = true;
+                            self.decide(hs_tx, Some(client_name)).await;
                         }
-                        self.decide(hs_tx, Some(client_name)).await;
                         continue;
                     }
+                }
+                if !decided {
+                    decided = true;
                     self.decide(hs_tx, None).await;
                 }
                 if let Some(control) = control {
@@ -338,6 +342,36 @@ impl Conn {
         }
     }
 
+    /// Why a `hello` (its protocol version and the event it is stamped with) is refused, if it is.
+    fn check_hello(&self, protocol: u64, event: &EventName) -> Result<(), String> {
+        if protocol != PROTOCOL_VERSION {
+            return Err(format!(
+                "unsupported protocol version {protocol}: this server speaks version {PROTOCOL_VERSION}"
+            ));
+        }
+        if *event != self.inner.event {
+            return Err(format!(
+                "hello for event {event} reached the server of event {}: connection closed",
+                self.inner.event
+            ));
+        }
+        Ok(())
+    }
+
+    /// The `welcome` frame for this client.
+    fn welcome_frame(&self) -> Option<Frame> {
+        let inner = &*self.inner;
+        let welcome = Control::Welcome {
+            protocol: PROTOCOL_VERSION,
+            client_id: ClientId(self.id).to_string(),
+            allow_client_send: inner.opts.allow_client_send,
+            event_name: inner.event.to_string(),
+            server: SERVER_NAME.to_owned(),
+        }
+        .to_message(&inner.event, &inner.opts.timezone);
+        encode_frame(&welcome, usize::MAX).ok()
+    }
+
     /// Ends the handshake phase: `hello` (with its client name) or legacy.
     async fn decide(&self, hs_tx: &Sender<Option<Frame>>, hello: Option<Option<String>>) {
         let inner = &*self.inner;
@@ -353,15 +387,7 @@ impl Conn {
             .unwrap_or_else(|| self.info.clone());
         let welcome = if handshaken {
             self.shared.handshaken.store(true, Ordering::Release);
-            let welcome = Control::Welcome {
-                protocol: PROTOCOL_VERSION,
-                client_id: ClientId(self.id).to_string(),
-                allow_client_send: inner.opts.allow_client_send,
-                event_name: inner.event.to_string(),
-                server: SERVER_NAME.to_owned(),
-            }
-            .to_message(&inner.event, &inner.opts.timezone);
-            encode_frame(&welcome, usize::MAX).ok()
+            self.welcome_frame()
         } else {
             None
         };
@@ -372,6 +398,34 @@ impl Conn {
         }
         // Only now: a `Disconnected` is never reported for an unreported connect.
         self.shared.announced.store(true, Ordering::Release);
+    }
+
+    /// A valid `hello` as the first frame of a connection already served as a
+    /// legacy client's (it came after `hello_grace`): `welcome` is queued
+    /// behind what the connection was sent so far, and the connection is
+    /// handshaken from now on (`shutdown` on stop, [`ClientInfo::handshaken`]).
+    /// The `Connected` event already went out, with the legacy info.
+    fn upgrade(&self, client_name: Option<String>) {
+        let Some(welcome) = self.welcome_frame() else { return };
+        match self.shared.push_unmetered(welcome) {
+            Ok(()) => {}
+            Err(super::registry::Refused::Full(_)) => {
+                // The client waits for `welcome` in vain and gives the connection up.
+                self.inner.counters.replies_dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("late hello left unanswered: the client's outbound queue is full");
+                return;
+            }
+            Err(super::registry::Refused::Closed) => return,
+        }
+        self.shared.handshaken.store(true, Ordering::Release);
+        let info = self.inner.registry.update_info(self.id, |info| {
+            info.handshaken = true;
+            info.client_name = client_name;
+        });
+        tracing::debug!(
+            client_name = info.as_ref().and_then(|i| i.client_name.as_deref()),
+            "late hello: legacy connection upgraded, welcome queued"
+        );
     }
 
     /// Queues a frame for this client only; dropped (and counted in

@@ -110,7 +110,10 @@ pub struct ClientInfo {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ServerEvent {
-    /// A client connected.
+    /// A client connected: sent once its `hello` arrived or `hello_grace`
+    /// ended. A `hello` arriving later (as the connection's first frame)
+    /// still gets `welcome`; [`Server::clients`] then shows the client
+    /// handshaken, but no second event is sent.
     Connected(ClientInfo),
     /// A client disconnected.
     Disconnected {
@@ -148,8 +151,8 @@ pub struct ServerStats {
     pub rejected: u64,
     /// Clients disconnected as slow consumers.
     pub slow_consumers: u64,
-    /// Replies to one client (ERROR `malformed` or `send_not_allowed`, `pong`) dropped because
-    /// that client's outbound queue was full.
+    /// Replies to one client (ERROR `malformed` or `send_not_allowed`, `pong`, the `welcome` to a
+    /// late `hello`) dropped because that client's outbound queue was full.
     pub replies_dropped: u64,
 }
 

@@ -13,6 +13,7 @@
 pub(crate) mod harness;
 
 mod abuse;
+mod handshake;
 mod lifecycle;
 mod queues;
 mod reconnect;
