@@ -202,3 +202,21 @@ impl fmt::Display for ErrorCode {
         f.write_str(self.as_str())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pong_round_trips_and_unknown_controls_are_errors() -> Result<(), Box<dyn std::error::Error>> {
+        let event = EventName::new("t")?;
+        let pong = Control::Pong { nonce: 7 }.to_message(&event, &jiff::tz::TimeZone::UTC);
+        assert!(Control::is_protocol(&pong));
+        assert!(matches!(Control::parse(&pong), Some(Ok(Control::Pong { nonce: 7 }))));
+        let odd = SocketMessage::new(event.clone(), MessageType::Control, Data::new().with("control", "teleport"));
+        assert!(matches!(Control::parse(&odd), Some(Err(e)) if e.contains("teleport")));
+        let data = SocketMessage::data(event, Data::new().with("control", "ping"));
+        assert!(!Control::is_protocol(&data));
+        Ok(())
+    }
+}

@@ -125,3 +125,16 @@ impl std::error::Error for Error {
         self.source.as_ref().map(|s| &**s as &(dyn std::error::Error + 'static))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_source_show_the_cause() {
+        let e = Error::new(ErrorKind::Connection, "cannot connect").with_source(std::io::Error::other("refused"));
+        let debug = format!("{e:?}");
+        assert!(debug.contains("Connection") && debug.contains("refused"), "{debug}");
+        assert!(std::error::Error::source(&e).is_some_and(|s| s.to_string() == "refused"));
+    }
+}

@@ -281,6 +281,37 @@ mod tests {
     }
 
     #[test]
+    fn async_waiters_wake_on_a_push_and_see_the_end_after_close() {
+        let inbox = Arc::new(Inbox::new(4));
+        let pusher = {
+            let inbox = inbox.clone();
+            std::thread::spawn(move || {
+                let pushed = futures_lite::future::block_on(inbox.push_all(&mut VecDeque::from([item(1), item(2)])));
+                inbox.close();
+                pushed.is_ok()
+            })
+        };
+        let at = Some(Instant::now() + Duration::from_secs(10));
+        let first = futures_lite::future::block_on(inbox.pop(at)).ok().flatten().map(byte);
+        // The stream form: a parked listener, woken by the push or the close.
+        let mut listener = None;
+        let mut rest = Vec::new();
+        futures_lite::future::block_on(futures_lite::future::poll_fn(|cx| loop {
+            match inbox.poll_pop(&mut listener, cx) {
+                Poll::Ready(Some(i)) => rest.push(byte(i)),
+                Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }));
+        assert!(pusher.join().is_ok_and(|ok| ok));
+        assert_eq!(first, Some(1));
+        assert_eq!(rest, vec![2]);
+        assert!(listener.is_none());
+        assert!(matches!(futures_lite::future::block_on(inbox.pop(None)), Err(Closed)));
+        assert!(matches!(inbox.try_pop(), Pop::Closed));
+    }
+
+    #[test]
     fn an_empty_inbox_times_out_at_the_deadline() {
         let inbox = Inbox::new(1);
         let at = Instant::now() + Duration::from_millis(20);
