@@ -218,3 +218,21 @@ fn enter(depth: usize, max_depth: usize) -> Result<usize, EncodeError> {
     }
     Ok(depth)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_lengths_take_the_smallest_header() -> Result<(), EncodeError> {
+        for (len, header) in
+            [(200usize, vec![0xc4, 200]), (300, vec![0xc5, 0x01, 0x2c]), (70_000, vec![0xc6, 0, 1, 0x11, 0x70])]
+        {
+            let mut out = Vec::new();
+            write_bin(&mut out, &vec![7u8; len])?;
+            assert_eq!(out[..header.len()], header[..], "binary of {len} bytes");
+            assert_eq!(out.len(), header.len() + len);
+        }
+        Ok(())
+    }
+}
