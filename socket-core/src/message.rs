@@ -466,3 +466,21 @@ pub fn timestamps(when: jiff::Timestamp, tz: &jiff::tz::TimeZone) -> (u64, Strin
     let iso = zoned.strftime("%Y-%m-%dT%H:%M:%S%.6f%:z").to_string();
     (ms, iso)
 }
+
+#[cfg(test)]
+mod from_entries_tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_key_keeps_its_last_value_at_its_first_place() {
+        let small =
+            Data::from_entries([("a".to_owned(), Value::from(1)), ("b".into(), 2.into()), ("a".into(), 3.into())]);
+        assert_eq!(small.into_entries(), vec![("a".to_owned(), Value::from(3)), ("b".to_owned(), Value::from(2))]);
+        // Past 16 keys the index takes over; same rule.
+        let mut pairs: Vec<(String, Value)> = (0..20).map(|i| (format!("k{i}"), Value::from(i))).collect();
+        pairs.push(("k3".to_owned(), Value::from(-1)));
+        let big = Data::from_entries(pairs).into_entries();
+        assert_eq!(big.len(), 20);
+        assert_eq!(big[3], ("k3".to_owned(), Value::from(-1)));
+    }
+}
