@@ -416,7 +416,7 @@ pub static KEYS: &[KeyInfo] = &[
         "socket.relay",
         ValueType::Boolean,
         BOOLEAN,
-        "Messages that clients send are re-broadcast to the other clients (a small broker).",
+        "Messages that clients send are re-broadcast to the other clients (a small broker). With no other client they go to the offline queue, which the next client to connect receives.",
     ),
     key("socket.auto_reconnect", ValueType::Boolean, BOOLEAN, "Clients reconnect by themselves, with exponential backoff and jitter."),
     key(

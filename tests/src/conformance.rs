@@ -974,6 +974,16 @@ async fn relay(cx: &Ctx) -> CaseResult {
     )
     .await?;
     ensure!(server.queue_len() == 1, "relayed message without other clients not queued ({})", server.queue_len());
+    // The next client to connect takes the queue, though the sender stayed
+    // connected (a short-lived producer's messages reach a later subscriber).
+    let d = cx.connect().await?;
+    let got = cx.expect_message(&d, "queued relayed message").await?;
+    ensure!(num(&got) == Some(43), "the subscriber got {got:?} instead of the queued message 43");
+    ensure!(server.queue_len() == 0, "offline queue not empty after the replay ({})", server.queue_len());
+    cx.send(&a, &cx.data(44)).await?;
+    let got = cx.expect_message(&d, "live relayed message").await?;
+    ensure!(num(&got) == Some(44), "after the replay the subscriber got {got:?}, not 44");
+    cx.expect_nothing(&a, "relay echoed the message to its sender").await?;
     cx.stop(&server).await?;
     Ok(())
 }

@@ -183,6 +183,7 @@ impl ConnShared {
     }
 
     /// True once the queue is closed (the connection is ending).
+    #[cfg(all(test, any(socket_loom, shuttle)))]
     pub(super) fn is_closed(&self) -> bool {
         self.tx.is_closed()
     }
@@ -327,9 +328,11 @@ impl Registry {
         let mut replayed = 0;
         let mut dropped = 0u64;
         let mut replayed_last = false;
-        // Clients whose queue is closed are leaving: a broadcast that only
-        // they saw went to the offline queue, so the newcomer takes it.
-        if !st.offline.is_empty() && st.clients.iter().all(|c| c.shared.is_closed()) {
+        // The offline queue holds broadcasts that no open client took: there
+        // was none, or only leaving ones (queue closed), or, with `relay`, only
+        // the sender. The next client to connect takes it, whoever else is
+        // still connected.
+        if !st.offline.is_empty() {
             st.offline_bytes = 0;
             let queue = std::mem::take(&mut st.offline);
             // A longer offline queue than the client's queue loses its oldest part.
