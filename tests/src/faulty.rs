@@ -435,30 +435,7 @@ impl Transport for FaultyTransport {
     }
 
     fn validate(&self, config: &Config) -> Result<()> {
-        let Some(t) = self.table(config) else { return Ok(()) };
-        for (key, value) in t {
-            let ok = match key.as_str() {
-                "namespace" => value.as_str().is_some_and(|s| !s.is_empty()),
-                "pipe_capacity" | "max_connections" => value.as_integer().is_some_and(|n| n > 0),
-                _ => {
-                    return Err(Error::new(
-                        ErrorKind::Config,
-                        format!(
-                            "unknown key socket.faulty.{key}: the faulty transport knows namespace, pipe_capacity and max_connections"
-                        ),
-                    ))
-                }
-            };
-            if !ok {
-                return Err(Error::new(
-                    ErrorKind::Config,
-                    format!(
-                        "invalid value {value} for key socket.faulty.{key}: namespace must be a non-empty string, sizes positive integers"
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        crate::memory::validate_table(SCHEME, self.table(config))
     }
 
     async fn bind(&self, event: &EventName, config: &Config) -> Result<Box<dyn Listener>> {

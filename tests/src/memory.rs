@@ -104,6 +104,35 @@ fn table(config: &Config) -> Option<&toml::Table> {
     config.socket.plugins.get(SCHEME)
 }
 
+/// Checks a `[socket.<scheme>]` table of the in-process test transports
+/// (`memory`, `faulty`): `namespace`, `pipe_capacity`, `max_connections`.
+pub(crate) fn validate_table(scheme: &str, table: Option<&toml::Table>) -> Result<()> {
+    let Some(t) = table else { return Ok(()) };
+    for (key, value) in t {
+        let ok = match key.as_str() {
+            "namespace" => value.as_str().is_some_and(|s| !s.is_empty()),
+            "pipe_capacity" | "max_connections" => value.as_integer().is_some_and(|n| n > 0),
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "unknown key socket.{scheme}.{key}: the {scheme} transport knows namespace, pipe_capacity and max_connections"
+                    ),
+                ))
+            }
+        };
+        if !ok {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "invalid value {value} for key socket.{scheme}.{key}: namespace must be a non-empty string, sizes positive integers"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn namespace(config: &Config) -> &str {
     table(config).and_then(|t| t.get("namespace")).and_then(toml::Value::as_str).unwrap_or("default")
 }
@@ -127,30 +156,7 @@ impl Transport for MemoryTransport {
     }
 
     fn validate(&self, config: &Config) -> Result<()> {
-        let Some(t) = table(config) else { return Ok(()) };
-        for (key, value) in t {
-            let ok = match key.as_str() {
-                "namespace" => value.as_str().is_some_and(|s| !s.is_empty()),
-                "pipe_capacity" | "max_connections" => value.as_integer().is_some_and(|n| n > 0),
-                _ => {
-                    return Err(Error::new(
-                        ErrorKind::Config,
-                        format!(
-                            "unknown key socket.memory.{key}: the memory transport knows namespace, pipe_capacity and max_connections"
-                        ),
-                    ))
-                }
-            };
-            if !ok {
-                return Err(Error::new(
-                    ErrorKind::Config,
-                    format!(
-                        "invalid value {value} for key socket.memory.{key}: namespace must be a non-empty string, sizes positive integers"
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        validate_table(SCHEME, table(config))
     }
 
     async fn bind(&self, event: &EventName, config: &Config) -> Result<Box<dyn Listener>> {
