@@ -23,7 +23,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("demo", "run the product demo (server, clients, broadcast, unicast, queue, limits, reconnect)"),
     ("bench", "release-build benchmarks against a plain-socket ceiling and libzmq; prints a table"),
     ("fuzz", "run each cargo-fuzz target for --seconds N (default 60; needs nightly and cargo-fuzz)"),
-    ("soak", "long-running soak test: --minutes N (default 10); reports RSS, fds and sequence accounting"),
+    ("soak", "long-running soak test: --minutes N (default 10), --restart-secs N (120), --rate N (500), --transport unix|tcp|both; reports RSS, fds and sequence accounting"),
 ];
 
 fn main() -> ExitCode {
@@ -301,7 +301,6 @@ fn fuzz(extra: &[String]) -> Result {
 }
 
 fn soak(extra: &[String]) -> Result {
-    let minutes = option(extra, "--minutes").unwrap_or_else(|| "10".to_owned());
     let mut cmd = cargo_with(&[
         "run",
         "--release",
@@ -314,7 +313,11 @@ fn soak(extra: &[String]) -> Result {
         "socket-soak",
         "--",
     ]);
-    cmd.args(["--minutes", &minutes]);
+    // Every option goes to socket-soak, which rejects what it does not know.
+    if option(extra, "--minutes").is_none() {
+        cmd.args(["--minutes", "10"]);
+    }
+    cmd.args(extra);
     run(cmd)
 }
 

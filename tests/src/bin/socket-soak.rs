@@ -49,6 +49,17 @@ fn run(args: &[String]) -> Res<bool> {
     if opt(args, "--role").as_deref() == Some("client") {
         return child_client(args).map(|()| true);
     }
+    // Every option takes a value; an unknown one is an error, never ignored.
+    for pair in args.chunks(2) {
+        let known = ["--minutes", "--restart-secs", "--rate", "--transport"];
+        if !known.contains(&pair[0].as_str()) || pair.len() < 2 {
+            return Err(format!(
+                "unknown option or missing value: {:?} (options: --minutes N, --restart-secs N, --rate N, --transport unix|tcp|both)",
+                pair[0]
+            )
+            .into());
+        }
+    }
     let minutes: f64 = opt(args, "--minutes").unwrap_or_else(|| "10".into()).parse()?;
     let restart = Duration::from_secs(opt(args, "--restart-secs").unwrap_or_else(|| "120".into()).parse()?);
     let rate: u64 = opt(args, "--rate").unwrap_or_else(|| "500".into()).parse()?;
