@@ -120,6 +120,7 @@ impl Drop for Deadline {
 /// remaining deadline or until an earlier one is registered.
 async fn service() {
     let mut timer = Timer::never();
+    let mut expired: Vec<Waker> = Vec::new();
     loop {
         let earliest = {
             let mut t = lock();
@@ -128,12 +129,16 @@ async fn service() {
                 if entry.key().0 > now {
                     break;
                 }
-                entry.remove().wake();
+                expired.push(entry.remove());
             }
             let earliest = t.waiters.first_key_value().map(|(k, _)| k.0);
             t.armed = earliest;
             earliest
         };
+        // Woken outside the lock: a waker may run foreign code.
+        for w in expired.drain(..) {
+            w.wake();
+        }
         match earliest {
             Some(at) => timer.set_at(at),
             None => timer = Timer::never(),
