@@ -11,8 +11,8 @@ use std::time::Instant;
 use socket_core::codec::{decode_body, encode_frame, FrameDecoder};
 
 use crate::common::{
-    check_seq, ctx, limits, make_message, rate, rtt_stats, set_seq, sock_path, temp_dir, BenchResult, Net, Pacer, Rtt,
-    RttPlan, IO_TIMEOUT, MAX_FRAME, READ_BUF,
+    check_seq, ctx, limits, make_message, publish, rate, rtt_stats, set_seq, sock_path, temp_dir, BenchResult, Net,
+    Pacer, Rtt, RttPlan, IO_TIMEOUT, MAX_FRAME, READ_BUF,
 };
 
 /// A connected stream of either kind.
@@ -254,28 +254,19 @@ pub(crate) fn throughput(net: Net, payload: usize, subs: usize, n: u64) -> Bench
         outboxes.push(Arc::clone(&outbox));
         writers.push(thread::spawn(move || writer(&outbox, sc)));
     }
-    let deadline = Instant::now() + IO_TIMEOUT;
-    let mut msg = make_message(payload);
-    let start = Instant::now();
-    let mut allowed = 0;
-    let mut failure = None;
-    for seq in 0..n {
-        if seq >= allowed {
-            outboxes.iter().for_each(|o| o.kick());
-            match pacer.wait(seq, deadline) {
-                Ok(a) => allowed = a,
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
+    let (start, failure) = publish(
+        n,
+        payload,
+        &pacer,
+        || outboxes.iter().for_each(|o| o.kick()),
+        |msg| {
+            let frame = encode_frame(msg, MAX_FRAME).map_err(ctx("encode"))?;
+            for o in &outboxes {
+                o.push(frame.as_bytes());
             }
-        }
-        set_seq(&mut msg, seq);
-        let frame = encode_frame(&msg, MAX_FRAME).map_err(ctx("encode"))?;
-        for o in &outboxes {
-            o.push(frame.as_bytes());
-        }
-    }
+            Ok(())
+        },
+    );
     outboxes.iter().for_each(|o| o.close());
     for w in writers {
         w.join().map_err(|_| "writer thread panicked".to_owned())??;

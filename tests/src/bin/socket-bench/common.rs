@@ -69,6 +69,40 @@ pub(crate) fn event_name() -> EventName {
     EventName::new(EVENT).unwrap_or_else(|e| panic!("constant event name is valid: {e}"))
 }
 
+/// The publisher's loop, the same for every contender: messages `0..n` (see
+/// [`make_message`]), never more than the pacer's window ahead of the slowest
+/// subscriber. `before_wait` runs whenever the publisher may have to wait (the
+/// ceiling flushes its outboxes there); `send` publishes one message. Returns
+/// the instant of the first send and the first failure (a failed send aborts
+/// the pacer, so the subscribers stop waiting).
+pub(crate) fn publish(
+    n: u64,
+    payload: usize,
+    pacer: &Pacer,
+    mut before_wait: impl FnMut(),
+    mut send: impl FnMut(&SocketMessage) -> BenchResult<()>,
+) -> (Instant, Option<String>) {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let mut msg = make_message(payload);
+    let start = Instant::now();
+    let mut allowed = 0;
+    for seq in 0..n {
+        if seq >= allowed {
+            before_wait();
+            match pacer.wait(seq, deadline) {
+                Ok(a) => allowed = a,
+                Err(e) => return (start, Some(e)),
+            }
+        }
+        set_seq(&mut msg, seq);
+        if let Err(e) = send(&msg) {
+            pacer.abort();
+            return (start, Some(e));
+        }
+    }
+    (start, None)
+}
+
 /// The message every contender sends: `data = {"seq": <n>, "payload": <binary of `payload` bytes>}`.
 ///
 /// It is stamped once; the publisher only rewrites `seq` before each send, so

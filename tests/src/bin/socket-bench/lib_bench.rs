@@ -18,8 +18,8 @@ use socket_core::server::ServerEvent;
 use socket_core::{Client, Config, MessageType, Server, SocketMessage, Transport};
 
 use crate::common::{
-    check_seq, event_name, free_port, make_message, rate, rtt_stats, set_seq, temp_dir, BenchResult, Net, Pacer, Rtt,
-    RttPlan, IO_TIMEOUT,
+    check_seq, event_name, free_port, make_message, publish, rate, rtt_stats, set_seq, temp_dir, BenchResult, Net,
+    Pacer, Rtt, RttPlan, IO_TIMEOUT,
 };
 
 /// Which public API drives the library.
@@ -173,28 +173,8 @@ pub(crate) fn throughput(api: Api, net: Net, payload: usize, subs: usize, n: u64
             }
         };
         wait_connected(&connected, subs)?;
-        let deadline = Instant::now() + IO_TIMEOUT;
-        let mut msg = make_message(payload);
-        let start = Instant::now();
-        let mut allowed = 0;
-        let mut failure = None;
-        for seq in 0..n {
-            if seq >= allowed {
-                match pacer.wait(seq, deadline) {
-                    Ok(a) => allowed = a,
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
-                }
-            }
-            set_seq(&mut msg, seq);
-            if let Err(e) = server.broadcast(&msg) {
-                pacer.abort();
-                failure = Some(format!("broadcast: {e}"));
-                break;
-            }
-        }
+        let (start, failure) =
+            publish(n, payload, &pacer, || {}, |msg| server.broadcast(msg).map_err(|e| format!("broadcast: {e}")));
         let mut lasts = Vec::with_capacity(subs);
         let mut first_err = failure;
         for r in readers {

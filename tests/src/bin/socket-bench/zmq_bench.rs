@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use socket_core::codec::{decode_body, encode_frame};
 
 use crate::common::{
-    check_seq, ctx, limits, make_message, rate, rtt_stats, set_seq, sock_path, temp_dir, BenchResult, Net, Pacer, Rtt,
-    RttPlan, IO_TIMEOUT, MAX_FRAME,
+    check_seq, ctx, limits, make_message, publish, rate, rtt_stats, set_seq, sock_path, temp_dir, BenchResult, Net,
+    Pacer, Rtt, RttPlan, IO_TIMEOUT, MAX_FRAME,
 };
 
 /// A probe message sent until every subscriber is connected (the slow-joiner problem).
@@ -127,25 +127,16 @@ pub(crate) fn throughput(net: Net, payload: usize, subs: usize, n: u64) -> Bench
         publ.send(PROBE, 0).map_err(ctx("zmq send"))?;
         thread::sleep(Duration::from_millis(2));
     }
-    let deadline = Instant::now() + IO_TIMEOUT;
-    let mut msg = make_message(payload);
-    let start = Instant::now();
-    let mut allowed = 0;
-    let mut failure = None;
-    for seq in 0..n {
-        if seq >= allowed {
-            match pacer.wait(seq, deadline) {
-                Ok(a) => allowed = a,
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
-        set_seq(&mut msg, seq);
-        let frame = encode_frame(&msg, MAX_FRAME).map_err(ctx("encode"))?;
-        publ.send(frame.body(), 0).map_err(ctx("zmq send"))?;
-    }
+    let (start, failure) = publish(
+        n,
+        payload,
+        &pacer,
+        || {},
+        |msg| {
+            let frame = encode_frame(msg, MAX_FRAME).map_err(ctx("encode"))?;
+            publ.send(frame.body(), 0).map_err(ctx("zmq send"))
+        },
+    );
     let mut lasts = Vec::with_capacity(subs);
     for r in readers {
         lasts.push(r.join().map_err(|_| "subscriber thread panicked".to_owned())??);
