@@ -63,6 +63,12 @@ impl Inbox {
 
     /// The oldest item, without waiting. Items pushed before `close` are still returned.
     pub(super) fn try_pop(&self) -> Pop {
+        self.pop_with(|_| ())
+    }
+
+    /// [`try_pop`](Self::try_pop), running `if_empty` under the same lock
+    /// when there is nothing to take (and the inbox is open).
+    fn pop_with(&self, if_empty: impl FnOnce(&mut State)) -> Pop {
         let mut st = self.lock();
         let was_full = st.items.len() >= self.cap;
         match st.items.pop_front() {
@@ -74,7 +80,10 @@ impl Inbox {
                 Pop::Item(item)
             }
             None if st.closed => Pop::Closed,
-            None => Pop::Empty,
+            None => {
+                if_empty(&mut st);
+                Pop::Empty
+            }
         }
     }
 
@@ -83,22 +92,17 @@ impl Inbox {
     pub(super) fn pop_blocking(&self, deadline: Option<Instant>) -> Result<Option<Incoming>, Closed> {
         let me = thread::current();
         loop {
-            {
-                let mut st = self.lock();
-                let was_full = st.items.len() >= self.cap;
-                if let Some(item) = st.items.pop_front() {
-                    drop(st);
-                    if was_full {
-                        self.writable.notify(usize::MAX);
-                    }
-                    return Ok(Some(item));
-                }
-                if st.closed {
-                    return Err(Closed);
-                }
+            // Registered as a sleeper under the lock that found the inbox empty,
+            // so a push after this check unparks us.
+            let found = self.pop_with(|st| {
                 if !st.sleepers.iter().any(|t| t.id() == me.id()) {
                     st.sleepers.push(me.clone());
                 }
+            });
+            match found {
+                Pop::Item(item) => return Ok(Some(item)),
+                Pop::Closed => return Err(Closed),
+                Pop::Empty => {}
             }
             match deadline {
                 None => thread::park(),
