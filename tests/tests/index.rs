@@ -4,6 +4,7 @@
 //! (RELIABILITY.md R5).
 
 mod client_api;
+mod direct_write;
 mod late_hello;
 mod origin;
 mod sim;

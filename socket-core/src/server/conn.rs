@@ -9,13 +9,14 @@ use async_channel::{Receiver, Sender};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use tracing::Instrument;
 
+use super::outlet::OutletWrite;
 use super::wire::{write_all, Fill, FrameReader, StallTimer, WriteFail};
 use super::{ClientId, ClientInfo, Closing, ConnShared, Inner, ServerEvent, CLOSE_LINGER, STOP_FLUSH};
 use crate::codec::{decode_body_for, encode_frame, Frame};
 use crate::control::{Control, ErrorCode};
 use crate::message::EventName;
 use crate::runtime;
-use crate::transport::{BoxRead, BoxWrite, Connection, Listener};
+use crate::transport::{BoxRead, Connection, Listener};
 use crate::{PROTOCOL_VERSION, SERVER_NAME};
 
 /// Largest batch of queued frames copied into one write.
@@ -91,18 +92,20 @@ impl Conn {
     }
 
     async fn serve(self, conn: Connection) {
-        let Connection { mut reader, mut writer, .. } = conn;
+        let Connection { mut reader, writer, .. } = conn;
+        // The write half is shared with direct writers (`send_to`, outlet.rs).
+        self.shared.outlet.install(writer);
         let (hs_tx, hs_rx) = async_channel::bounded::<Option<Frame>>(1);
         tracing::debug!("client connected");
-        let reason =
-            future::or(future::or(self.read_loop(&mut reader, &hs_tx), self.write_loop(&mut writer, &hs_rx)), async {
-                let _ = self.abort_rx.recv().await;
-                "server stopped".to_owned()
-            })
-            .await;
+        let reason = future::or(future::or(self.read_loop(&mut reader, &hs_tx), self.write_loop(&hs_rx)), async {
+            let _ = self.abort_rx.recv().await;
+            "server stopped".to_owned()
+        })
+        .await;
         // Both halves go now: the peer sees end-of-stream at once.
+        self.shared.outlet.retire();
         drop(reader);
-        drop(writer);
+        drop(self.shared.outlet.take());
         self.shared.close_queue();
         self.inner.remove(self.id, &self.shared, reason);
         drop(self.alive);
@@ -127,8 +130,10 @@ impl Conn {
         }
     }
 
-    async fn write_loop(&self, w: &mut BoxWrite, hs_rx: &Receiver<Option<Frame>>) -> String {
+    async fn write_loop(&self, hs_rx: &Receiver<Option<Frame>>) -> String {
         let inner = &*self.inner;
+        let outlet = &self.shared.outlet;
+        let w = &mut outlet.writer();
         let stall = inner.opts.write_stall_timeout;
         let mut st = StallTimer::new();
         let mut buf: Vec<u8> = Vec::new();
@@ -140,25 +145,46 @@ impl Conn {
             None
         })
         .await;
-        if let Some(welcome) = welcome {
-            buf.extend_from_slice(welcome.as_bytes());
-            frames += 1;
+        match welcome {
+            Some(welcome) => {
+                buf.extend_from_slice(welcome.as_bytes());
+                frames += 1;
+            }
+            // Nothing to send first: direct writes may go from now on.
+            None => outlet.end(),
         }
         let mut rest: Vec<u8> = Vec::new();
+        let mut closed = false;
         loop {
+            // Bytes of `buf` that a direct write left (counted as sent there).
+            let mut carried = 0;
+            let mut flush = false;
             if buf.is_empty() && big.is_none() {
-                match self.rx.recv().await {
-                    Ok(f) => self.stage(f, &mut buf, &mut big, &mut frames),
-                    Err(_) => break,
+                let next = future::or(async { Some(self.rx.recv().await) }, async {
+                    outlet.kicked().await;
+                    None
+                })
+                .await;
+                // Busy before a frame is accounted taken: no direct write overtakes it.
+                let begun = outlet.begin();
+                carried = begun.carry.len();
+                flush = begun.flush;
+                buf = begun.carry;
+                match next {
+                    Some(Ok(f)) => self.stage(f, &mut buf, &mut big, &mut frames),
+                    Some(Err(_)) => closed = true,
+                    None => {}
                 }
             }
-            while buf.len() < BATCH && big.is_none() {
+            while !closed && buf.len() < BATCH && big.is_none() {
                 match self.rx.try_recv() {
                     Ok(f) => self.stage(f, &mut buf, &mut big, &mut frames),
                     Err(_) => break,
                 }
             }
             if self.killed() {
+                // Finish the frame a direct write began so the final ERROR stays frame-aligned.
+                rest.extend_from_slice(&buf[..carried]);
                 break;
             }
             let mut bytes = 0usize;
@@ -168,7 +194,7 @@ impl Conn {
                     (_, Some(f)) => f.as_bytes(),
                     (_, None) => &[],
                 };
-                if data.is_empty() {
+                if data.is_empty() && !(part == 0 && flush) {
                     continue;
                 }
                 match write_all(w, data, stall, &mut st, self.kill_signal()).await {
@@ -192,21 +218,32 @@ impl Conn {
                 }
             }
             inner.counters.messages_sent.fetch_add(frames, Ordering::Relaxed);
-            inner.counters.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+            inner.counters.bytes_sent.fetch_add(bytes.saturating_sub(carried) as u64, Ordering::Relaxed);
             frames = 0;
             buf.clear();
             big = None;
             if buf.capacity() > 4 * BATCH {
                 buf.shrink_to(BATCH);
             }
+            if closed {
+                break;
+            }
+            outlet.end();
         }
         self.finish(w, rest, &mut st).await
     }
 
     /// The end of the writer: `shutdown` after a clean drain, or the final
     /// ERROR frame (best effort, briefly) when the connection is killed.
-    async fn finish(&self, w: &mut BoxWrite, mut rest: Vec<u8>, st: &mut StallTimer) -> String {
+    async fn finish(&self, w: &mut OutletWrite<'_>, mut rest: Vec<u8>, st: &mut StallTimer) -> String {
         let inner = &*self.inner;
+        // The rest of a frame a direct write began goes before the final frame.
+        let carry = self.shared.outlet.retire();
+        if !carry.is_empty() {
+            rest.extend_from_slice(&carry);
+            let _ = runtime::timeout(CLOSE_LINGER, write_all(w, &rest, CLOSE_LINGER, st, pending())).await;
+            rest.clear();
+        }
         match self.shared.closing.get() {
             Some(Closing::SlowConsumer(frame)) => {
                 rest.extend_from_slice(frame.as_bytes());

@@ -46,6 +46,7 @@
 mod conn;
 #[cfg(all(test, any(socket_loom, shuttle)))]
 mod models;
+mod outlet;
 mod registry;
 pub(crate) mod wire;
 
@@ -63,6 +64,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::message::{EventName, SocketMessage};
 use crate::runtime;
 use crate::transport::{Connection, Listener, Transport};
+use outlet::Direct;
 use registry::{Admission, Bounds, Closing, ConnShared, Entry, Registry, Unicast};
 
 /// A client id, unique for the server's lifetime, never reused.
@@ -704,6 +706,14 @@ impl Inner {
     }
 
     fn unicast(&self, id: ClientId, frame: Frame) -> Result<()> {
+        // An idle connection gets the frame from this thread, without waking the engine.
+        if let Some(shared) = self.registry.get(id.0) {
+            if shared.outlet.try_direct(frame.as_bytes(), || shared.is_idle()) == Direct::Written {
+                self.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
+                self.counters.bytes_sent.fetch_add(frame.len() as u64, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
         match self.registry.unicast(id.0, &frame) {
             Ok(()) => Ok(()),
             Err(Unicast::NoClient) => Err(Error::new(

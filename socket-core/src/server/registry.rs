@@ -27,6 +27,7 @@ use std::sync::{Arc, OnceLock};
 
 use async_channel::{Receiver, Sender};
 
+use super::outlet::Outlet;
 use super::ClientInfo;
 use crate::codec::Frame;
 use crate::sync::{AtomicBool, AtomicUsize, Mutex, MutexGuard, Ordering};
@@ -86,6 +87,9 @@ pub(super) struct ConnShared {
     pub(super) handshaken: AtomicBool,
     /// `Connected` was emitted (so `Disconnected` must be).
     pub(super) announced: AtomicBool,
+    /// The connection's write half, for direct writes (`outlet.rs`). The
+    /// registry only holds it; it never writes.
+    pub(super) outlet: Outlet,
 }
 
 impl ConnShared {
@@ -106,6 +110,7 @@ impl ConnShared {
             kill_rx,
             handshaken: AtomicBool::new(false),
             announced: AtomicBool::new(false),
+            outlet: Outlet::default(),
         };
         (Arc::new(shared), rx)
     }
@@ -168,6 +173,12 @@ impl ConnShared {
     fn release(&self, len: usize) {
         self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
         self.queued_frames.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Nothing is queued and the connection is open: a direct write may go
+    /// ahead of the writer task (see `outlet.rs`).
+    pub(super) fn is_idle(&self) -> bool {
+        self.queued_frames.load(Ordering::Acquire) == 0 && self.closing.get().is_none() && !self.tx.is_closed()
     }
 
     /// Frames queued and not yet taken.
@@ -421,6 +432,13 @@ impl Registry {
             Ok(()) | Err(Refused::Closed) => Ok(()),
             Err(Refused::Full(why)) => Err(Unicast::Slow(st.clients.remove(i), why)),
         }
+    }
+
+    /// Client `id`'s shared state, if it is registered.
+    pub(super) fn get(&self, id: u64) -> Option<Arc<ConnShared>> {
+        let st = self.lock();
+        let i = st.clients.binary_search_by_key(&id, |c| c.id).ok()?;
+        Some(Arc::clone(&st.clients[i].shared))
     }
 
     /// Removes client `id` if it is still registered.

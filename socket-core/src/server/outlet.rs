@@ -1,0 +1,386 @@
+//! The write half of a server connection, shared by the connection's writer
+//! task and by direct writers ([`Server::send_to`](super::Server::send_to)).
+//!
+//! A reply to an idle connection is written by the thread that calls
+//! `send_to`, without waking the engine: one non-blocking write attempt on
+//! the caller's thread. Everything else goes through the connection's
+//! bounded queue and its writer task, which batches.
+//!
+//! Rules that keep the byte stream whole and in order:
+//!
+//! * A direct write happens only while the writer task holds no bytes it has
+//!   not written (`busy` is false) and the queue is empty (the caller's
+//!   `idle` check). The writer task sets `busy` *before* it accounts a frame
+//!   taken off the queue, so a frame queued earlier is never overtaken.
+//! * A direct write that the stream takes only in part leaves the rest in
+//!   `carry` and sets `busy`; the writer task writes the carry before
+//!   anything else (it is woken through `kick`). The stall deadline applies
+//!   to it there as to every write.
+//! * A direct write never waits: `Pending` with nothing written declines, and
+//!   the caller queues the frame as usual.
+//! * Once the writer task is finishing (`retire`), no direct write happens.
+//!
+//! The stream is polled from the writer task and from direct writers, never
+//! at once (one mutex, held for one poll).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use event_listener::Event;
+use futures_lite::AsyncWrite;
+
+use crate::transport::BoxWrite;
+
+/// See the module documentation.
+#[derive(Default)]
+pub(super) struct Outlet {
+    state: Mutex<State>,
+    /// Notified when a carry or a flush is left for the writer task.
+    kick: Event,
+}
+
+impl std::fmt::Debug for Outlet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.lock();
+        f.debug_struct("Outlet")
+            .field("installed", &st.w.is_some())
+            .field("busy", &st.busy)
+            .field("retired", &st.retired)
+            .field("carry", &st.carry.len())
+            .finish()
+    }
+}
+
+struct State {
+    w: Option<BoxWrite>,
+    /// The writer task holds unwritten bytes, or a carry is waiting for it.
+    busy: bool,
+    /// The writer task is finishing: no more direct writes.
+    retired: bool,
+    /// The unwritten end of a frame a direct write began.
+    carry: Vec<u8>,
+    /// A direct write wrote everything but its flush did not complete.
+    flush_owed: bool,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        // Busy until the writer task has sent what goes first (`welcome`).
+        State { w: None, busy: true, retired: false, carry: Vec::new(), flush_owed: false }
+    }
+}
+
+/// What a direct write did.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Direct {
+    /// Not attempted or nothing went out: queue the frame as usual.
+    Declined,
+    /// The frame is written (or its rest is left to the writer task).
+    Written,
+}
+
+/// What the writer task takes over when it starts a batch.
+#[derive(Debug, Default)]
+pub(super) struct Begun {
+    /// The rest of a frame a direct write began: it goes first.
+    pub(super) carry: Vec<u8>,
+    /// The stream must be flushed.
+    pub(super) flush: bool,
+}
+
+impl Outlet {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hands the connection's write half over.
+    pub(super) fn install(&self, w: BoxWrite) {
+        self.lock().w = Some(w);
+    }
+
+    /// Takes the write half away (dropping it closes that direction).
+    pub(super) fn take(&self) -> Option<BoxWrite> {
+        self.lock().w.take()
+    }
+
+    /// Writes `data` (one whole frame) now, from the caller's thread, if the
+    /// connection is idle: the writer task holds nothing and `idle()` (the
+    /// queue is empty and the connection open) holds.
+    pub(super) fn try_direct(&self, data: &[u8], idle: impl FnOnce() -> bool) -> Direct {
+        // The writer task polling right now means it is busy anyway.
+        let Ok(mut st) = self.state.try_lock() else { return Direct::Declined };
+        if st.busy || st.retired || !idle() {
+            return Direct::Declined;
+        }
+        let st = &mut *st;
+        let Some(w) = st.w.as_mut() else { return Direct::Declined };
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut written = 0;
+        let mut failed = false;
+        while written < data.len() {
+            match Pin::new(&mut *w).poll_write(&mut cx, &data[written..]) {
+                Poll::Ready(Ok(0)) => {
+                    failed = true;
+                    break;
+                }
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(_)) => {
+                    failed = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if written == 0 {
+            if failed {
+                // The writer task meets the same error on the queued frame and ends the connection.
+                st.retired = true;
+            }
+            return Direct::Declined;
+        }
+        if written < data.len() {
+            st.carry.extend_from_slice(&data[written..]);
+        } else {
+            match Pin::new(&mut *w).poll_flush(&mut cx) {
+                Poll::Ready(Ok(())) => return Direct::Written,
+                // Pending or failed: the writer task flushes (and meets the error, if any).
+                _ => st.flush_owed = true,
+            }
+        }
+        st.busy = true;
+        self.kick.notify(1);
+        Direct::Written
+    }
+
+    /// The writer task starts a batch: no direct write until [`end`](Self::end).
+    /// Returns what a direct write left for it.
+    pub(super) fn begin(&self) -> Begun {
+        let mut st = self.lock();
+        st.busy = true;
+        Begun { carry: std::mem::take(&mut st.carry), flush: std::mem::take(&mut st.flush_owed) }
+    }
+
+    /// The writer task wrote everything it held: direct writes may go again.
+    pub(super) fn end(&self) {
+        self.lock().busy = false;
+    }
+
+    /// The writer task is finishing: no direct write from now on. Returns what
+    /// a direct write left for it (written before the final frame).
+    pub(super) fn retire(&self) -> Vec<u8> {
+        let mut st = self.lock();
+        st.retired = true;
+        st.busy = true;
+        st.flush_owed = false;
+        std::mem::take(&mut st.carry)
+    }
+
+    /// Waits until a direct write leaves a carry or a flush for the writer task.
+    pub(super) async fn kicked(&self) {
+        loop {
+            if self.owed() {
+                return;
+            }
+            let listener = self.kick.listen();
+            if self.owed() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    fn owed(&self) -> bool {
+        let st = self.lock();
+        !st.carry.is_empty() || st.flush_owed
+    }
+
+    /// The writer task's handle on the stream (locks it for each poll).
+    pub(super) fn writer(&self) -> OutletWrite<'_> {
+        OutletWrite(self)
+    }
+}
+
+/// [`AsyncWrite`] over the shared write half; fails with `NotConnected` once taken.
+pub(super) struct OutletWrite<'a>(&'a Outlet);
+
+impl OutletWrite<'_> {
+    fn poll_with<T>(&self, f: impl FnOnce(Pin<&mut BoxWrite>) -> Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match self.0.lock().w.as_mut() {
+            Some(w) => f(Pin::new(w)),
+            None => Poll::Ready(Err(io::Error::from(io::ErrorKind::NotConnected))),
+        }
+    }
+}
+
+impl AsyncWrite for OutletWrite<'_> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_with(|w| w.poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_with(|w| w.poll_flush(cx))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_with(|w| w.poll_close(cx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A stream that takes at most `room` bytes (then `Pending`), or fails.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<SinkState>>);
+
+    #[derive(Default)]
+    struct SinkState {
+        room: usize,
+        fail: bool,
+        flush_pending: bool,
+        got: Vec<u8>,
+    }
+
+    impl Sink {
+        fn with_room(room: usize) -> Self {
+            let s = Sink::default();
+            s.0.lock().unwrap().room = room;
+            s
+        }
+        fn got(&self) -> Vec<u8> {
+            self.0.lock().unwrap().got.clone()
+        }
+    }
+
+    impl AsyncWrite for Sink {
+        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            let mut st = self.0.lock().unwrap();
+            if st.fail {
+                return Poll::Ready(Err(io::Error::from(io::ErrorKind::BrokenPipe)));
+            }
+            let n = buf.len().min(st.room);
+            if n == 0 {
+                return Poll::Pending;
+            }
+            st.room -= n;
+            st.got.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            if self.0.lock().unwrap().flush_pending {
+                Poll::Pending
+            } else {
+                Poll::Ready(Ok(()))
+            }
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn outlet(sink: &Sink) -> Outlet {
+        let o = Outlet::default();
+        o.install(Box::new(sink.clone()));
+        o
+    }
+
+    #[test]
+    fn nothing_goes_direct_before_the_writer_task_is_ready() {
+        let sink = Sink::with_room(100);
+        let o = outlet(&sink);
+        assert_eq!(o.try_direct(b"frame", || true), Direct::Declined);
+        o.end();
+        assert_eq!(o.try_direct(b"frame", || false), Direct::Declined, "queue not empty");
+        assert!(sink.got().is_empty());
+        assert_eq!(o.try_direct(b"frame", || true), Direct::Written);
+        assert_eq!(sink.got(), b"frame");
+        // Still idle: the next one goes direct too.
+        assert_eq!(o.try_direct(b"again", || true), Direct::Written);
+        assert_eq!(sink.got(), b"frameagain");
+    }
+
+    #[test]
+    fn a_partial_write_leaves_its_rest_to_the_writer_task_and_blocks_direct_writes() {
+        let sink = Sink::with_room(3);
+        let o = outlet(&sink);
+        o.end();
+        assert_eq!(o.try_direct(b"abcdef", || true), Direct::Written);
+        assert_eq!(sink.got(), b"abc");
+        // The rest is owed: the writer task is kicked at once.
+        futures_lite::future::block_on(o.kicked());
+        assert_eq!(o.try_direct(b"xyz", || true), Direct::Declined, "a carry is waiting");
+        let begun = o.begin();
+        assert_eq!(begun.carry, b"def");
+        assert!(!begun.flush);
+        assert_eq!(o.try_direct(b"xyz", || true), Direct::Declined, "the writer task is busy");
+        o.end();
+        sink.0.lock().unwrap().room = 100;
+        assert_eq!(o.try_direct(b"xyz", || true), Direct::Written);
+    }
+
+    #[test]
+    fn a_blocked_stream_declines_and_a_failed_one_stops_direct_writes() {
+        let sink = Sink::with_room(0);
+        let o = outlet(&sink);
+        o.end();
+        assert_eq!(o.try_direct(b"frame", || true), Direct::Declined, "nothing went out");
+        assert!(o.begin().carry.is_empty());
+        o.end();
+        sink.0.lock().unwrap().fail = true;
+        assert_eq!(o.try_direct(b"frame", || true), Direct::Declined);
+        sink.0.lock().unwrap().fail = false;
+        sink.0.lock().unwrap().room = 100;
+        assert_eq!(o.try_direct(b"frame", || true), Direct::Declined, "retired after the failure");
+    }
+
+    #[test]
+    fn an_unfinished_flush_is_owed_to_the_writer_task() {
+        let sink = Sink::with_room(100);
+        sink.0.lock().unwrap().flush_pending = true;
+        let o = outlet(&sink);
+        o.end();
+        assert_eq!(o.try_direct(b"frame", || true), Direct::Written);
+        futures_lite::future::block_on(o.kicked());
+        let begun = o.begin();
+        assert!(begun.flush && begun.carry.is_empty());
+    }
+
+    #[test]
+    fn retiring_returns_the_carry_and_ends_direct_writes() {
+        let sink = Sink::with_room(2);
+        let o = outlet(&sink);
+        o.end();
+        assert_eq!(o.try_direct(b"abcd", || true), Direct::Written);
+        assert_eq!(o.retire(), b"cd");
+        o.end();
+        sink.0.lock().unwrap().room = 100;
+        assert_eq!(o.try_direct(b"efgh", || true), Direct::Declined);
+        assert!(format!("{o:?}").contains("retired: true"));
+        assert!(o.take().is_some());
+        assert!(o.take().is_none());
+    }
+
+    #[test]
+    fn the_writer_handle_fails_once_the_stream_is_taken() {
+        let sink = Sink::with_room(100);
+        let o = outlet(&sink);
+        let mut w = o.writer();
+        futures_lite::future::block_on(async {
+            use futures_lite::AsyncWriteExt;
+            w.write_all(b"hi").await.unwrap();
+            w.flush().await.unwrap();
+            w.close().await.unwrap();
+        });
+        assert_eq!(sink.got(), b"hi");
+        drop(o.take());
+        let err =
+            futures_lite::future::block_on(futures_lite::AsyncWriteExt::write(&mut o.writer(), b"x")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotConnected);
+    }
+}
