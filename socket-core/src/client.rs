@@ -587,8 +587,71 @@ struct Inner {
 /// are decoded by the reader, which must act on them.
 #[derive(Debug)]
 enum Incoming {
-    Raw(Box<[u8]>),
+    Raw(Body),
     Decoded(SocketMessage),
+}
+
+/// An undecoded frame body: a slice of the chunk that holds every raw body
+/// of one read (one allocation per read, not per frame; the chunk is freed
+/// with the last body taken from it).
+#[derive(Debug)]
+struct Body {
+    chunk: Arc<Vec<u8>>,
+    start: usize,
+    end: usize,
+}
+
+impl Body {
+    fn bytes(&self) -> &[u8] {
+        &self.chunk[self.start..self.end]
+    }
+}
+
+/// Largest first allocation of a [`ReadBatch`] chunk (the engine's largest read).
+const CHUNK_HINT_MAX: usize = 64 << 10;
+
+/// The frames of one read on their way to the receive buffer, in order: raw
+/// bodies are copied into one chunk, shared once the read is handed over.
+#[derive(Debug, Default)]
+struct ReadBatch {
+    chunk: Vec<u8>,
+    /// Raw bodies as ranges of `chunk`, and decoded messages.
+    items: Vec<Result<(usize, usize), SocketMessage>>,
+}
+
+impl ReadBatch {
+    /// Copies `body` into the chunk; `capacity_hint` (the bytes buffered by
+    /// the read, at most [`CHUNK_HINT_MAX`] used) sizes a new chunk.
+    fn raw(&mut self, body: &[u8], capacity_hint: usize) {
+        if self.chunk.capacity() == 0 {
+            self.chunk.reserve(capacity_hint.min(CHUNK_HINT_MAX).max(body.len()));
+        }
+        let start = self.chunk.len();
+        self.chunk.extend_from_slice(body);
+        self.items.push(Ok((start, self.chunk.len())));
+    }
+
+    fn decoded(&mut self, msg: SocketMessage) {
+        self.items.push(Err(msg));
+    }
+
+    /// Appends the batch to `out` as receive-buffer entries; leaves it empty.
+    fn drain_into(&mut self, out: &mut VecDeque<Incoming>) {
+        if self.items.is_empty() {
+            return;
+        }
+        // A chunk lives as long as its last unread body: no room kept beyond
+        // what the bodies need (a hint can overshoot when a large frame is
+        // still being read).
+        if self.chunk.capacity() > 2 * self.chunk.len() + 4096 {
+            self.chunk.shrink_to_fit();
+        }
+        let chunk = Arc::new(std::mem::take(&mut self.chunk));
+        out.extend(self.items.drain(..).map(|item| match item {
+            Ok((start, end)) => Incoming::Raw(Body { chunk: Arc::clone(&chunk), start, end }),
+            Err(msg) => Incoming::Decoded(msg),
+        }));
+    }
 }
 
 /// True if `body` may carry `message_type` `control` or `error` (anything a
@@ -691,7 +754,7 @@ impl Inner {
     fn open(&self, item: Incoming) -> Option<SocketMessage> {
         match item {
             Incoming::Decoded(m) => Some(m),
-            Incoming::Raw(body) => match decode_body_for(&body, &self.opts.limits, &self.event) {
+            Incoming::Raw(body) => match decode_body_for(body.bytes(), &self.opts.limits, &self.event) {
                 Ok(m) => Some(m),
                 Err(e) => {
                     tracing::warn!(event = %self.event, error = %e, "malformed frame from the server dropped");
@@ -1165,7 +1228,10 @@ impl Inner {
         const CLOSED: &str = "the client was closed";
         // Data frames of one read, handed to the inbox together; first those read before `welcome`.
         let mut batch: VecDeque<Incoming> = std::mem::take(&mut lr.early);
+        let mut read = ReadBatch::default();
         loop {
+            // Every raw body of this read fits in what is buffered now.
+            let hint = lr.fr.buffered();
             loop {
                 let body = match lr.fr.next_frame() {
                     Ok(Some(body)) => body,
@@ -1173,7 +1239,7 @@ impl Inner {
                     Err(e) => return format!("the server sent an invalid frame: {e}"),
                 };
                 if !may_be_protocol(body) {
-                    batch.push_back(Incoming::Raw(body.into()));
+                    read.raw(body, hint);
                     continue;
                 }
                 let msg = match decode_body(body, &self.opts.limits) {
@@ -1184,6 +1250,7 @@ impl Inner {
                     }
                 };
                 // What came before this frame is delivered before it is acted on.
+                read.drain_into(&mut batch);
                 if self.inbox.push_all(&mut batch).await.is_err() {
                     return CLOSED.to_owned();
                 }
@@ -1205,8 +1272,9 @@ impl Inner {
                 if let Some((ErrorCode::SendNotAllowed, _)) = ErrorCode::parse(&msg) {
                     self.can_send.store(false, Ordering::Release);
                 }
-                batch.push_back(Incoming::Decoded(msg));
+                read.decoded(msg);
             }
+            read.drain_into(&mut batch);
             if self.inbox.push_all(&mut batch).await.is_err() {
                 return CLOSED.to_owned();
             }
@@ -1251,6 +1319,35 @@ fn backoff_delay(initial: Duration, cur: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Data;
+
+    #[test]
+    fn a_read_batch_shares_one_chunk_and_keeps_the_frame_order() -> Result<()> {
+        let event = EventName::new("t")?;
+        let mut read = ReadBatch::default();
+        read.raw(b"first", 100);
+        read.decoded(SocketMessage::data(event.clone(), Data::new().with("n", 2)));
+        read.raw(b"third", 100);
+        let mut out = VecDeque::new();
+        read.drain_into(&mut out);
+        assert!(read.items.is_empty() && read.chunk.capacity() == 0, "the batch is left empty");
+        let got: Vec<_> = out.iter().collect();
+        let (Incoming::Raw(a), Incoming::Decoded(m), Incoming::Raw(c)) = (got[0], got[1], got[2]) else {
+            panic!("order lost: {got:?}");
+        };
+        assert_eq!((a.bytes(), c.bytes()), (&b"first"[..], &b"third"[..]));
+        assert_eq!(m.data.get("n").and_then(|v| v.as_u64()), Some(2));
+        assert!(Arc::ptr_eq(&a.chunk, &c.chunk), "one allocation per read");
+        // A hint far above what the bodies need is not kept alive with them.
+        read.raw(b"small", 60_000);
+        read.drain_into(&mut out);
+        let Some(Incoming::Raw(small)) = out.back() else { panic!("no raw body") };
+        assert!(small.chunk.capacity() < 4096 + 10, "chunk kept {} bytes", small.chunk.capacity());
+        // Nothing to hand over: no entry, no allocation.
+        read.drain_into(&mut out);
+        assert_eq!(out.len(), 4);
+        Ok(())
+    }
 
     #[test]
     fn backoff_stays_between_floor_and_cap_and_spreads() {

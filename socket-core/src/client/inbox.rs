@@ -232,16 +232,17 @@ fn wake(sleepers: Vec<Thread>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::Body;
     use std::sync::Arc;
     use std::time::Duration;
 
     fn item(n: u8) -> Incoming {
-        Incoming::Raw(vec![n].into_boxed_slice())
+        Incoming::Raw(Body { chunk: Arc::new(vec![n]), start: 0, end: 1 })
     }
 
     fn byte(i: Incoming) -> u8 {
         match i {
-            Incoming::Raw(b) => b[0],
+            Incoming::Raw(b) => b.bytes()[0],
             Incoming::Decoded(_) => u8::MAX,
         }
     }

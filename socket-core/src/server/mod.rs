@@ -417,6 +417,12 @@ impl Server {
     /// from a client's [`Client::client_id`](crate::Client::client_id)
     /// (`"c2".parse()`).
     ///
+    /// It never waits. When nothing is queued for that client, the frame is
+    /// written from the calling thread with one non-blocking write (a reply
+    /// then goes out without waking the engine's thread); otherwise, or when
+    /// the socket takes only part of it, the connection's writer task sends
+    /// it (or its rest) in order behind what was queued before.
+    ///
     /// # Errors
     ///
     /// [`crate::ErrorKind::Validation`] if no client has that id (never queued),

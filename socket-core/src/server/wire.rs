@@ -57,6 +57,11 @@ impl FrameReader {
         }
     }
 
+    /// Bytes buffered and not yet returned as frames.
+    pub(crate) fn buffered(&self) -> usize {
+        self.dec.buffered()
+    }
+
     /// True while part of a frame is buffered.
     pub(crate) fn in_frame(&self) -> bool {
         self.dec.in_frame()
