@@ -4,6 +4,7 @@
 //! the client relies on: every frame arrives whole, once, and in the order
 //! the server application sent it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,9 +72,9 @@ fn msg(event: &EventName, n: u64, pad: usize) -> SocketMessage {
     SocketMessage::data(event.clone(), Data::new().with("n", n).with("pad", "x".repeat(pad)))
 }
 
-/// Receives `count` messages and checks they are 0, 1, 2, ... with the right padding.
-fn receive_in_order(client: &Client, count: u64, pad: impl Fn(u64) -> usize) {
-    for want in 0..count {
+/// Receives messages `from..to` and checks they come in that order with the right padding.
+fn receive_in_order(client: &Client, from: u64, to: u64, pad: impl Fn(u64) -> usize) {
+    for want in from..to {
         let m = client
             .receive(Some(DEADLINE))
             .expect("client open")
@@ -104,7 +105,7 @@ fn replies_and_broadcasts_stay_whole_and_in_order_through_a_small_pipe() {
                 }
             }
         });
-        receive_in_order(&s.client, N, pad);
+        receive_in_order(&s.client, 0, N, pad);
     });
     assert_eq!(s.client.receive(Some(Duration::ZERO)).expect("client open"), None, "a message arrived twice");
     // Every frame is counted once, whichever writer sent it (plus `welcome`).
@@ -112,12 +113,47 @@ fn replies_and_broadcasts_stay_whole_and_in_order_through_a_small_pipe() {
     assert_eq!(s.server.stats().slow_consumers, 0);
 }
 
+/// Each round starts on an idle connection (the client has everything sent
+/// so far), so its first `send_to` is written directly; its 300-byte frame
+/// does not fit the 64-byte pipe, so the writer task must finish it, and the
+/// broadcast and reply sent right behind it queue after that rest.
+#[test]
+fn a_partial_direct_write_is_finished_before_what_is_queued_behind_it() {
+    const ROUNDS: u64 = 300;
+    const PER_ROUND: u64 = 3;
+    let pad = |n: u64| match n % PER_ROUND {
+        0 => 300,
+        1 => 20,
+        _ => 150,
+    };
+    let s = setup(64);
+    let received = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for round in 0..ROUNDS {
+                let first = round * PER_ROUND;
+                wait_until("the client has every earlier message", || received.load(Ordering::Acquire) == first);
+                s.server.send_to(s.id, &msg(&s.event, first, pad(first))).expect("send_to");
+                s.server.broadcast(&msg(&s.event, first + 1, pad(first + 1))).expect("broadcast");
+                s.server.send_to(s.id, &msg(&s.event, first + 2, pad(first + 2))).expect("send_to");
+            }
+        });
+        for want in 0..ROUNDS * PER_ROUND {
+            receive_in_order(&s.client, want, want + 1, pad);
+            received.store(want + 1, Ordering::Release);
+        }
+    });
+    assert_eq!(s.client.receive(Some(Duration::ZERO)).expect("client open"), None, "a message arrived twice");
+    wait_until("messages_sent counts every frame", || s.server.stats().messages_sent == ROUNDS * PER_ROUND + 1);
+}
+
 /// Request and reply, one at a time: the case the direct write is for. Each
-/// reply goes out while the connection is idle; all arrive, in order.
+/// reply goes out while the connection is idle; it is larger than the pipe,
+/// so only the writer task, woken for the rest, can finish it.
 #[test]
 fn replies_to_an_idle_connection_arrive_in_order() {
     const N: u64 = 500;
-    let s = setup(64 * 1024);
+    let s = setup(64);
     let events = s.server.events();
     std::thread::scope(|scope| {
         scope.spawn(|| {
@@ -128,7 +164,7 @@ fn replies_to_an_idle_connection_arrive_in_order() {
                     }
                 };
                 let n = request.data.get("n").and_then(|v| v.as_u64()).expect("request number");
-                s.server.send_to(from, &msg(&s.event, n, 10)).expect("reply");
+                s.server.send_to(from, &msg(&s.event, n, 300)).expect("reply");
             }
         });
         for n in 0..N {

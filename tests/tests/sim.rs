@@ -15,7 +15,11 @@
 //!   was lost (at most one per reconnect). With `retain_last` (every third
 //!   seed) a new connection may first repeat the newest number the client
 //!   already has (SPEC.md §5: every new client gets the last broadcast), at
-//!   most once per reconnect, never an older one.
+//!   most once per reconnect, never an older one. Every third seed (seed
+//!   % 3 == 1) sends each number with `send_to` to every connected client
+//!   instead of broadcasting it, so replies written directly by the caller
+//!   (`server/outlet.rs`), split and held by the network, are checked the
+//!   same way.
 //! - **Clients to server** (each client sends its own numbered sequence): per
 //!   connection (server-side client id), the numbers are contiguous and
 //!   strictly increasing and all come from one client; per client, its
@@ -284,6 +288,7 @@ fn server_to_clients_run(seed: u64, schedule: &Schedule) -> Outcome {
     let net = FaultyTransport::new(seed);
     let transport: Arc<dyn Transport> = Arc::new(net.clone());
     let retain_last = seed % 3 == 0;
+    let unicast = seed % 3 == 1;
     let config = sim_config(retain_last);
     let event = EventName::new(unique_name("r5")).map_err(text)?;
     let server = Server::new(transport.clone(), event.clone(), &config).map_err(text)?;
@@ -320,7 +325,19 @@ fn server_to_clients_run(seed: u64, schedule: &Schedule) -> Outcome {
             while !stop.load(Ordering::Acquire) {
                 ticks.next().await;
                 let n = next.load(Ordering::Acquire);
-                server.broadcast(&seq_message(&event, None, n)).map_err(|e| format!("broadcast #{n}: {e}"))?;
+                let msg = seq_message(&event, None, n);
+                if unicast {
+                    for c in server.clients() {
+                        match server.send_to(c.id, &msg) {
+                            // Gone meanwhile, or dropped as a slow consumer: the client checks see it.
+                            Ok(()) => {}
+                            Err(e) if matches!(e.kind(), ErrorKind::Validation | ErrorKind::Connection) => {}
+                            Err(e) => return Err(format!("send_to {} #{n}: {e}", c.id)),
+                        }
+                    }
+                } else {
+                    server.broadcast(&msg).map_err(|e| format!("broadcast #{n}: {e}"))?;
+                }
                 next.store(n + 1, Ordering::Release);
             }
             Ok::<(), String>(())
@@ -369,7 +386,13 @@ fn server_to_clients_run(seed: u64, schedule: &Schedule) -> Outcome {
         "{} partitions, {} holds{}; published {published_n}, delivered {received}, reconnects {reconnects}, gaps {gaps}, repeats {repeats}; resets {}, refused connects {}, slow consumers {}, offline queued {} dropped {}",
         schedule.count(Fault::Partition),
         schedule.count(Fault::Hold),
-        if retain_last { ", retain_last" } else { "" },
+        if retain_last {
+            ", retain_last"
+        } else if unicast {
+            ", send_to"
+        } else {
+            ""
+        },
         f.resets,
         f.refused,
         stats.slow_consumers,

@@ -314,13 +314,15 @@ mod tests {
         assert_eq!(sink.got(), b"abc");
         // The rest is owed: the writer task is kicked at once.
         futures_lite::future::block_on(o.kicked());
+        // Even with room again, nothing may go between the frame's two parts.
+        sink.0.lock().unwrap().room = 100;
         assert_eq!(o.try_direct(b"xyz", || true), Direct::Declined, "a carry is waiting");
+        assert_eq!(sink.got(), b"abc");
         let begun = o.begin();
         assert_eq!(begun.carry, b"def");
         assert!(!begun.flush);
         assert_eq!(o.try_direct(b"xyz", || true), Direct::Declined, "the writer task is busy");
         o.end();
-        sink.0.lock().unwrap().room = 100;
         assert_eq!(o.try_direct(b"xyz", || true), Direct::Written);
     }
 
