@@ -88,25 +88,92 @@ pub(super) fn decode_message(
 /// top-level map that stops at the first container value; `None` when the
 /// scan cannot tell (nothing is validated or allocated: the caller decodes
 /// the body properly later).
+///
+/// The client's reader runs this on every frame, so it is a small scanner of
+/// its own (`Option`s, no [`DecodeError`]s): it accepts exactly what a scan
+/// with [`Reader::head`] would (`tests::peek_matches_the_reader_based_scan`).
 pub(super) fn peek_message_type(body: &[u8]) -> Option<&[u8]> {
-    let mut rd = Reader { buf: body, pos: 0, max_depth: 1, known: None };
-    let Ok(Head::Map(len)) = rd.head() else { return None };
+    let mut p = Peek { buf: body, pos: 0 };
+    let marker = p.byte()?;
+    let len = match marker {
+        0x80..=0x8f => usize::from(marker & 0x0f),
+        0xde => p.uint(2)?,
+        0xdf => p.uint(4)?,
+        _ => return None,
+    };
+    // As the decoder: a map cannot announce more entries than 2 bytes each could hold.
+    if len.saturating_mul(2) > body.len() - p.pos {
+        return None;
+    }
     for _ in 0..len {
-        let Ok(Head::Str(klen)) = rd.head() else { return None };
-        let key = rd.take(klen).ok()?;
-        match rd.head().ok()? {
-            Head::Str(n) | Head::Bin(n) => {
-                let v = rd.take(n).ok()?;
-                if key == b"message_type" {
-                    return Some(v);
-                }
-            }
-            Head::Array(_) | Head::Map(_) | Head::Ext(_) => return None,
-            _ if key == b"message_type" => return None,
-            _ => {}
+        let key = match p.byte()? {
+            m @ 0xa0..=0xbf => p.take(usize::from(m & 0x1f))?,
+            0xd9 => p.sized(1)?,
+            0xda => p.sized(2)?,
+            0xdb => p.sized(4)?,
+            _ => return None,
+        };
+        let value = p.value()?;
+        if key == b"message_type" {
+            return value;
         }
     }
     None
+}
+
+/// The cursor of [`peek_message_type`].
+struct Peek<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Peek<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.buf.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let bytes = self.buf.get(self.pos..end)?;
+        self.pos = end;
+        Some(bytes)
+    }
+
+    /// A big-endian unsigned integer of `n` bytes.
+    fn uint(&mut self, n: usize) -> Option<usize> {
+        let bytes = self.take(n)?;
+        Some(bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b)))
+    }
+
+    /// Bytes preceded by an `n`-byte length.
+    fn sized(&mut self, n: usize) -> Option<&'a [u8]> {
+        let len = self.uint(n)?;
+        self.take(len)
+    }
+
+    /// A top-level value: `Some(Some(bytes))` for a string or binary,
+    /// `Some(None)` for any other scalar (skipped), `None` for a container,
+    /// an extension, an invalid marker or a truncated body (the scan stops).
+    fn value(&mut self) -> Option<Option<&'a [u8]>> {
+        let marker = self.byte()?;
+        let skip = match marker {
+            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => 0,
+            0xa0..=0xbf => return self.take(usize::from(marker & 0x1f)).map(Some),
+            0xc4 | 0xd9 => return self.sized(1).map(Some),
+            0xc5 | 0xda => return self.sized(2).map(Some),
+            0xc6 | 0xdb => return self.sized(4).map(Some),
+            0xcc | 0xd0 => 1,
+            0xcd | 0xd1 => 2,
+            0xca | 0xce | 0xd2 => 4,
+            0xcb | 0xcf | 0xd3 => 8,
+            // Containers, extensions, 0xc1.
+            _ => return None,
+        };
+        self.take(skip)?;
+        Some(None)
+    }
 }
 
 struct Reader<'a> {
@@ -555,4 +622,118 @@ pub(super) enum PathSegment<'k> {
 
 fn is_plain(key: &str) -> bool {
     !key.is_empty() && key.len() <= 32 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The scan as it was written over [`Reader::head`]: the reference.
+    fn peek_with_reader(body: &[u8]) -> Option<&[u8]> {
+        let mut rd = Reader { buf: body, pos: 0, max_depth: 1, known: None };
+        let Ok(Head::Map(len)) = rd.head() else { return None };
+        for _ in 0..len {
+            let Ok(Head::Str(klen)) = rd.head() else { return None };
+            let key = rd.take(klen).ok()?;
+            match rd.head().ok()? {
+                Head::Str(n) | Head::Bin(n) => {
+                    let v = rd.take(n).ok()?;
+                    if key == b"message_type" {
+                        return Some(v);
+                    }
+                }
+                Head::Array(_) | Head::Map(_) | Head::Ext(_) => return None,
+                _ if key == b"message_type" => return None,
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// One top-level value, as MessagePack bytes, of every kind the scan distinguishes.
+    fn value() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            any::<u64>().prop_map(|n| rmp_bytes(&rmpv::Value::from(n))),
+            any::<i64>().prop_map(|n| rmp_bytes(&rmpv::Value::from(n))),
+            any::<f64>().prop_map(|f| rmp_bytes(&rmpv::Value::F64(f))),
+            any::<f32>().prop_map(|f| rmp_bytes(&rmpv::Value::F32(f))),
+            Just(vec![0xc0]),
+            Just(vec![0xc3]),
+            prop::sample::select(vec!["data", "control", "error", ""]).prop_map(|s| rmp_bytes(&rmpv::Value::from(s))),
+            "[a-z]{0,40}".prop_map(|s| rmp_bytes(&rmpv::Value::from(s))),
+            prop::collection::vec(any::<u8>(), 0..300).prop_map(|b| rmp_bytes(&rmpv::Value::Binary(b))),
+            prop::collection::vec(any::<u8>(), 0..4)
+                .prop_map(|b| rmp_bytes(&rmpv::Value::Array(b.into_iter().map(rmpv::Value::from).collect()))),
+            Just(rmp_bytes(&rmpv::Value::Map(vec![(rmpv::Value::from("k"), rmpv::Value::from(1))]))),
+            Just(rmp_bytes(&rmpv::Value::Ext(1, vec![1, 2]))),
+        ]
+    }
+
+    fn rmp_bytes(v: &rmpv::Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, v).expect("encodable");
+        out
+    }
+
+    /// A top-level map of up to 6 entries whose keys are often `message_type`,
+    /// announced with a possibly wrong length, possibly cut short.
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        let key = prop_oneof![Just("message_type".to_owned()), Just("event_name".to_owned()), "[a-z_]{0,33}",];
+        (prop::collection::vec((key, value()), 0..6), 0..3u8, any::<i8>(), any::<prop::sample::Index>()).prop_map(
+            |(entries, header, len_delta, cut)| {
+                // Mostly about right; sometimes far more entries than the body could hold.
+                let n = if len_delta > 100 {
+                    1_000_000
+                } else {
+                    (entries.len() as i64 + i64::from(len_delta % 3)).max(0) as u32
+                };
+                let mut out = match header {
+                    0 if n < 16 => vec![0x80 | n as u8],
+                    1 if n <= u32::from(u16::MAX) => {
+                        let mut h = vec![0xde];
+                        h.extend_from_slice(&(n as u16).to_be_bytes());
+                        h
+                    }
+                    _ => {
+                        let mut h = vec![0xdf];
+                        h.extend_from_slice(&n.to_be_bytes());
+                        h
+                    }
+                };
+                for (k, v) in entries {
+                    out.extend(rmp_bytes(&rmpv::Value::from(k.as_str())));
+                    out.extend(v);
+                }
+                if len_delta < -100 {
+                    out.truncate(cut.index(out.len() + 1));
+                }
+                out
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        #[test]
+        fn peek_matches_the_reader_based_scan(body in body()) {
+            prop_assert_eq!(peek_message_type(&body), peek_with_reader(&body));
+        }
+
+        #[test]
+        fn peek_matches_the_reader_based_scan_on_any_bytes(body in prop::collection::vec(any::<u8>(), 0..64)) {
+            prop_assert_eq!(peek_message_type(&body), peek_with_reader(&body));
+        }
+    }
+
+    #[test]
+    fn peek_finds_the_type_of_encoded_messages() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::{codec::encode_frame, Data, EventName, SocketMessage};
+        let msg = SocketMessage::data(EventName::new("t")?, Data::new().with("k", 1));
+        let frame = encode_frame(&msg, 1 << 20)?;
+        assert_eq!(peek_message_type(frame.body()), Some(&b"data"[..]));
+        Ok(())
+    }
 }
