@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use event_listener::{Event, Listener as _};
@@ -307,6 +307,54 @@ pub(crate) fn pin_process(cpu: Option<usize>) -> BenchResult<()> {
         }
     }
     Ok(())
+}
+
+/// The p50 cost of one thread wake-up, in microseconds: two threads hand a
+/// token back and forth through `std::thread::park`/`unpark` (a round trip
+/// is two wake-ups), pinned to one CPU or free. The floor under any design
+/// that passes a message between threads: the ceiling's round trip has two
+/// wake-ups, the library's four (docs/benchmarks.md).
+///
+/// # Errors
+///
+/// If pinning fails.
+pub(crate) fn wake_up_us(pinned: bool) -> BenchResult<f64> {
+    const ROUND_TRIPS: u64 = 20_000;
+    if pinned {
+        pin_process(Some(first_cpu()))?;
+    }
+    let turn = Arc::new(AtomicU64::new(0));
+    let me = std::thread::current();
+    let other = std::thread::spawn({
+        let turn = turn.clone();
+        move || {
+            for i in 0..ROUND_TRIPS {
+                while turn.load(Ordering::Acquire) != 2 * i + 1 {
+                    std::thread::park();
+                }
+                turn.store(2 * i + 2, Ordering::Release);
+                me.unpark();
+            }
+        }
+    });
+    let peer = other.thread().clone();
+    let mut samples = Vec::with_capacity(ROUND_TRIPS as usize);
+    for i in 0..ROUND_TRIPS {
+        let t = Instant::now();
+        turn.store(2 * i + 1, Ordering::Release);
+        peer.unpark();
+        while turn.load(Ordering::Acquire) != 2 * i + 2 {
+            std::thread::park();
+        }
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let joined = other.join().map_err(|_| "the wake-up peer thread panicked".to_owned());
+    if pinned {
+        pin_process(None)?;
+    }
+    joined?;
+    samples.sort_by(f64::total_cmp);
+    Ok(samples[samples.len() / 2] / 2.0)
 }
 
 /// A fresh private directory for Unix socket files of one cell.

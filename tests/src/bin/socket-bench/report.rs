@@ -17,6 +17,8 @@ pub(crate) struct Machine {
     memory: String,
     zmq: String,
     load_start: String,
+    /// One thread wake-up, free and pinned ([`crate::common::wake_up_us`]).
+    wake_up: String,
 }
 
 /// The 1, 5 and 15 minute load averages (other processes share the machine).
@@ -54,21 +56,25 @@ impl Machine {
             })
             .map_or_else(|| "unknown".into(), |kib| format!("{:.1} GiB", kib as f64 / (1024.0 * 1024.0)));
         let (a, b, c) = zmq::version();
-        Machine { cpu, cores, kernel, rustc, memory, zmq: format!("{a}.{b}.{c}"), load_start: load_average() }
+        let us = |pinned| {
+            crate::common::wake_up_us(pinned).map_or_else(|e| format!("failed: {e}"), |v| format!("{v:.1} us"))
+        };
+        let wake_up = format!("free {}, pinned {}", us(false), us(true));
+        Machine { cpu, cores, kernel, rustc, memory, zmq: format!("{a}.{b}.{c}"), load_start: load_average(), wake_up }
     }
 
     /// One line for the progress output.
     pub(crate) fn line(&self) -> String {
         format!(
-            "machine: {}, {} cores, {} RAM, Linux {}, {}, libzmq {}, load average at start {}",
-            self.cpu, self.cores, self.memory, self.kernel, self.rustc, self.zmq, self.load_start
+            "machine: {}, {} cores, {} RAM, Linux {}, {}, libzmq {}, load average at start {}, thread wake-up p50 {}",
+            self.cpu, self.cores, self.memory, self.kernel, self.rustc, self.zmq, self.load_start, self.wake_up
         )
     }
 
     fn markdown(&self, load_end: &str) -> String {
         format!(
-            "| | |\n|---|---|\n| CPU | {} |\n| cores | {} |\n| memory | {} |\n| kernel | Linux {} |\n| rustc | {} |\n| libzmq | {} (built by the `zmq` crate) |\n| load average (1, 5, 15 min) | {} at start, {} at end |\n",
-            self.cpu, self.cores, self.memory, self.kernel, self.rustc, self.zmq, self.load_start, load_end
+            "| | |\n|---|---|\n| CPU | {} |\n| cores | {} |\n| memory | {} |\n| kernel | Linux {} |\n| rustc | {} |\n| libzmq | {} (built by the `zmq` crate) |\n| load average (1, 5, 15 min) | {} at start, {} at end |\n| one thread wake-up, p50 (`park`/`unpark` hand-off between two threads) | {} |\n",
+            self.cpu, self.cores, self.memory, self.kernel, self.rustc, self.zmq, self.load_start, load_end, self.wake_up
         )
     }
 }
@@ -429,6 +435,9 @@ N is 600,000 deliveries per cell for 64 B and 150,000 for 4 KiB, divided among t
 message in flight; p50 and p99 over up to 100,000 round trips (at most 0.7 s per cell after 500 warm-up round
 trips). The machine is shared, so p99 includes preemption by other processes; compare p50. *free*: threads float over all cores. *pinned*: every thread of the process (client, server and the
 library's runtime threads) pinned to one CPU (the first one allowed) with `sched_setaffinity`.
+The machine table's *thread wake-up* is the floor under every round trip: two threads hand a token back
+and forth with `std::thread::park`/`unpark` (20,000 times, p50 of one hand-off, free and pinned). The
+ceiling's round trip wakes two threads, the library's four (docs/benchmarks.md, third session).
 
 **Memory** is `VmRSS` of a server process, read from `/proc/<pid>/status` after it has accepted 0, then 10,
 500 and 1,000 idle clients that live in the parent. The ceiling's and the library's servers run in
