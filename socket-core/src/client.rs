@@ -615,8 +615,15 @@ const CHUNK_HINT_MAX: usize = 64 << 10;
 #[derive(Debug, Default)]
 struct ReadBatch {
     chunk: Vec<u8>,
-    /// Raw bodies as ranges of `chunk`, and decoded messages.
-    items: Vec<Result<(usize, usize), SocketMessage>>,
+    items: Vec<Pending>,
+}
+
+/// An entry of a [`ReadBatch`] before its chunk is shared.
+#[derive(Debug)]
+enum Pending {
+    /// A raw body: `chunk[start..end]`.
+    Raw(usize, usize),
+    Decoded(SocketMessage),
 }
 
 impl ReadBatch {
@@ -628,11 +635,11 @@ impl ReadBatch {
         }
         let start = self.chunk.len();
         self.chunk.extend_from_slice(body);
-        self.items.push(Ok((start, self.chunk.len())));
+        self.items.push(Pending::Raw(start, self.chunk.len()));
     }
 
     fn decoded(&mut self, msg: SocketMessage) {
-        self.items.push(Err(msg));
+        self.items.push(Pending::Decoded(msg));
     }
 
     /// Appends the batch to `out` as receive-buffer entries; leaves it empty.
@@ -648,8 +655,8 @@ impl ReadBatch {
         }
         let chunk = Arc::new(std::mem::take(&mut self.chunk));
         out.extend(self.items.drain(..).map(|item| match item {
-            Ok((start, end)) => Incoming::Raw(Body { chunk: Arc::clone(&chunk), start, end }),
-            Err(msg) => Incoming::Decoded(msg),
+            Pending::Raw(start, end) => Incoming::Raw(Body { chunk: Arc::clone(&chunk), start, end }),
+            Pending::Decoded(msg) => Incoming::Decoded(msg),
         }));
     }
 }

@@ -238,35 +238,28 @@ impl Conn {
     async fn finish(&self, w: &mut OutletWrite<'_>, mut rest: Vec<u8>, st: &mut StallTimer) -> String {
         let inner = &*self.inner;
         // The rest of a frame a direct write began goes before the final frame.
-        let carry = self.shared.outlet.retire();
-        if !carry.is_empty() {
-            rest.extend_from_slice(&carry);
-            let _ = runtime::timeout(CLOSE_LINGER, write_all(w, &rest, CLOSE_LINGER, st, pending())).await;
-            rest.clear();
-        }
-        match self.shared.closing.get() {
+        rest.extend_from_slice(&self.shared.outlet.retire());
+        let (last, linger, reason) = match self.shared.closing.get() {
             Some(Closing::SlowConsumer(frame)) => {
-                rest.extend_from_slice(frame.as_bytes());
-                let _ = runtime::timeout(CLOSE_LINGER, write_all(w, &rest, CLOSE_LINGER, st, pending())).await;
-                "slow consumer: outbound queue overflow".to_owned()
+                (Some(frame.clone()), CLOSE_LINGER, "slow consumer: outbound queue overflow".to_owned())
             }
-            Some(Closing::Fatal(frame, reason)) => {
-                rest.extend_from_slice(frame.as_bytes());
-                let _ = runtime::timeout(CLOSE_LINGER, write_all(w, &rest, CLOSE_LINGER, st, pending())).await;
-                reason.clone()
-            }
+            Some(Closing::Fatal(frame, reason)) => (Some(frame.clone()), CLOSE_LINGER, reason.clone()),
             Some(Closing::Shutdown) | None => {
-                if self.shared.handshaken.load(Ordering::Acquire) {
-                    let msg = Control::Shutdown { reason: "server stopped".to_owned() }
-                        .to_message(&inner.event, &inner.opts.timezone);
-                    if let Ok(frame) = encode_frame(&msg, usize::MAX) {
-                        let _ = runtime::timeout(STOP_FLUSH, write_all(w, frame.as_bytes(), STOP_FLUSH, st, pending()))
-                            .await;
-                    }
-                }
-                "server stopped".to_owned()
+                let shutdown = self.shared.handshaken.load(Ordering::Acquire).then(|| {
+                    Control::Shutdown { reason: "server stopped".to_owned() }
+                        .to_message(&inner.event, &inner.opts.timezone)
+                });
+                let frame = shutdown.and_then(|msg| encode_frame(&msg, usize::MAX).ok());
+                (frame, STOP_FLUSH, "server stopped".to_owned())
             }
+        };
+        if let Some(frame) = last {
+            rest.extend_from_slice(frame.as_bytes());
         }
+        if !rest.is_empty() {
+            let _ = runtime::timeout(linger, write_all(w, &rest, linger, st, pending())).await;
+        }
+        reason
     }
 
     async fn read_loop(&self, r: &mut BoxRead, hs_tx: &Sender<Option<Frame>>) -> String {
