@@ -8,6 +8,7 @@ mod errors;
 mod list;
 mod listen;
 mod python;
+mod relay;
 mod serve;
 mod signals;
 mod tcp;

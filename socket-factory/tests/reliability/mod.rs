@@ -17,6 +17,7 @@ mod handshake;
 mod lifecycle;
 mod queues;
 mod reconnect;
+mod relay;
 mod tcp;
 mod toxics;
 
