@@ -260,3 +260,62 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A raw legacy server on the test's socket path: counts the frames it reads, and after the
+/// client's end-of-stream either closes (`close_at_eof`) or keeps the connection open.
+fn legacy_server(env: &TestEnv, event: &str, close_at_eof: bool) -> TestResult<std::sync::mpsc::Receiver<u64>> {
+    use std::io::Read;
+    let listener = std::os::unix::net::UnixListener::bind(env.socket_path(event))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else { return };
+        let mut bytes = Vec::new();
+        let _ = s.read_to_end(&mut bytes);
+        let (mut frames, mut at) = (0u64, 0usize);
+        while at + 4 <= bytes.len() {
+            let len = u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
+            at += 4 + len;
+            frames += 1;
+        }
+        let _ = tx.send(frames);
+        if !close_at_eof {
+            // Held open until the test ends (the receiver goes away).
+            let (_hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+            let _ = hold_rx.recv_timeout(Duration::from_secs(30));
+            drop(s);
+        }
+    });
+    Ok(rx)
+}
+
+#[test]
+fn send_legacy_exits_0_once_the_server_read_everything_and_closed() -> TestResult {
+    let env = TestEnv::new()?;
+    let frames = legacy_server(&env, "legacy_ev", true)?;
+    let mut send = env.spawn(&["--legacy", "send", "legacy_ev"])?;
+    send.write_all(&lines("legacy", 0, 300))?;
+    send.close_stdin();
+    let code = send.wait()?;
+    if code != 0 {
+        return Err(fail(format!("send --legacy exited {code}: {:?}", send.stderr_all()?)));
+    }
+    let got = frames.recv_timeout(Duration::from_secs(10))?;
+    if got != 300 {
+        return Err(fail(format!("the legacy server read {got} frames of 300")));
+    }
+    Ok(())
+}
+
+#[test]
+fn send_legacy_fails_when_the_server_never_closes() -> TestResult {
+    let mut env = TestEnv::new()?;
+    env.set_env("SOCKET__DEFAULT_TIMEOUT", "1");
+    let _frames = legacy_server(&env, "deaf_ev", false)?;
+    let started = Instant::now();
+    let out = env.run(&["--legacy", "send", "deaf_ev", "--data", r#"{"n": 1}"#])?;
+    out.expect_error(5, "not confirmed by the server")?;
+    if started.elapsed() > Duration::from_secs(5) {
+        return Err(fail(format!("send took {:?} with a 1 s default_timeout", started.elapsed())));
+    }
+    Ok(())
+}

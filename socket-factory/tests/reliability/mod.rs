@@ -16,6 +16,7 @@ mod abuse;
 mod handshake;
 mod lifecycle;
 mod queues;
+mod receipts;
 mod reconnect;
 mod relay;
 mod tcp;
