@@ -7,6 +7,7 @@ mod config;
 mod errors;
 mod list;
 mod listen;
+mod listen_many;
 mod python;
 mod serve;
 mod signals;
