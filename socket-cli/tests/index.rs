@@ -9,6 +9,7 @@ mod list;
 mod listen;
 mod listen_many;
 mod python;
+mod python_example;
 mod serve;
 mod signals;
 mod tcp;
