@@ -10,6 +10,7 @@ mod listen;
 mod listen_many;
 mod python;
 mod python_example;
+mod recipes;
 mod serve;
 mod signals;
 mod tcp;
