@@ -89,8 +89,8 @@ use std::sync::Arc;
 pub use socket_core::{client, codec, config, control, message, runtime, server, transport};
 pub use socket_core::{
     Client, ClientId, ClientInfo, ClientOptions, Config, Connection, ConnectionState, Data, Endpoint, Error, ErrorKind,
-    EventName, Listener, MessageType, PeerInfo, Result, Server, ServerEvent, ServerOptions, ServerStats, SocketMessage,
-    Transport, TransportRegistry, PROTOCOL_VERSION, SERVER_NAME,
+    EventName, Listener, MessageType, PeerInfo, Result, Server, ServerEvent, ServerEvents, ServerOptions, ServerStats,
+    SocketMessage, Transport, TransportRegistry, PROTOCOL_VERSION, SERVER_NAME,
 };
 
 /// The Unix domain socket transport (feature `unix`).
