@@ -5,6 +5,7 @@ mod util;
 
 mod config;
 mod errors;
+mod help;
 mod list;
 mod listen;
 mod listen_many;
