@@ -61,7 +61,7 @@ fn timeout_counts_over_all_events() -> TestResult {
     a.expect_event("listening")?;
     let mut b = env.spawn(&["serve", "tmo_b"])?;
     b.expect_event("listening")?;
-    let mut listen = env.spawn(&["listen", "tmo_a", "tmo_b", "--count", "3", "--timeout", "2"])?;
+    let mut listen = env.spawn(&["listen", "tmo_a", "tmo_b", "--count", "3", "--timeout", "4"])?;
     a.expect_connected(listen.pid())?;
     b.expect_connected(listen.pid())?;
     a.write_line(r#"{"from": "a"}"#)?;
