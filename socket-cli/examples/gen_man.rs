@@ -30,11 +30,15 @@ const EXIT_CODES: &[(&str, &str)] = &[
 const PREAMBLE: &str = ".ie \\n(.g .ds Aq \\(aq\n.el .ds Aq '\n";
 
 fn main() -> std::io::Result<()> {
+    std::io::stdout().lock().write_all(page()?.as_bytes())
+}
+
+/// The whole man page (also compared with the committed one by `socket-cli/tests/man.rs`).
+pub(crate) fn page() -> std::io::Result<String> {
     let mut page = Vec::new();
     render(&mut page)?;
     let page = String::from_utf8_lossy(&page);
-    let page = format!("{PREAMBLE}{}", page.replace(PREAMBLE, ""));
-    std::io::stdout().lock().write_all(page.as_bytes())
+    Ok(format!("{PREAMBLE}{}", page.replace(PREAMBLE, "")))
 }
 
 fn render(out: &mut Vec<u8>) -> std::io::Result<()> {

@@ -9,6 +9,7 @@ mod help;
 mod list;
 mod listen;
 mod listen_many;
+mod man;
 mod python;
 mod python_example;
 mod recipes;
