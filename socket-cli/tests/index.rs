@@ -13,6 +13,7 @@ mod man;
 mod python;
 mod python_example;
 mod recipes;
+mod relay;
 mod serve;
 mod signals;
 mod tcp;

@@ -467,3 +467,13 @@ pub(crate) fn free_port_range(n: u16) -> TestResult<u16> {
     }
     Err(fail("no free port range found"))
 }
+
+impl Proc {
+    /// Writes `text` to stdin as it is, in one write (for large inputs).
+    pub(crate) fn write_all(&mut self, text: &str) -> TestResult {
+        let stdin = self.stdin.as_mut().ok_or("stdin already closed")?;
+        stdin.write_all(text.as_bytes())?;
+        stdin.flush()?;
+        Ok(())
+    }
+}

@@ -30,7 +30,7 @@
 
 use std::future::pending;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -165,12 +165,14 @@ struct CloseOnDrop(Arc<Inner>);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        let task = self.0.lock().supervisor.take();
-        self.0.close("the client was dropped".to_owned());
-        drop(task);
-        if let Some(mut slot) = self.0.writer.try_lock() {
-            slot.take();
-        }
+        // The same lingering close as `disconnect`, on the background executor: dropping
+        // never blocks. A process that exits right after dropping its last handle may end
+        // it early; `disconnect` (or `close`) waits for it.
+        let inner = self.0.clone();
+        runtime::spawn(async move {
+            let _ = inner.close_lingering("the client was dropped".to_owned()).await;
+        })
+        .detach();
     }
 }
 
@@ -229,9 +231,15 @@ impl Client {
                 watchers: Vec::new(),
                 supervisor: None,
                 link: None,
+                receipts: Vec::new(),
+                drained: None,
             }),
             writer: async_lock::Mutex::new(None),
             inbox,
+            lingering: AtomicBool::new(false),
+            next_nonce: AtomicU64::new(1),
+            unconfirmed: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
         });
         let first = inner.clone();
         let link = runtime::spawn(async move {
@@ -280,7 +288,97 @@ impl Client {
     pub async fn send_async(&self, message: &SocketMessage) -> Result<()> {
         self.inner.check_can_send()?;
         let frame = encode_frame(message, self.inner.opts.limits.max_frame_len)?;
-        self.inner.write_frame(&frame).await
+        self.inner.write_frame(&frame, Sent::Message).await.map(drop)
+    }
+
+    /// Waits until the server has taken every message sent so far on this
+    /// handle and its clones: a `ping` goes out behind them, and the server
+    /// answers it with `pong` only after it processed the frames before it
+    /// (relayed them, queued them offline, or handed them to the
+    /// application). The receipt comes within `default_timeout` or not at all.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::Timeout`] when no receipt came within `default_timeout`;
+    /// [`crate::ErrorKind::Connection`] when the connection was lost before the receipt, or when
+    /// messages were sent on an earlier connection that was lost since (they may not have
+    /// arrived); [`crate::ErrorKind::Validation`] with a legacy server (`legacy_server`), which
+    /// never answers `ping`: [`close_async`](Self::close_async) is its receipt.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn demo(client: &socket_core::Client, msg: &socket_core::SocketMessage) -> socket_core::Result<()> {
+    /// client.send_async(msg).await?;
+    /// client.flush_async().await?; // the server has taken `msg`
+    /// # Ok(()) }
+    /// ```
+    pub async fn flush_async(&self) -> Result<()> {
+        let inner = &self.inner;
+        if inner.opts.legacy_server {
+            return Err(Error::new(
+                ErrorKind::Validation,
+                format!(
+                    "the server for event {} is a legacy server (legacy_server = true): it sends no receipts; \
+                     close the client with `close`, which waits until the server has read everything",
+                    inner.event
+                ),
+            ));
+        }
+        let nonce = inner.next_nonce.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = async_channel::bounded(1);
+        inner.lock().receipts.push((nonce, tx));
+        let ping = Control::Ping { nonce }.to_message(&inner.event, &inner.opts.timezone);
+        let frame = encode_frame(&ping, usize::MAX)?;
+        let (generation, earlier) = match inner.write_frame(&frame, Sent::Receipt).await {
+            Ok(sent) => sent,
+            Err(e) => {
+                inner.forget_receipt(nonce);
+                return Err(e);
+            }
+        };
+        let waited = inner.opts.connect_timeout;
+        match runtime::timeout(waited, rx.recv()).await {
+            Some(Ok(())) if earlier == 0 || earlier == generation => Ok(()),
+            Some(Ok(())) => Err(Error::new(
+                ErrorKind::Connection,
+                format!(
+                    "messages to the server for event {} were sent on a connection that was lost since: \
+                     the server confirmed only what was sent after the reconnect",
+                    inner.event
+                ),
+            )),
+            Some(Err(_)) => Err(Error::new(
+                ErrorKind::Connection,
+                format!(
+                    "the connection to the server for event {} was lost before it confirmed the messages sent",
+                    inner.event
+                ),
+            )),
+            None => {
+                inner.forget_receipt(nonce);
+                Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "the server for event {} did not confirm the messages sent within {waited:?} (default_timeout)",
+                        inner.event
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Blocking [`flush_async`](Self::flush_async).
+    ///
+    /// # Blocking
+    ///
+    /// Blocks until the receipt comes, at most `default_timeout`.
+    ///
+    /// # Errors
+    ///
+    /// See [`flush_async`](Self::flush_async).
+    pub fn flush(&self) -> Result<()> {
+        runtime::block_on(self.flush_async())
     }
 
     /// Blocking [`send_async`](Self::send_async).
@@ -489,22 +587,47 @@ impl Client {
         &self.inner.opts
     }
 
-    /// Closes the connection for good and stops reconnecting, at once (also during backoff).
+    /// Closes the connection for good and stops reconnecting: a lingering
+    /// close. Sends in progress finish, the write side is shut down (the
+    /// server reads end-of-stream after the last frame), and what the server
+    /// still sends is read and discarded until it closes the connection, at
+    /// most `default_timeout`. So no frame already sent is lost to a TCP
+    /// reset or a half-read Unix socket. Without a live connection (during
+    /// backoff, for instance) it returns at once.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::Timeout`] when the server did not close the connection within
+    /// `default_timeout`; [`crate::ErrorKind::Connection`] when the connection failed while
+    /// closing. With a legacy server, `Ok` is the only receipt there is: the server read
+    /// everything up to end-of-stream and closed.
+    pub async fn close_async(&self) -> Result<()> {
+        self.inner.close_lingering("disconnected by the application".to_owned()).await
+    }
+
+    /// Blocking [`close_async`](Self::close_async).
+    ///
+    /// # Blocking
+    ///
+    /// Blocks until the server closed the connection, at most `default_timeout`.
+    ///
+    /// # Errors
+    ///
+    /// See [`close_async`](Self::close_async).
+    pub fn close(&self) -> Result<()> {
+        runtime::block_on(self.close_async())
+    }
+
+    /// [`close_async`](Self::close_async) without its result.
     pub async fn disconnect_async(&self) {
-        let task = self.inner.lock().supervisor.take();
-        self.inner.close("disconnected by the application".to_owned());
-        if let Some(task) = task {
-            task.cancel().await;
-        }
-        let writer = self.inner.writer.lock().await.take();
-        drop(writer);
+        let _ = self.close_async().await;
     }
 
     /// Blocking [`disconnect_async`](Self::disconnect_async).
     ///
     /// # Blocking
     ///
-    /// Returns as soon as the background task is cancelled (immediately in practice).
+    /// See [`close`](Self::close): at most `default_timeout`, immediately in practice.
     pub fn disconnect(&self) {
         runtime::block_on(self.disconnect_async());
     }
@@ -586,6 +709,26 @@ struct Inner {
     writer: async_lock::Mutex<Option<WriterSlot>>,
     /// The receive buffer.
     inbox: Inbox,
+    /// Set when a lingering close begins: the supervisor drains instead of reconnecting.
+    lingering: AtomicBool,
+    /// The next `ping` nonce of a receipt.
+    next_nonce: AtomicU64,
+    /// The connection generation of the oldest message sent and not confirmed by a receipt
+    /// (0: none). Changed only under the writer lock.
+    unconfirmed: AtomicU64,
+    /// Connections installed so far (the generation of the live one).
+    generation: AtomicU64,
+}
+
+/// What [`Inner::write_frame`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// An application message: a receipt must cover it.
+    Message,
+    /// The `ping` of a receipt.
+    Receipt,
+    /// Anything else (`pong`).
+    Other,
 }
 
 /// One entry of the receive buffer.
@@ -688,6 +831,10 @@ struct Shared {
     supervisor: Option<Task<()>>,
     /// The live connection's death switch.
     link: Option<Link>,
+    /// Receipts waited for: the `ping` nonce and who waits for its `pong`.
+    receipts: Vec<(u64, Sender<()>)>,
+    /// How the drain of a lingering close ended (set by the supervisor).
+    drained: Option<std::result::Result<(), String>>,
 }
 
 /// The death switch of one connection: whoever notices first (reader or a
@@ -718,6 +865,8 @@ struct WriterSlot {
     w: BoxWrite,
     link: Link,
     st: StallTimer,
+    /// The connection's generation.
+    generation: u64,
 }
 
 impl std::fmt::Debug for WriterSlot {
@@ -844,6 +993,62 @@ impl Inner {
         self.inbox.close();
         if let Some(mut slot) = self.writer.try_lock() {
             slot.take();
+        }
+    }
+
+    /// Stops waiting for the receipt `nonce`.
+    fn forget_receipt(&self, nonce: u64) {
+        self.lock().receipts.retain(|(n, _)| *n != nonce);
+    }
+
+    /// The lingering close of [`Client::close_async`]: sends in progress finish (they hold the
+    /// writer lock), the write side is shut down, and the supervisor reads and discards until
+    /// the server closes, at most `connect_timeout`.
+    async fn close_lingering(&self, reason: String) -> Result<()> {
+        let linger = self.opts.connect_timeout;
+        let mut slot = self.writer.lock().await;
+        let (task, live) = {
+            let mut sh = self.lock();
+            if sh.state == ConnectionState::Closed && sh.supervisor.is_none() {
+                return Ok(());
+            }
+            (sh.supervisor.take(), sh.link.is_some())
+        };
+        self.lingering.store(true, Ordering::Release);
+        // Closed from here on: sends fail, receivers end after the buffer, the reader stops.
+        self.close(reason);
+        let writer = slot.take();
+        drop(slot);
+        let Some(task) = task else { return Ok(()) };
+        let (Some(mut writer), true) = (writer, live) else {
+            // No live connection (backoff, a reconnect in progress): nothing to linger for.
+            task.cancel().await;
+            return Ok(());
+        };
+        let started = Instant::now();
+        let shut = runtime::timeout(linger, futures_lite::AsyncWriteExt::close(&mut writer.w)).await;
+        let left = linger.saturating_sub(started.elapsed());
+        let finished = runtime::timeout(left, task).await.is_some();
+        drop(writer);
+        let event = &self.event;
+        match (shut, finished, self.lock().drained.take()) {
+            (Some(Err(e)), ..) => Err(Error::new(
+                ErrorKind::Connection,
+                format!("closing the connection to the server for event {event} failed"),
+            )
+            .with_source(e)),
+            (_, true, Some(Ok(()))) => Ok(()),
+            (_, true, Some(Err(e))) => Err(Error::new(
+                ErrorKind::Connection,
+                format!("the connection to the server for event {event} failed while closing: {e}"),
+            )),
+            _ => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "the server for event {event} did not close the connection within {linger:?} (default_timeout) \
+                     after this client finished sending: it may not have read everything"
+                ),
+            )),
         }
     }
 
@@ -1124,7 +1329,8 @@ impl Inner {
             } else {
                 self.can_send.store(!self.opts.receive_only, Ordering::Release);
             }
-            *slot = Some(WriterSlot { w: est.writer, link: link.clone(), st: StallTimer::new() });
+            let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+            *slot = Some(WriterSlot { w: est.writer, link: link.clone(), st: StallTimer::new(), generation });
             sh.link = Some(link.clone());
             self.connected.store(true, Ordering::Release);
             self.set_state(&mut sh, ConnectionState::Connected);
@@ -1133,7 +1339,10 @@ impl Inner {
         Ok(LinkReader { reader: est.reader, fr: est.fr, early: est.early, link })
     }
 
-    async fn write_frame(&self, frame: &Frame) -> Result<()> {
+    /// Writes one frame on the live connection; returns its generation and, for a
+    /// [`Sent::Receipt`], the generation of the oldest message it does not confirm yet (0:
+    /// none), which it takes over.
+    async fn write_frame(&self, frame: &Frame, sent: Sent) -> Result<(u64, u64)> {
         let mut slot = self.writer.lock().await;
         let Some(s) = slot.as_mut() else {
             return Err(self.not_connected());
@@ -1142,13 +1351,22 @@ impl Inner {
             *slot = None;
             return Err(self.not_connected());
         }
-        let WriterSlot { w, link, st } = s;
+        let WriterSlot { w, link, st, generation } = s;
+        let generation = *generation;
         let mut guard = KillOnDrop(Some(link));
         let res = write_all(w, frame.as_bytes(), self.opts.send_timeout, st, link.dead()).await;
         guard.0 = None;
         drop(guard);
         match res {
-            Ok(()) => Ok(()),
+            // Under the writer lock: receipts and messages are accounted in wire order.
+            Ok(()) => Ok(match sent {
+                Sent::Message => {
+                    let _ = self.unconfirmed.compare_exchange(0, generation, Ordering::AcqRel, Ordering::Acquire);
+                    (generation, 0)
+                }
+                Sent::Receipt => (generation, self.unconfirmed.swap(0, Ordering::AcqRel)),
+                Sent::Other => (generation, 0),
+            }),
             Err(fail) => {
                 link.kill();
                 *slot = None;
@@ -1186,6 +1404,13 @@ impl Inner {
             .await;
             self.connected.store(false, Ordering::Release);
             link.link.kill();
+            // Receipts of this connection can no longer come: their waiters fail.
+            self.lock().receipts.clear();
+            if self.lingering.load(Ordering::Acquire) {
+                let drained = drain(&mut link.reader).await;
+                self.lock().drained = Some(drained);
+                return;
+            }
             if let Some(s) = self.writer.lock().await.take() {
                 drop(s);
             }
@@ -1274,7 +1499,16 @@ impl Inner {
                     Some(Ok(Control::Ping { nonce })) => {
                         let pong = Control::Pong { nonce }.to_message(&self.event, &self.opts.timezone);
                         if let Ok(f) = encode_frame(&pong, usize::MAX) {
-                            let _ = self.write_frame(&f).await;
+                            let _ = self.write_frame(&f, Sent::Other).await;
+                        }
+                        continue;
+                    }
+                    Some(Ok(Control::Pong { nonce })) => {
+                        // A receipt: everything sent before its `ping` was taken.
+                        let mut sh = self.lock();
+                        if let Some(i) = sh.receipts.iter().position(|(n, _)| *n == nonce) {
+                            let (_, tx) = sh.receipts.swap_remove(i);
+                            let _ = tx.try_send(());
                         }
                         continue;
                     }
@@ -1303,6 +1537,19 @@ impl Inner {
                 }
                 Err(e) => return format!("read failed: {e}"),
             }
+        }
+    }
+}
+
+/// Reads and discards until end-of-stream: the end of a lingering close.
+async fn drain(reader: &mut BoxRead) -> std::result::Result<(), String> {
+    let mut sink = vec![0u8; 16 << 10];
+    loop {
+        match futures_lite::AsyncReadExt::read(reader, &mut sink).await {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
         }
     }
 }

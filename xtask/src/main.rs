@@ -289,18 +289,7 @@ fn demo() -> Result {
 }
 
 fn bench(extra: &[String]) -> Result {
-    let mut cmd = cargo_with(&[
-        "run",
-        "--release",
-        "--locked",
-        "-p",
-        "socket-tests",
-        "--features",
-        "bench",
-        "--bin",
-        "socket-bench",
-        "--",
-    ]);
+    let mut cmd = cargo_with(&["run", "--release", "--locked", "-p", "socket-bench", "--bin", "socket-bench", "--"]);
     cmd.args(extra);
     run(cmd)
 }
@@ -332,18 +321,7 @@ fn fuzz(extra: &[String]) -> Result {
 }
 
 fn soak(extra: &[String]) -> Result {
-    let mut cmd = cargo_with(&[
-        "run",
-        "--release",
-        "--locked",
-        "-p",
-        "socket-tests",
-        "--features",
-        "bench",
-        "--bin",
-        "socket-soak",
-        "--",
-    ]);
+    let mut cmd = cargo_with(&["run", "--release", "--locked", "-p", "socket-bench", "--bin", "socket-soak", "--"]);
     // Every option goes to socket-soak, which rejects what it does not know.
     if option(extra, "--minutes").is_none() {
         cmd.args(["--minutes", "10"]);

@@ -34,7 +34,9 @@ fn data_for(text: &str, message_type: MessageType) -> Result<Data, String> {
 /// # Errors
 ///
 /// Exit 2 (invalid event name, JSON or configuration), 3 (no server), 4 (the server does not
-/// accept messages from clients, or is full), 5 (connect timeout), 1 (other failures).
+/// accept messages from clients, or is full), 5 (connect timeout, or no receipt within
+/// `default_timeout`), 1 (other failures, a connection lost before the receipt among them).
+/// Exit 0 only once the server confirmed it has taken every message.
 pub(crate) fn run(global: &GlobalArgs, args: &SendArgs) -> Result<Exit, CliError> {
     let event = event_name(&args.event)?;
     let message_type = message_type(args.message_type);
@@ -53,9 +55,37 @@ pub(crate) fn run(global: &GlobalArgs, args: &SendArgs) -> Result<Exit, CliError
     let client =
         socket_core::runtime::block_on(connect_client(transport, event.clone(), &config, "socketctl send", false))
             .map_err(|e| CliError::connect(&e))?;
+    // `send` shows nothing the server sends (relayed messages, for instance), but it reads
+    // and discards it: a client whose receive buffer stays full is cut off as a slow
+    // consumer by a relay server with traffic.
+    let sink = client.clone();
+    std::thread::Builder::new()
+        .name("send-discard".into())
+        .spawn(move || while sink.receive(None).is_ok() {})
+        .map_err(|e| CliError::runtime(format!("cannot start the receive thread: {e}")))?;
     let result = send_all(&client, &event, message_type, data, &tz);
+    let receipt = match &result {
+        Ok(_) => receipt(&client, config.socket.legacy_server),
+        Err(_) => Ok(()),
+    };
+    // A lingering close in every case, so that nothing already sent is lost to a reset.
     client.disconnect();
+    receipt?;
     result
+}
+
+/// Waits until the server has taken every message sent: the `pong` to a `ping` sent behind
+/// them. A legacy server never answers `ping`: there, the receipt is that it closed the
+/// connection after reading our end-of-stream (a server that reads to the end before closing
+/// has read every message; it does not say whether it processed them).
+fn receipt(client: &Client, legacy: bool) -> Result<(), CliError> {
+    let confirmed = if legacy { client.close() } else { client.flush() };
+    confirmed.map_err(|e| {
+        CliError::new(
+            crate::exit::exit_for(e.kind(), crate::exit::Phase::Other),
+            format!("messages sent, but not confirmed by the server: {}", describe(&e)),
+        )
+    })
 }
 
 fn send_all(

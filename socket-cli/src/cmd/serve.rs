@@ -16,7 +16,8 @@ use socket_core::{EventName, Server, ServerEvent, SocketMessage};
 use crate::args::{GlobalArgs, ServeArgs};
 use crate::exit::{describe, CliError, Exit};
 use crate::json::{message_to_json, parse_data};
-use crate::output::{print_error, print_json};
+use crate::lines::{Lines, Next};
+use crate::output::{print_error, print_json, print_line};
 use crate::settings::{load_config, Overrides};
 use crate::transports::{event_name, transport_for};
 
@@ -78,19 +79,39 @@ pub(crate) fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<Exit, CliErro
         "event_name": event.as_str(),
     }))?;
 
+    // Printing is a side channel: the event thread never waits for stdout. Lines wait in a
+    // bounded queue; when stdout does not move, the oldest are dropped and reported
+    // (`events_dropped`) once it moves again.
+    let lines = Lines::default();
+    let printer_lines = lines.clone();
     let (drained_tx, drained_rx) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("serve-stdout".into())
+        .spawn(move || {
+            while let Next::Line(line) = printer_lines.next() {
+                if let Err(e) = print_line(&line) {
+                    // The server stays useful without stdout (stdin keeps broadcasting).
+                    tracing::debug!("dropping a server event line: {e}");
+                }
+            }
+            let _ = drained_tx.send(());
+        })
+        .map_err(|e| CliError::runtime(format!("cannot start the stdout thread: {e}")))?;
+    let event_lines = lines.clone();
     std::thread::Builder::new()
         .name("serve-events".into())
         .spawn(move || {
             while let Ok(ev) = events.recv_blocking() {
-                if let Some(line) = event_json(&ev) {
-                    if let Err(e) = print_json(&line) {
-                        // The server stays useful without stdout (stdin keeps broadcasting).
-                        tracing::debug!("dropping a server event line: {e}");
+                match ev {
+                    ServerEvent::EventsDropped { count } => event_lines.lost(count),
+                    ev => {
+                        if let Some(line) = event_json(&ev) {
+                            event_lines.push(line.to_string());
+                        }
                     }
                 }
             }
-            let _ = drained_tx.send(());
+            event_lines.close();
         })
         .map_err(|e| CliError::runtime(format!("cannot start the event thread: {e}")))?;
 

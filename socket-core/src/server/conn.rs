@@ -1,7 +1,7 @@
 //! The accept loop and one task per connection (a reader and a writer raced).
 
 use std::future::pending;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,9 @@ use crate::{PROTOCOL_VERSION, SERVER_NAME};
 
 /// Largest batch of queued frames copied into one write.
 const BATCH: usize = 64 * 1024;
+/// How long the reading side goes on without a new frame once the writing side has
+/// stopped (see `Conn::race`).
+const DRAIN_QUIET: Duration = Duration::from_millis(200);
 /// Time a refused connection gets to read its ERROR frame.
 const REFUSE_LINGER: Duration = Duration::from_millis(500);
 
@@ -67,6 +70,29 @@ pub(super) async fn refuse(conn: Connection, frame: Frame) {
     .await;
 }
 
+/// How the writing side of a connection ended.
+pub(super) struct WriterEnd {
+    /// Why, in words.
+    reason: String,
+    /// Only the writing side is done: the reader goes on to end-of-stream.
+    read_on: bool,
+}
+
+impl WriterEnd {
+    fn read_on(reason: String) -> Self {
+        WriterEnd { reason, read_on: true }
+    }
+    fn last(reason: String) -> Self {
+        WriterEnd { reason, read_on: false }
+    }
+}
+
+/// Which side ended a connection first.
+enum Ended {
+    Read(String),
+    Write(WriterEnd),
+}
+
 /// One connection's task state.
 pub(super) struct Conn {
     pub(super) inner: Arc<Inner>,
@@ -77,6 +103,10 @@ pub(super) struct Conn {
     pub(super) abort_rx: Receiver<()>,
     /// Held until the task ends: `stop` waits for all of these to drop.
     pub(super) alive: Sender<()>,
+    /// The writing side has ended and the reader goes on alone.
+    pub(super) write_done: AtomicBool,
+    /// Frames read so far (the drain after the writing side stopped watches it).
+    pub(super) frames_read: AtomicU64,
 }
 
 impl Conn {
@@ -97,11 +127,7 @@ impl Conn {
         self.shared.outlet.install(writer);
         let (hs_tx, hs_rx) = async_channel::bounded::<Option<Frame>>(1);
         tracing::debug!("client connected");
-        let reason = future::or(future::or(self.read_loop(&mut reader, &hs_tx), self.write_loop(&hs_rx)), async {
-            let _ = self.abort_rx.recv().await;
-            "server stopped".to_owned()
-        })
-        .await;
+        let reason = self.race(&mut reader, &hs_tx, &hs_rx).await;
         // Both halves go now: the peer sees end-of-stream at once.
         self.shared.outlet.retire();
         drop(reader);
@@ -109,6 +135,71 @@ impl Conn {
         self.shared.close_queue();
         self.inner.remove(self.id, &self.shared, reason);
         drop(self.alive);
+    }
+
+    /// Runs the reader and the writer until the connection ends; returns why.
+    ///
+    /// The first to end decides, except when only the writing side stopped
+    /// (a failed or stalled write, a slow consumer): then the reader goes on
+    /// to end-of-stream, so that every frame the client wrote before it
+    /// closed is processed: until end-of-stream, or until no frame came for
+    /// `DRAIN_QUIET`, for at most `write_stall_timeout`.
+    async fn race(
+        &self,
+        reader: &mut BoxRead,
+        hs_tx: &Sender<Option<Frame>>,
+        hs_rx: &Receiver<Option<Frame>>,
+    ) -> String {
+        let read = self.read_loop(reader, hs_tx);
+        let mut read = std::pin::pin!(read);
+        let abort = async {
+            let _ = self.abort_rx.recv().await;
+            "server stopped".to_owned()
+        };
+        let mut abort = std::pin::pin!(abort);
+        let first = future::or(
+            future::or(async { Ended::Read(read.as_mut().await) }, async {
+                Ended::Write(self.write_loop(hs_rx).await)
+            }),
+            async { Ended::Read(abort.as_mut().await) },
+        )
+        .await;
+        match first {
+            Ended::Read(reason) | Ended::Write(WriterEnd { reason, read_on: false }) => reason,
+            Ended::Write(WriterEnd { reason, read_on: true }) => {
+                // Only the writing side stopped: every frame the client wrote before
+                // end-of-stream is still read and processed.
+                self.write_done.store(true, Ordering::Release);
+                self.shared.outlet.retire();
+                self.shared.close_queue();
+                if let Some(mut w) = self.shared.outlet.take() {
+                    // End-of-stream toward the client, after its final ERROR frame.
+                    let _ = runtime::timeout(CLOSE_LINGER, w.close()).await;
+                }
+                // Until end-of-stream, or until the client goes quiet (a client that is not
+                // reading may not notice our end-of-stream either), at most write_stall_timeout.
+                let bound = self.inner.opts.write_stall_timeout;
+                let until = Instant::now() + bound;
+                let mut seen = self.frames_read.load(Ordering::Relaxed);
+                loop {
+                    match runtime::timeout(DRAIN_QUIET, future::or(read.as_mut(), abort.as_mut())).await {
+                        Some(end) => break format!("{reason}; then {end}"),
+                        None => {
+                            let now = self.frames_read.load(Ordering::Relaxed);
+                            if now == seen {
+                                break format!("{reason}; nothing more came from the client within {DRAIN_QUIET:?}");
+                            }
+                            if Instant::now() >= until {
+                                break format!(
+                                    "{reason}; the client did not stop sending within {bound:?} (write_stall_timeout)"
+                                );
+                            }
+                            seen = now;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn killed(&self) -> bool {
@@ -130,7 +221,7 @@ impl Conn {
         }
     }
 
-    async fn write_loop(&self, hs_rx: &Receiver<Option<Frame>>) -> String {
+    async fn write_loop(&self, hs_rx: &Receiver<Option<Frame>>) -> WriterEnd {
         let inner = &*self.inner;
         let outlet = &self.shared.outlet;
         let w = &mut outlet.writer();
@@ -212,9 +303,9 @@ impl Conn {
                     Err(WriteFail::Stalled) => {
                         inner.counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(?stall, "write stalled: disconnecting slow consumer");
-                        return format!("slow consumer: no write progress for {stall:?}");
+                        return WriterEnd::read_on(format!("slow consumer: no write progress for {stall:?}"));
                     }
-                    Err(e @ WriteFail::Io(_)) => return e.to_string(),
+                    Err(e @ WriteFail::Io(_)) => return WriterEnd::read_on(e.to_string()),
                 }
             }
             inner.counters.messages_sent.fetch_add(frames, Ordering::Relaxed);
@@ -235,22 +326,24 @@ impl Conn {
 
     /// The end of the writer: `shutdown` after a clean drain, or the final
     /// ERROR frame (best effort, briefly) when the connection is killed.
-    async fn finish(&self, w: &mut OutletWrite<'_>, mut rest: Vec<u8>, st: &mut StallTimer) -> String {
+    async fn finish(&self, w: &mut OutletWrite<'_>, mut rest: Vec<u8>, st: &mut StallTimer) -> WriterEnd {
         let inner = &*self.inner;
         // The rest of a frame a direct write began goes before the final frame.
         rest.extend_from_slice(&self.shared.outlet.retire());
-        let (last, linger, reason) = match self.shared.closing.get() {
-            Some(Closing::SlowConsumer(frame)) => {
-                (Some(frame.clone()), CLOSE_LINGER, "slow consumer: outbound queue overflow".to_owned())
-            }
-            Some(Closing::Fatal(frame, reason)) => (Some(frame.clone()), CLOSE_LINGER, reason.clone()),
+        let (last, linger, end) = match self.shared.closing.get() {
+            Some(Closing::SlowConsumer(frame)) => (
+                Some(frame.clone()),
+                CLOSE_LINGER,
+                WriterEnd::read_on("slow consumer: outbound queue overflow".to_owned()),
+            ),
+            Some(Closing::Fatal(frame, reason)) => (Some(frame.clone()), CLOSE_LINGER, WriterEnd::last(reason.clone())),
             Some(Closing::Shutdown) | None => {
                 let shutdown = self.shared.handshaken.load(Ordering::Acquire).then(|| {
                     Control::Shutdown { reason: "server stopped".to_owned() }
                         .to_message(&inner.event, &inner.opts.timezone)
                 });
                 let frame = shutdown.and_then(|msg| encode_frame(&msg, usize::MAX).ok());
-                (frame, STOP_FLUSH, "server stopped".to_owned())
+                (frame, STOP_FLUSH, WriterEnd::last("server stopped".to_owned()))
             }
         };
         if let Some(frame) = last {
@@ -259,7 +352,7 @@ impl Conn {
         if !rest.is_empty() {
             let _ = runtime::timeout(linger, write_all(w, &rest, linger, st, pending())).await;
         }
-        reason
+        end
     }
 
     async fn read_loop(&self, r: &mut BoxRead, hs_tx: &Sender<Option<Frame>>) -> String {
@@ -281,6 +374,7 @@ impl Conn {
                 };
                 let first = !spoke;
                 spoke = true;
+                self.frames_read.fetch_add(1, Ordering::Relaxed);
                 let msg = match decode_body_for(body, &opts.limits, &inner.event) {
                     Ok(msg) => msg,
                     Err(e) => {
@@ -343,7 +437,14 @@ impl Conn {
                     }
                 }
                 if inner.wants_events() {
-                    let _ = inner.events_tx.send(ServerEvent::Message { from: ClientId(self.id), message: msg }).await;
+                    let ev = ServerEvent::Message { from: ClientId(self.id), message: msg };
+                    if opts.relay {
+                        // Relayed already: the event stream is a side channel that never holds up reading.
+                        inner.emit_lossy(ev);
+                    } else {
+                        // The application is the only recipient: back-pressure, nothing lost.
+                        let _ = inner.events_tx.send(ev).await;
+                    }
                 }
             }
             if !decided && !fr.in_frame() && grace.is_some_and(|g| Instant::now() >= g) {
@@ -482,7 +583,11 @@ impl Conn {
         }
         match self.inner.error_frame(code, &text) {
             Some(frame) => {
-                self.shared.close(Closing::Fatal(frame, text));
+                self.shared.close(Closing::Fatal(frame, text.clone()));
+                if self.write_done.load(Ordering::Acquire) {
+                    // No writer is left to send the ERROR frame and end the connection.
+                    return text;
+                }
                 pending().await
             }
             None => text,

@@ -131,6 +131,14 @@ pub enum ServerEvent {
         /// The message.
         message: SocketMessage,
     },
+    /// `count` events were dropped before this one because the application did
+    /// not take them in time (relay mode only: there, delivery to the other
+    /// clients never waits for the event stream; the oldest events go first).
+    /// Also counted in [`ServerStats::events_dropped`].
+    EventsDropped {
+        /// Events dropped since the last `EventsDropped`.
+        count: u64,
+    },
 }
 
 /// Counters of a server since it was created.
@@ -156,6 +164,9 @@ pub struct ServerStats {
     /// Replies to one client (ERROR `malformed` or `send_not_allowed`, `pong`, the `welcome` to a
     /// late `hello`) dropped because that client's outbound queue was full.
     pub replies_dropped: u64,
+    /// Server events dropped because the application did not take them from
+    /// [`Server::events`] in time (relay mode; see [`ServerEvent::EventsDropped`]).
+    pub events_dropped: u64,
 }
 
 /// Server settings, usually taken from a [`Config`].
@@ -399,6 +410,7 @@ impl Server {
             counters: Counters::default(),
             events_tx,
             events_rx,
+            events_unreported: Mutex::new(0),
             running: AtomicBool::new(false),
         });
         Ok(Server { _guard: Arc::new(StopOnDrop(inner.clone())), inner })
@@ -637,6 +649,7 @@ impl Server {
             rejected: l(&c.rejected),
             slow_consumers: l(&c.slow_consumers),
             replies_dropped: l(&c.replies_dropped),
+            events_dropped: l(&c.events_dropped),
         }
     }
 }
@@ -652,6 +665,7 @@ struct Counters {
     rejected: AtomicU64,
     slow_consumers: AtomicU64,
     replies_dropped: AtomicU64,
+    events_dropped: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -669,6 +683,9 @@ struct Inner {
     counters: Counters,
     events_tx: Sender<ServerEvent>,
     events_rx: Receiver<ServerEvent>,
+    /// Events dropped and not yet reported by an [`ServerEvent::EventsDropped`]; also
+    /// serialises the lossy emitters.
+    events_unreported: Mutex<u64>,
     running: AtomicBool,
 }
 
@@ -909,6 +926,8 @@ impl Inner {
             shared: a.shared,
             abort_rx: abort_rx.clone(),
             alive: alive_tx.clone(),
+            write_done: std::sync::atomic::AtomicBool::new(false),
+            frames_read: AtomicU64::new(0),
         };
         runtime::spawn(task.run(conn)).detach();
     }
@@ -922,10 +941,41 @@ impl Inner {
         }
     }
 
+    /// Delivers an event without ever waiting (relay mode: delivery to the
+    /// other clients must not wait for the application). A full buffer loses
+    /// its oldest events; an [`ServerEvent::EventsDropped`] ahead of the new
+    /// event says how many.
+    pub(super) fn emit_lossy(&self, ev: ServerEvent) {
+        let mut unreported = self.events_unreported.lock().unwrap_or_else(|e| e.into_inner());
+        let cap = self.events_tx.capacity().unwrap_or(usize::MAX);
+        let need = if *unreported > 0 { 2 } else { 1 };
+        while cap.saturating_sub(self.events_tx.len()) < need.min(cap) {
+            match self.events_rx.try_recv() {
+                Ok(ServerEvent::EventsDropped { count }) => *unreported += count,
+                Ok(_) => {
+                    *unreported += 1;
+                    self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => break,
+            }
+        }
+        if *unreported > 0 && self.events_tx.try_send(ServerEvent::EventsDropped { count: *unreported }).is_ok() {
+            *unreported = 0;
+        }
+        if let Err(TrySendError::Full(_)) = self.events_tx.try_send(ev) {
+            *unreported += 1;
+            self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Delivers a connect/disconnect event without waiting (a full buffer
     /// hands it to a short-lived task so order is kept for the reader).
     fn emit(&self, ev: ServerEvent) {
         if !self.wants_events() {
+            return;
+        }
+        if self.opts.relay {
+            self.emit_lossy(ev);
             return;
         }
         match self.events_tx.try_send(ev) {

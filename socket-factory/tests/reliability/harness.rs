@@ -841,6 +841,9 @@ pub(crate) enum Fake {
     Welcome { protocol: u64, event: String },
     /// Answers `welcome`, then shuts its write half down and keeps reading.
     WelcomeThenShutWrite,
+    /// Reads everything, answers nothing, and keeps the connection open after the client's
+    /// end-of-stream until the fake server stops (a server that never closes).
+    NeverClose,
     /// The first connection of each client name gets `welcome` and is held until
     /// [`FakeServer::release`]; later ones (recorded as attempts) are closed after `hello`.
     WelcomeFirst,
@@ -1031,6 +1034,14 @@ fn fake_conn(mut s: Stream, ctx: FakeCtx) {
         Fake::CloseAfterHello => {
             let name = read_hello(&mut s).flatten();
             record(name);
+        }
+        Fake::NeverClose => {
+            record(None);
+            hold(&mut s, &stop);
+            // End-of-stream read: keep the socket open anyway.
+            while !stop.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
         Fake::Echo => {
             record(None);

@@ -16,7 +16,9 @@ mod abuse;
 mod handshake;
 mod lifecycle;
 mod queues;
+mod receipts;
 mod reconnect;
+mod relay;
 mod tcp;
 mod toxics;
 

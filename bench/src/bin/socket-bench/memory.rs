@@ -196,7 +196,7 @@ pub(crate) fn server_binary() -> BenchResult<PathBuf> {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut cmd = Command::new(cargo);
-        cmd.current_dir(root).args(["build", "--locked", "-p", "socket-tests", "--features", "bench"]);
+        cmd.current_dir(root).args(["build", "--locked", "-p", "socket-bench"]);
         if release {
             cmd.arg("--release");
         }
