@@ -55,3 +55,7 @@ else:
         while control(msg) is not None:  # welcome, pong, shutdown: never printed
             msg = receive(sock)
         print(json.dumps(msg, default=lambda b: {"$binary": base64.b64encode(b).decode()}), flush=True)
+sock.shutdown(socket.SHUT_WR)  # closing (§6): our end-of-stream first, then read until the server closes
+sock.settimeout(5)
+while sock.recv(65536):
+    pass
