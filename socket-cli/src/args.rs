@@ -20,30 +20,35 @@ pub(crate) struct Cli {
 }
 
 /// Options every command accepts, before or after the command name.
+///
+/// Their help says the configuration key each one sets, its default and its environment
+/// variable (`SOCKET__A__B`, read by the configuration loader, not by clap: the command
+/// line is the layer above the environment).
 #[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Global options")]
 pub(crate) struct GlobalArgs {
-    /// Configuration file (default: $SOCKET_CONFIG, else $XDG_CONFIG_HOME/socket/settings.toml if it exists).
+    /// Configuration file; it must exist [default: $XDG_CONFIG_HOME/socket/settings.toml (else ~/.config/socket/settings.toml) when it exists] [env: SOCKET_CONFIG]
     #[arg(long, global = true, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
-    /// More log output on stderr (-v debug, -vv trace). RUST_LOG overrides.
+    /// More log output on stderr (-v debug, -vv trace) [default: warnings] [env: RUST_LOG, which overrides -v and -q]
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub(crate) verbose: u8,
-    /// Log errors only.
+    /// Log errors only [env: RUST_LOG, which overrides -v and -q]
     #[arg(short, long, global = true)]
     pub(crate) quiet: bool,
-    /// Transport (socket.transport).
+    /// Transport (socket.transport) [default: unix] [env: SOCKET__TRANSPORT]
     #[arg(long, global = true, value_enum)]
     pub(crate) transport: Option<TransportArg>,
-    /// Directory of Unix socket files (socket.socket_dir).
+    /// Directory of Unix socket files (socket.socket_dir) [default: /tmp/sockets] [env: SOCKET__SOCKET_DIR]
     #[arg(long, global = true, value_name = "DIR")]
     pub(crate) socket_dir: Option<PathBuf>,
-    /// TCP host to bind or connect to (socket.tcp.host).
+    /// TCP host to bind or connect to (socket.tcp.host) [default: 127.0.0.1] [env: SOCKET__TCP__HOST]
     #[arg(long, global = true, value_name = "H")]
     pub(crate) host: Option<String>,
-    /// Fixed TCP port; without it the port is discovered from the event name (socket.tcp.port).
+    /// Fixed TCP port (socket.tcp.port) [default: discovered from the event name in 9000..=9100] [env: SOCKET__TCP__PORT]
     #[arg(long, global = true, value_name = "P")]
     pub(crate) port: Option<u16>,
-    /// The server is a legacy (Python-origin) server: no hello/welcome handshake (socket.legacy_server).
+    /// The server is a legacy (Python-origin) server: no hello/welcome handshake (socket.legacy_server) [default: off] [env: SOCKET__LEGACY_SERVER=true]
     #[arg(long, global = true)]
     pub(crate) legacy: bool,
 }
@@ -72,7 +77,7 @@ impl TransportArg {
 pub(crate) enum Command {
     /// Run a server for EVENT until SIGINT/SIGTERM; broadcast each stdin line (a JSON object).
     Serve(ServeArgs),
-    /// Print each message of EVENT as one JSON line.
+    /// Print each message of one or more events as one JSON line.
     Listen(ListenArgs),
     /// Send one message (--data) or one per stdin line to the server of EVENT.
     Send(SendArgs),
@@ -80,6 +85,8 @@ pub(crate) enum Command {
     List(ListArgs),
     /// Print the effective configuration.
     Config(ConfigArgs),
+    /// Print a shell completion script to stdout.
+    Completions(CompletionsArgs),
 }
 
 /// `serve` options.
@@ -87,19 +94,19 @@ pub(crate) enum Command {
 pub(crate) struct ServeArgs {
     /// Event name: 1 to 64 characters from a-z, A-Z, 0-9, '_' and '-'.
     pub(crate) event: String,
-    /// Re-broadcast messages from clients to the other clients (socket.relay).
+    /// Re-broadcast messages from clients to the other clients (socket.relay) [default: off] [env: SOCKET__RELAY=true]
     #[arg(long)]
     pub(crate) relay: bool,
-    /// New clients first receive the last broadcast (socket.retain_last).
+    /// New clients first receive the last broadcast (socket.retain_last) [default: off] [env: SOCKET__RETAIN_LAST=true]
     #[arg(long)]
     pub(crate) retain_last: bool,
-    /// Refuse messages from clients (socket.allow_client_send = false).
+    /// Refuse messages from clients (socket.allow_client_send = false) [default: clients may send] [env: SOCKET__ALLOW_CLIENT_SEND=false]
     #[arg(long)]
     pub(crate) no_client_send: bool,
-    /// Clients served at once (max_connections of the transport's table).
+    /// Clients served at once (max_connections of the transport's table) [default: 10] [env: SOCKET__UNIX__MAX_CONNECTIONS, SOCKET__TCP__MAX_CONNECTIONS]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_connections: Option<u32>,
-    /// Broadcasts kept while no client is connected (socket.message_queue_size).
+    /// Broadcasts kept while no client is connected (socket.message_queue_size) [default: 100] [env: SOCKET__MESSAGE_QUEUE_SIZE]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) queue_size: Option<u32>,
 }
@@ -107,20 +114,33 @@ pub(crate) struct ServeArgs {
 /// `listen` options.
 #[derive(Debug, Args)]
 pub(crate) struct ListenArgs {
-    /// Event name.
-    pub(crate) event: String,
-    /// Exit 0 after N messages.
+    /// Event names (one or more); each line's event_name says which one it came from.
+    #[arg(required = true, num_args = 1.., value_name = "EVENT")]
+    pub(crate) events: Vec<String>,
+    /// Exit 0 after N messages, counted over all events [default: no limit]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) count: Option<u64>,
-    /// Total time allowed, in seconds; running out exits 5.
+    /// Total time allowed, in seconds; running out exits 5 [default: no limit]
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub(crate) timeout: Option<f64>,
-    /// Wait for the server to appear instead of failing with exit 3.
+    /// Wait for the servers to appear instead of failing with exit 3 (socket.wait_for_server) [default: off] [env: SOCKET__WAIT_FOR_SERVER=true]
     #[arg(long)]
     pub(crate) wait: bool,
-    /// Do not reconnect: exit 0 when the server shuts down, 1 when the connection is lost.
+    /// Do not reconnect: exit 0 once every server has shut down, 1 when a connection is lost (socket.auto_reconnect = false) [default: reconnect] [env: SOCKET__AUTO_RECONNECT=false]
     #[arg(long)]
     pub(crate) no_reconnect: bool,
+    /// Output: the whole message (json) or only its data object (data)
+    #[arg(long, value_enum, default_value_t = FormatArg::Json)]
+    pub(crate) format: FormatArg,
+}
+
+/// `listen --format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum FormatArg {
+    /// One JSON line per message with the five wire keys.
+    Json,
+    /// One JSON line per message: only its `data` object (for waybar and eww).
+    Data,
 }
 
 /// `send` options.
@@ -131,7 +151,7 @@ pub(crate) struct SendArgs {
     /// Message type.
     #[arg(long = "type", value_enum, default_value_t = TypeArg::Data)]
     pub(crate) message_type: TypeArg,
-    /// The message data, a JSON object; without it one message is sent per stdin line.
+    /// The message data, a JSON object [default: one message per stdin line]
     #[arg(long, value_name = "JSON")]
     pub(crate) data: Option<String>,
 }
@@ -161,6 +181,14 @@ pub(crate) struct ConfigArgs {
     /// Print JSON nested like the TOML instead of TOML.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// `completions` options.
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell to write the completion script for.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
 }
 
 /// A positive, finite number of seconds.
@@ -201,6 +229,9 @@ mod tests {
             &["socketctl", "listen", "e", "--timeout", "0"],
             &["socketctl", "listen", "e", "--timeout", "soon"],
             &["socketctl", "listen", "e", "--count", "0"],
+            &["socketctl", "listen", "e", "--format", "xml"],
+            &["socketctl", "completions", "tcsh"],
+            &["socketctl", "completions"],
             &["socketctl", "send", "e", "--type", "ping"],
             &["socketctl", "serve", "e", "--max-connections", "0"],
             &["socketctl", "-v", "-q", "list"],
@@ -209,6 +240,51 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn subcommand_help_lists_its_options_then_the_global_ones() {
+        let mut cli = Cli::command();
+        cli.build();
+        for sub in cli.get_subcommands_mut().filter(|c| c.get_name() != "help") {
+            let name = sub.get_name().to_owned();
+            let help = sub.render_long_help().to_string();
+            let global = help.find("Global options:").unwrap_or_else(|| panic!("{name}: no global options\n{help}"));
+            let own = help.find("Options:").unwrap_or_else(|| panic!("{name}: no options\n{help}"));
+            assert!(own < global, "{name}: its own options come first\n{help}");
+            for env in
+                ["SOCKET_CONFIG", "SOCKET__TRANSPORT", "SOCKET__SOCKET_DIR", "SOCKET__TCP__HOST", "SOCKET__TCP__PORT"]
+            {
+                assert!(help[global..].contains(&format!("[env: {env}]")), "{name}: {env} missing\n{help}");
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_in_the_help_are_the_configuration_defaults() {
+        use socket_core::config::Config;
+        let d = Config::default().socket;
+        let mut cli = Cli::command();
+        cli.build();
+        let top = cli.render_long_help().to_string();
+        for text in [
+            format!("[default: {}] [env: SOCKET__TRANSPORT]", d.transport),
+            format!("[default: {}] [env: SOCKET__SOCKET_DIR]", d.socket_dir.display()),
+            format!("[default: {}] [env: SOCKET__TCP__HOST]", d.tcp.host),
+            format!("in {}..={}] [env: SOCKET__TCP__PORT]", d.tcp.port_range_start, d.tcp.port_range_end),
+        ] {
+            assert!(top.contains(&text), "{text:?} missing\n{top}");
+        }
+        assert_eq!(d.unix.max_connections, d.tcp.max_connections);
+        let serve = cli.find_subcommand_mut("serve").map(|c| c.render_long_help().to_string()).unwrap_or_default();
+        for text in [
+            format!("[default: {}] [env: SOCKET__UNIX__MAX_CONNECTIONS", d.unix.max_connections),
+            format!("[default: {}] [env: SOCKET__MESSAGE_QUEUE_SIZE]", d.message_queue_size),
+        ] {
+            assert!(serve.contains(&text), "{text:?} missing\n{serve}");
+        }
+        assert!(!d.relay && !d.retain_last && d.allow_client_send && d.auto_reconnect && !d.wait_for_server);
+        assert!(!d.legacy_server);
     }
 
     #[test]

@@ -35,6 +35,7 @@ fn main() -> ExitCode {
         Command::Send(args) => cmd::send::run(&cli.global, args),
         Command::List(args) => cmd::list::run(&cli.global, args),
         Command::Config(args) => cmd::config::run(&cli.global, args),
+        Command::Completions(args) => cmd::completions::run(args),
     };
     let exit = match result {
         Ok(exit) => exit,
@@ -58,7 +59,7 @@ fn clap_exit(err: &clap::Error) -> ExitCode {
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
             report(&CliError::usage(
-                "a command is required: serve, listen, send, list or config (see socketctl --help)",
+                "a command is required: serve, listen, send, list, config or completions (see socketctl --help)",
             ));
             ExitCode::from(Exit::Usage.code())
         }

@@ -5,9 +5,14 @@ mod util;
 
 mod config;
 mod errors;
+mod help;
 mod list;
 mod listen;
+mod listen_many;
+mod man;
 mod python;
+mod python_example;
+mod recipes;
 mod relay;
 mod serve;
 mod signals;

@@ -88,6 +88,30 @@ impl TestEnv {
         Proc::spawn(cmd, name)
     }
 
+    /// Runs a shell command line (`sh -c`) as a user's configuration would: the built
+    /// `socketctl` first on `PATH`, the socket directory given by `SOCKET__SOCKET_DIR`
+    /// (the command line itself names none), otherwise as hermetic as [`spawn_raw`](Self::spawn_raw).
+    /// `exec` replaces the shell, so the process (and its pid) is the command's own.
+    pub(crate) fn spawn_shell(&self, line: &str) -> TestResult<Proc> {
+        let bin = Path::new(env!("CARGO_BIN_EXE_socketctl")).parent().ok_or("no bin dir")?.to_path_buf();
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path)))?;
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(format!("exec {line}"));
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(|k| k.starts_with("SOCKET_") || k == "RUST_LOG") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("PATH", path)
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("SOCKET__SOCKET_DIR", self.socket_dir());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        Proc::spawn(cmd, format!("sh -c {line:?}"))
+    }
+
     /// Runs `socketctl ARGS --socket-dir DIR` to completion: (exit code, stdout lines, stderr lines).
     pub(crate) fn run(&self, args: &[&str]) -> TestResult<Output> {
         self.spawn(args)?.finish()

@@ -510,6 +510,9 @@ impl Client {
 
     /// Received messages as an async [`Stream`]; same end as [`iter`](Self::iter).
     ///
+    /// The stream is [`Unpin`] (and `Send`): `next()` from `futures-lite`'s or `futures`'
+    /// `StreamExt` works on it directly, with no pinning, under any executor.
+    ///
     /// # Examples
     ///
     /// ```
@@ -655,13 +658,19 @@ impl Iterator for Messages {
     }
 }
 
-/// Async stream of a client's messages (see [`Client::stream`]).
+/// Async stream of a client's messages (see [`Client::stream`]). It is [`Unpin`] and `Send`.
 #[derive(Debug)]
 pub struct MessageStream {
     listener: Option<EventListener>,
     client: Client,
     done: bool,
 }
+
+// `Client::stream` promises `Stream + Unpin + Send`: keep it so (a compile error here, not in users' code).
+const _: fn() = || {
+    fn promised<T: Stream + Unpin + Send + 'static>() {}
+    promised::<MessageStream>();
+};
 
 impl Stream for MessageStream {
     type Item = Result<SocketMessage>;

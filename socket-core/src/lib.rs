@@ -70,7 +70,7 @@ pub use client::{Client, ClientOptions, ConnectionState};
 pub use config::Config;
 pub use error::{Error, ErrorKind, Result};
 pub use message::{Data, EventName, MessageType, SocketMessage};
-pub use server::{ClientId, ClientInfo, Server, ServerEvent, ServerOptions, ServerStats};
+pub use server::{ClientId, ClientInfo, Server, ServerEvent, ServerEvents, ServerOptions, ServerStats};
 pub use transport::{Connection, Endpoint, Listener, PeerInfo, Transport, TransportRegistry};
 
 /// Wire protocol version spoken by this crate (`hello.protocol`).

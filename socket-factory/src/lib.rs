@@ -86,18 +86,393 @@
 
 use std::sync::Arc;
 
-pub use socket_core::{client, codec, config, control, message, runtime, server, transport};
-pub use socket_core::{
-    Client, ClientId, ClientInfo, ClientOptions, Config, Connection, ConnectionState, Data, Endpoint, Error, ErrorKind,
-    EventName, Listener, MessageType, PeerInfo, Result, Server, ServerEvent, ServerOptions, ServerStats, SocketMessage,
-    Transport, TransportRegistry, PROTOCOL_VERSION, SERVER_NAME,
-};
+// Every re-export below carries an example of its own; rustdoc shows it on the item's page,
+// before the item's documentation from socket-core.
+
+/// The client engine: [`Client`], its options, states and message streams.
+///
+/// # Examples
+///
+/// ```
+/// use socket_factory::client::{ClientOptions, ConnectionState};
+///
+/// let options = ClientOptions::from_config(&socket_factory::Config::default())?;
+/// assert!(options.auto_reconnect);
+/// assert_ne!(ConnectionState::Connected, ConnectionState::Closed);
+/// # Ok::<(), socket_factory::Error>(())
+/// ```
+pub use socket_core::client;
+/// Framing and MessagePack: what travels on the wire (`docs/protocol.md`).
+///
+/// # Examples
+///
+/// ```
+/// use socket_factory::codec::{decode_body, encode_frame, Limits};
+/// use socket_factory::{Data, EventName, SocketMessage};
+///
+/// let msg = SocketMessage::data(EventName::new("demo")?, Data::new().with("n", 1));
+/// let frame = encode_frame(&msg, 1 << 20)?;
+/// let back = decode_body(frame.body(), &Limits::default()).map_err(|e| e.to_string())?;
+/// assert_eq!(back, msg);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub use socket_core::codec;
+/// Configuration: defaults, then `settings.toml`, then `SOCKET__*` variables, then code.
+///
+/// # Examples
+///
+/// ```
+/// let config = socket_factory::config::Config::loader()
+///     .no_file_discovery()
+///     .env([("SOCKET__SOCKET_DIR", "/run/user/1000/sockets")])
+///     .load()?;
+/// assert_eq!(config.socket.socket_dir, std::path::PathBuf::from("/run/user/1000/sockets"));
+/// # Ok::<(), socket_factory::Error>(())
+/// ```
+pub use socket_core::config;
+/// Protocol control messages (`hello`, `welcome`, `ping`, `pong`, `shutdown`) and error codes.
+///
+/// # Examples
+///
+/// ```
+/// use socket_factory::control::Control;
+/// use socket_factory::EventName;
+///
+/// let ping = Control::Ping { nonce: 7 }.to_message(&EventName::new("demo")?, &jiff::tz::TimeZone::UTC);
+/// assert!(matches!(Control::parse(&ping), Some(Ok(Control::Ping { nonce: 7 }))));
+/// # Ok::<(), socket_factory::Error>(())
+/// ```
+pub use socket_core::control;
+/// Messages: event names, `data` maps and the five wire fields.
+///
+/// # Examples
+///
+/// ```
+/// use socket_factory::message::{validate_event_name, MessageType};
+///
+/// assert!(validate_event_name("wallpaper_change").is_ok());
+/// assert!(validate_event_name("no spaces").is_err());
+/// assert_eq!(MessageType::Error.as_str(), "error");
+/// ```
+pub use socket_core::message;
+/// The background executor the engines run on, and `block_on` for the blocking API.
+///
+/// # Examples
+///
+/// ```
+/// let task = socket_factory::runtime::spawn(async { 6 * 7 });
+/// assert_eq!(socket_factory::runtime::block_on(task), 42);
+/// ```
+pub use socket_core::runtime;
+/// The server engine: [`Server`], its options, events and counters.
+///
+/// # Examples
+///
+/// ```
+/// use socket_factory::server::ClientId;
+///
+/// assert_eq!("c3".parse::<ClientId>()?, ClientId(3));
+/// # Ok::<(), socket_factory::Error>(())
+/// ```
+pub use socket_core::server;
+/// The transport interface ([`Transport`], [`Listener`], [`Connection`]) and the registry.
+///
+/// # Examples
+///
+/// ```
+/// let registry = socket_factory::transport::TransportRegistry::new();
+/// assert!(registry.schemes().is_empty(), "a new registry has no transports");
+/// ```
+pub use socket_core::transport;
+
+/// # Examples
+///
+/// ```
+/// # fn demo(client: &socket_factory::Client) -> socket_factory::Result<()> {
+/// use std::time::Duration;
+///
+/// if let Some(message) = client.receive(Some(Duration::from_secs(1)))? {
+///     println!("{}: {:?}", message.event_name, message.data.get("cpu"));
+/// }
+/// # Ok(()) }
+/// ```
+pub use socket_core::Client;
+/// # Examples
+///
+/// ```
+/// use socket_factory::ClientId;
+///
+/// let id: ClientId = "c12".parse()?;
+/// assert_eq!((id, id.to_string()), (ClientId(12), "c12".to_owned()));
+/// assert!("12".parse::<ClientId>().is_err());
+/// # Ok::<(), socket_factory::Error>(())
+/// ```
+pub use socket_core::ClientId;
+/// # Examples
+///
+/// ```
+/// # fn demo(server: &socket_factory::Server) {
+/// for info in server.clients() {
+///     println!("{} from {} (pid {:?}), named {:?}", info.id, info.address, info.pid, info.client_name);
+/// }
+/// # }
+/// ```
+pub use socket_core::ClientInfo;
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let mut options = socket_factory::ClientOptions::from_config(&socket_factory::Config::default())?;
+/// options.client_name = Some("status-bar".to_owned());
+/// options.connect_timeout = Duration::from_secs(2);
+/// assert!(options.auto_reconnect, "the default configuration reconnects");
+/// # Ok::<(), socket_factory::Error>(())
+/// ```
+pub use socket_core::ClientOptions;
+/// # Examples
+///
+/// ```
+/// let config = socket_factory::Config::default();
+/// assert_eq!(config.socket.transport, "unix");
+/// assert_eq!(config.socket.socket_dir, std::path::PathBuf::from("/tmp/sockets"));
+/// ```
+pub use socket_core::Config;
+/// # Examples
+///
+/// ```
+/// # async fn demo(listener: &dyn socket_factory::Listener) -> socket_factory::Result<()> {
+/// let connection: socket_factory::Connection = listener.accept().await?;
+/// println!("a connection from {}", connection.peer.address);
+/// # Ok(()) }
+/// ```
+pub use socket_core::Connection;
+/// # Examples
+///
+/// ```
+/// use socket_factory::ConnectionState;
+///
+/// # fn demo(client: &socket_factory::Client) {
+/// let states = client.state_changes();
+/// while let Ok(state) = states.recv_blocking() {
+///     if state == ConnectionState::Reconnecting {
+///         eprintln!("the server went away; reconnecting");
+///     }
+/// }
+/// # }
+/// ```
+pub use socket_core::ConnectionState;
+/// # Examples
+///
+/// ```
+/// use socket_factory::Data;
+///
+/// let data = Data::new().with("path", "/walls/a.png").with("width", 1920);
+/// assert_eq!(data.get_str("path"), Some("/walls/a.png"));
+/// ```
+pub use socket_core::Data;
+/// # Examples
+///
+/// ```
+/// let endpoint = socket_factory::Endpoint { address: "/tmp/sockets/demo.sock".to_owned(), explicit: true };
+/// assert!(endpoint.explicit, "a socket path is given, not discovered");
+/// ```
+pub use socket_core::Endpoint;
+/// # Examples
+///
+/// ```
+/// use socket_factory::{Error, ErrorKind};
+///
+/// let err = Error::new(ErrorKind::Timeout, "no answer within 5 s");
+/// assert_eq!(err.kind(), ErrorKind::Timeout);
+/// ```
+pub use socket_core::Error;
+/// # Examples
+///
+/// ```
+/// use socket_factory::{ErrorKind, EventName};
+///
+/// let err = EventName::new("bad name").unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::Validation);
+/// assert_eq!(ErrorKind::Validation.as_str(), "validation");
+/// ```
+pub use socket_core::ErrorKind;
+/// # Examples
+///
+/// ```
+/// let event = socket_factory::EventName::new("color-scheme-update")?;
+/// assert_eq!(event.as_str(), "color-scheme-update");
+/// # Ok::<(), socket_factory::Error>(())
+/// ```
+pub use socket_core::EventName;
+/// # Examples
+///
+/// ```
+/// # async fn demo(listener: Box<dyn socket_factory::Listener>) -> socket_factory::Result<()> {
+/// println!("listening on {}", listener.address());
+/// let connection = listener.accept().await?;
+/// println!("accepted {}", connection.peer.address);
+/// listener.close()?;
+/// # Ok(()) }
+/// ```
+pub use socket_core::Listener;
+/// # Examples
+///
+/// ```
+/// use socket_factory::MessageType;
+///
+/// assert_eq!("control".parse::<MessageType>()?, MessageType::Control);
+/// assert_eq!(MessageType::Data.as_str(), "data");
+/// # Ok::<(), socket_factory::Error>(())
+/// ```
+pub use socket_core::MessageType;
+/// # Examples
+///
+/// ```
+/// let peer = socket_factory::PeerInfo { address: "127.0.0.1:50123".to_owned(), pid: None, uid: None };
+/// assert!(peer.pid.is_none(), "TCP does not know the peer's process");
+/// ```
+pub use socket_core::PeerInfo;
+/// # Examples
+///
+/// ```
+/// fn event(name: &str) -> socket_factory::Result<socket_factory::EventName> {
+///     socket_factory::EventName::new(name)
+/// }
+/// assert!(event("ok").is_ok() && event("").is_err());
+/// ```
+pub use socket_core::Result;
+/// # Examples
+///
+/// ```
+/// # fn demo(server: &socket_factory::Server) -> socket_factory::Result<()> {
+/// use socket_factory::{Data, SocketMessage};
+///
+/// server.broadcast(&SocketMessage::data(server.event().clone(), Data::new().with("cpu", 12)))?;
+/// println!("{} clients", server.client_count());
+/// # Ok(()) }
+/// ```
+pub use socket_core::Server;
+/// # Examples
+///
+/// ```
+/// use socket_factory::ServerEvent;
+///
+/// # fn demo(server: &socket_factory::Server) {
+/// while let Ok(event) = server.events().recv_blocking() {
+///     match event {
+///         ServerEvent::Connected(info) => println!("{} connected", info.id),
+///         ServerEvent::Disconnected { id, reason } => println!("{id} left: {reason}"),
+///         ServerEvent::Message { from, message } => println!("{from}: {:?}", message.data),
+///         _ => {}
+///     }
+/// }
+/// # }
+/// ```
+pub use socket_core::ServerEvent;
+/// # Examples
+///
+/// ```
+/// # async fn demo(server: &socket_factory::Server) {
+/// use futures_lite::StreamExt;
+///
+/// let mut events: socket_factory::ServerEvents = server.events();
+/// while let Some(event) = events.next().await {
+///     println!("{event:?}");
+/// }
+/// # }
+/// ```
+pub use socket_core::ServerEvents;
+/// # Examples
+///
+/// ```
+/// # fn demo(transport: &dyn socket_factory::Transport) -> socket_factory::Result<()> {
+/// let mut config = socket_factory::Config::default();
+/// config.socket.relay = true;
+/// let options = socket_factory::ServerOptions::from_config(&config, transport)?;
+/// assert!(options.relay);
+/// # Ok(()) }
+/// ```
+pub use socket_core::ServerOptions;
+/// # Examples
+///
+/// ```
+/// # fn demo(server: &socket_factory::Server) {
+/// let stats = server.stats();
+/// println!("{} sent, {} received, {} malformed", stats.messages_sent, stats.messages_received, stats.malformed);
+/// # }
+/// ```
+pub use socket_core::ServerStats;
+/// # Examples
+///
+/// ```
+/// use socket_factory::{Data, EventName, MessageType, SocketMessage};
+///
+/// let msg = SocketMessage::data(EventName::new("system_status")?, Data::new().with("cpu", 12));
+/// assert_eq!(msg.message_type, MessageType::Data);
+/// assert!(msg.timestamp_iso.ends_with("+00:00"));
+/// # Ok::<(), socket_factory::Error>(())
+/// ```
+pub use socket_core::SocketMessage;
+/// # Examples
+///
+/// ```
+/// let registry = socket_factory::default_registry();
+/// for scheme in registry.schemes() {
+///     let transport: std::sync::Arc<dyn socket_factory::Transport> = registry.get(&scheme)?;
+///     assert_eq!(transport.scheme(), scheme);
+/// }
+/// # Ok::<(), socket_factory::Error>(())
+/// ```
+pub use socket_core::Transport;
+/// # Examples
+///
+/// ```
+/// let registry = socket_factory::TransportRegistry::new();
+/// assert!(!registry.contains("unix"));
+/// assert!(registry.get("unix").is_err(), "an empty registry names what is available: nothing");
+/// ```
+pub use socket_core::TransportRegistry;
+/// # Examples
+///
+/// ```
+/// // The version sent in `hello` and `welcome`.
+/// assert_eq!(socket_factory::PROTOCOL_VERSION, 1);
+/// ```
+pub use socket_core::PROTOCOL_VERSION;
+/// # Examples
+///
+/// ```
+/// // What `welcome.server` says: name/version.
+/// assert!(socket_factory::SERVER_NAME.starts_with("socket-rs/"));
+/// ```
+pub use socket_core::SERVER_NAME;
 
 /// The Unix domain socket transport (feature `unix`).
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "unix")] {
+/// let config = socket_factory::Config::default();
+/// let path = socket_factory::unix::socket_path(&config, &socket_factory::EventName::new("demo")?)?;
+/// assert_eq!(path, std::path::PathBuf::from("/tmp/sockets/demo.sock"));
+/// # }
+/// # Ok::<(), socket_factory::Error>(())
+/// ```
 #[cfg(feature = "unix")]
 pub use socket_unix as unix;
 
 /// The TCP transport (feature `tcp`).
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "tcp")] {
+/// // The first port a server of "wallpaper_change" tries in the default range 9000..=9100.
+/// assert_eq!(socket_factory::tcp::fnv1a_32(b"wallpaper_change"), 0x845c0fd6);
+/// # }
+/// ```
 #[cfg(feature = "tcp")]
 pub use socket_tcp as tcp;
 
@@ -349,7 +724,17 @@ pub fn create_client(registry: &TransportRegistry, config: &Config, event: impl 
 ///
 /// # Examples
 ///
-/// See [`create_server_for`].
+/// ```
+/// # #[cfg(feature = "tcp")] {
+/// # fn demo() -> socket_factory::Result<()> {
+/// let registry = socket_factory::default_registry();
+/// let config = socket_factory::Config::load()?;
+/// // Over TCP whatever `socket.transport` says; the port is found from the event name.
+/// let client = socket_factory::create_client_for(&registry, "tcp", "system_status", &config)?;
+/// println!("connected to {:?}", client.server_address());
+/// # Ok(()) }
+/// # }
+/// ```
 pub fn create_client_for(
     registry: &TransportRegistry,
     scheme: &str,
@@ -391,6 +776,22 @@ pub async fn create_client_async(
 /// # Errors
 ///
 /// See [`create_client`].
+///
+/// # Examples
+///
+/// ```
+/// # async fn demo() -> socket_factory::Result<()> {
+/// use futures_lite::StreamExt;
+///
+/// let registry = socket_factory::default_registry();
+/// let config = socket_factory::Config::load()?;
+/// let client = socket_factory::create_client_for_async(&registry, "unix", "wallpaper_change", &config).await?;
+/// let mut messages = client.stream();
+/// while let Some(Ok(message)) = messages.next().await {
+///     println!("{:?}", message.data.get_str("path"));
+/// }
+/// # Ok(()) }
+/// ```
 pub async fn create_client_for_async(
     registry: &TransportRegistry,
     scheme: &str,

@@ -8,6 +8,7 @@ mod direct_write;
 mod late_hello;
 mod origin;
 mod sim;
+mod streams;
 mod suite;
 mod tokio_runtime;
 mod transports;

@@ -28,7 +28,7 @@ struct Fixture {
     config: Config,
     event: EventName,
     server: Server,
-    events: async_channel::Receiver<ServerEvent>,
+    events: socket_core::ServerEvents,
 }
 
 fn fixture(seed: u64) -> TestResult<Fixture> {

@@ -11,7 +11,7 @@ use std::time::Instant;
 type Result<T = ()> = std::result::Result<T, String>;
 
 const COMMANDS: &[(&str, &str)] = &[
-    ("ci", "everything CI checks: fmt, clippy, tests, model checks, docs, feature builds, codegen check, examples"),
+    ("ci", "everything CI checks: fmt, clippy, tests, model checks, docs, feature builds, codegen and man page checks, examples"),
     ("lint", "cargo fmt --check and clippy with warnings denied on all targets"),
     ("test", "the whole test suite (installs the Python msgpack module the interop tests need)"),
     ("loom", "loom model checks of the server registry (C1, C2): --cfg socket_loom, 2 preemptions, target/loom"),
@@ -19,6 +19,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("doc", "rustdoc for the workspace with warnings denied"),
     ("features", "build socket-factory alone with no features, unix, tcp, and both"),
     ("codegen", "regenerate docs/configuration.md from the code (--check: fail if stale)"),
+    ("man", "regenerate docs/man/socketctl.1 from socketctl's clap definition (--check: fail if stale)"),
     ("examples", "build and run every example of socket-factory"),
     ("demo", "run the product demo (server, clients, broadcast, unicast, queue, limits, reconnect)"),
     ("bench", "release-build benchmarks against a plain-socket ceiling and libzmq; prints a table"),
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
         "doc" => doc(),
         "features" => features(),
         "codegen" => codegen(rest.iter().any(|a| a == "--check")),
+        "man" => man(rest.iter().any(|a| a == "--check")),
         "examples" => examples(),
         "demo" => demo(),
         "bench" => bench(rest),
@@ -116,6 +118,7 @@ fn ci() -> Result {
     doc()?;
     features()?;
     codegen(true)?;
+    man(true)?;
     examples()?;
     Ok(())
 }
@@ -191,23 +194,51 @@ fn features() -> Result {
 }
 
 fn codegen(check: bool) -> Result {
-    let path = root().join("docs/configuration.md");
-    let out = cargo_with(&["run", "--quiet", "--locked", "-p", "socket-core", "--example", "gen_config_docs"])
+    generated(
+        "docs/configuration.md",
+        &["-p", "socket-core", "--example", "gen_config_docs"],
+        "config docs generator",
+        "cargo xtask codegen",
+        check,
+    )
+}
+
+/// The man page is generated from the clap definition by an example of socket-cli, so
+/// that the xtask itself needs no dependency (clap_mangen is socket-cli's dev-dependency).
+fn man(check: bool) -> Result {
+    generated(
+        "docs/man/socketctl.1",
+        &["-p", "socket-cli", "--example", "gen_man"],
+        "man page generator",
+        "cargo xtask man",
+        check,
+    )
+}
+
+/// Runs the generator `cargo run <generator>` and writes its stdout to `file` (relative
+/// to the root), or with `check` fails when `file` differs from it.
+fn generated(file: &str, generator: &[&str], what: &str, fix: &str, check: bool) -> Result {
+    let path = root().join(file);
+    let out = cargo_with(&["run", "--quiet", "--locked"])
+        .args(generator)
         .output()
-        .map_err(|e| format!("cannot run the config docs generator: {e}"))?;
+        .map_err(|e| format!("cannot run the {what}: {e}"))?;
     if !out.status.success() {
-        return Err(format!("config docs generator failed:\n{}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!("{what} failed:\n{}", String::from_utf8_lossy(&out.stderr)));
     }
     let current = std::fs::read(&path).unwrap_or_default();
     if check {
         if current != out.stdout {
-            return Err("docs/configuration.md is stale: run `cargo xtask codegen`".to_owned());
+            return Err(format!("{file} is stale: run `{fix}`"));
         }
-        eprintln!("docs/configuration.md is current");
+        eprintln!("{file} is current");
         return Ok(());
     }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
     std::fs::write(&path, &out.stdout).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    eprintln!("wrote docs/configuration.md");
+    eprintln!("wrote {file}");
     Ok(())
 }
 

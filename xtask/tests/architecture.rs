@@ -74,3 +74,43 @@ fn only_the_registry_uses_the_sync_facade() {
     let registry = fs::read_to_string(root().join("socket-core/src/server/registry.rs")).expect("registry.rs");
     assert!(registry.contains("use crate::sync::"), "server/registry.rs no longer uses the sync facade");
 }
+
+/// Docs rule (STYLE.md): every public item of the facade has an `# Examples` section with code,
+/// its own for re-exports too (rustdoc shows a re-export's documentation on the item's page).
+#[test]
+fn every_public_item_of_socket_factory_has_an_example() {
+    let file = root().join("socket-factory/src/lib.rs");
+    let text = fs::read_to_string(&file).expect("readable socket-factory/src/lib.rs");
+    let lines: Vec<&str> = text.lines().collect();
+    let mut items = 0;
+    let mut missing = Vec::new();
+    for (n, line) in lines.iter().enumerate() {
+        let is_item = ["pub use ", "pub fn ", "pub async fn ", "pub struct ", "pub enum ", "pub trait ", "pub const "]
+            .iter()
+            .any(|start| line.starts_with(start));
+        if !is_item {
+            continue;
+        }
+        items += 1;
+        assert!(
+            !line.contains('{') || !line.starts_with("pub use "),
+            "{line}: one item per `pub use`, each with its example"
+        );
+        // The doc comment above the item (attributes may stand between).
+        let doc: Vec<&str> = lines[..n]
+            .iter()
+            .rev()
+            .take_while(|l| l.starts_with("///") || l.starts_with("#["))
+            .filter(|l| l.starts_with("///"))
+            .copied()
+            .collect();
+        let examples = doc.iter().position(|l| l.trim() == "/// # Examples");
+        // `doc` is in reverse order: the code fence comes after the heading, so before it here.
+        let has_code = examples.is_some_and(|at| doc[..at].iter().any(|l| l.trim() == "/// ```"));
+        if !has_code {
+            missing.push(format!("{}:{}: {line}", file.display(), n + 1));
+        }
+    }
+    assert!(items >= 30, "only {items} public items found: the check would be vacuous");
+    assert!(missing.is_empty(), "public items of socket-factory without an example:\n{}", missing.join("\n"));
+}

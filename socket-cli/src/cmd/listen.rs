@@ -1,15 +1,24 @@
-//! `socketctl listen EVENT`: print every message as one JSON line with the five wire keys.
+//! `socketctl listen EVENT...`: print every message of one or more events as one JSON line.
+//!
+//! Each event has its own client (its own connection, its own reconnecting); their
+//! messages are merged into one output stream, taking from the events in turn so that a
+//! busy event cannot starve a quiet one.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures_lite::Stream;
+use socket_core::client::MessageStream;
 use socket_core::config::{secs, Config};
 use socket_core::control::Control;
-use socket_core::{Client, ErrorKind, EventName, Transport};
+use socket_core::{Client, ErrorKind, EventName, SocketMessage, Transport};
 
-use crate::args::{GlobalArgs, ListenArgs};
+use crate::args::{FormatArg, GlobalArgs, ListenArgs};
 use crate::exit::{describe, CliError, Exit};
-use crate::json::message_to_json;
+use crate::json::{data_to_json, message_to_json};
 use crate::output::print_json;
 use crate::settings::{load_config, Overrides};
 use crate::transports::{connect_client, event_name, transport_for};
@@ -21,12 +30,12 @@ const WAIT_RETRY: Duration = Duration::from_millis(100);
 ///
 /// # Errors
 ///
-/// Exit 2 (invalid event name or configuration), 3 (no server, without `--wait`), 4 (the
-/// server is full), 5 (`--timeout` reached), 1 (connection lost with `--no-reconnect`, or
-/// stdout closed).
+/// Exit 2 (invalid event name or configuration), 3 (no server for one of the events,
+/// without `--wait`), 4 (a server is full), 5 (`--timeout` reached), 1 (a connection lost
+/// with `--no-reconnect`, or stdout closed).
 pub(crate) fn run(global: &GlobalArgs, args: &ListenArgs) -> Result<Exit, CliError> {
     let started = Instant::now();
-    let event = event_name(&args.event)?;
+    let events = event_names(&args.events)?;
     let mut o = Overrides::new();
     if args.no_reconnect {
         o.set("socket.auto_reconnect", false);
@@ -37,6 +46,30 @@ pub(crate) fn run(global: &GlobalArgs, args: &ListenArgs) -> Result<Exit, CliErr
     let config = load_config(global, &o)?;
     let transport = transport_for(&config)?;
     let deadline = args.timeout.map(|t| started + secs(t));
+    socket_core::runtime::block_on(listen(transport, &events, &config, args, deadline))
+}
+
+/// The event names, validated, each once, in the order given.
+fn event_names(names: &[String]) -> Result<Vec<EventName>, CliError> {
+    let mut events: Vec<EventName> = Vec::with_capacity(names.len());
+    for name in names {
+        let event = event_name(name)?;
+        if !events.contains(&event) {
+            events.push(event);
+        }
+    }
+    Ok(events)
+}
+
+/// The listen loop over every event, until `--count`, `--timeout`, an error, or (with
+/// `--no-reconnect`) every server has shut down.
+async fn listen(
+    transport: Arc<dyn Transport>,
+    events: &[EventName],
+    config: &Config,
+    args: &ListenArgs,
+    deadline: Option<Instant>,
+) -> Result<Exit, CliError> {
     let timed_out = |printed: u64| {
         let wanted = args.count.map_or_else(String::new, |c| format!(" of {c}"));
         CliError::new(
@@ -44,44 +77,154 @@ pub(crate) fn run(global: &GlobalArgs, args: &ListenArgs) -> Result<Exit, CliErr
             format!("timed out after {} s with {printed}{wanted} messages received", args.timeout.unwrap_or_default()),
         )
     };
-
-    let client = connect(transport, &event, &config, args.wait, deadline).map_err(|e| match e {
-        Waited::TimedOut => timed_out(0),
-        Waited::Failed(e) => e,
-    })?;
+    let mut merged = Merged {
+        sources: events
+            .iter()
+            .map(|event| {
+                let connecting: Connecting<'_> = Box::pin(connect(transport.clone(), event.clone(), config, args.wait));
+                Source::Connecting(connecting)
+            })
+            .collect(),
+        next: 0,
+        no_reconnect: args.no_reconnect,
+    };
 
     let mut printed = 0u64;
-    let mut saw_shutdown = false;
     let result = loop {
         if args.count.is_some_and(|count| printed >= count) {
             break Ok(Exit::Ok);
         }
-        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        if remaining == Some(Duration::ZERO) {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             break Err(timed_out(printed));
         }
-        match client.receive(remaining) {
-            Ok(Some(msg)) => {
-                if let Some(control) = Control::parse(&msg) {
-                    // Protocol control is never printed; note a shutdown for --no-reconnect.
-                    saw_shutdown |= matches!(control, Ok(Control::Shutdown { .. }));
-                    continue;
-                }
-                if let Err(e) = print_json(&message_to_json(&msg)) {
+        let step = futures_lite::future::poll_fn(|cx| merged.poll_step(cx));
+        let step = match deadline {
+            None => step.await,
+            Some(deadline) => {
+                futures_lite::future::or(step, async {
+                    async_io::Timer::at(deadline).await;
+                    Step::TimedOut
+                })
+                .await
+            }
+        };
+        match step {
+            Step::Message(msg) => {
+                let line = match args.format {
+                    FormatArg::Json => message_to_json(&msg),
+                    FormatArg::Data => data_to_json(&msg.data),
+                };
+                if let Err(e) = print_json(&line) {
                     break Err(e);
                 }
                 printed += 1;
             }
-            Ok(None) => break Err(timed_out(printed)),
-            // The client closed for good. With --no-reconnect a server shutdown ends listen
-            // with 0, a lost connection with 1; giving up reconnecting (reconnect_max_retries)
-            // is always 1.
-            Err(e) if args.no_reconnect && (saw_shutdown || is_shutdown(&e)) => break Ok(Exit::Ok),
-            Err(e) => break Err(lost(&e)),
+            Step::TimedOut => break Err(timed_out(printed)),
+            Step::Failed(e) => break Err(e),
+            Step::AllShutDown => break Ok(Exit::Ok),
         }
     };
-    client.disconnect();
+    for source in &merged.sources {
+        if let Source::Open { client, .. } = source {
+            client.disconnect_async().await;
+        }
+    }
     result
+}
+
+/// A connection attempt in progress (with `--wait`, retried until a server appears).
+type Connecting<'a> = Pin<Box<dyn Future<Output = Result<Client, CliError>> + 'a>>;
+
+/// One event's client.
+enum Source<'a> {
+    /// Not connected yet.
+    Connecting(Connecting<'a>),
+    /// Connected (the client reconnects by itself unless `--no-reconnect`).
+    Open {
+        /// The client, kept to disconnect it at the end.
+        client: Client,
+        /// Its messages.
+        messages: MessageStream,
+        /// A `shutdown` control message arrived (for `--no-reconnect`).
+        saw_shutdown: bool,
+    },
+    /// The server shut down and `--no-reconnect` is set: nothing more comes.
+    ShutDown,
+}
+
+/// What the merged stream of every event produced.
+enum Step {
+    /// A message to print (never protocol control).
+    Message(SocketMessage),
+    /// An error that ends `listen`.
+    Failed(CliError),
+    /// With `--no-reconnect`: every server has shut down.
+    AllShutDown,
+    /// `--timeout` ran out.
+    TimedOut,
+}
+
+/// Every event's client, polled in turn.
+struct Merged<'a> {
+    sources: Vec<Source<'a>>,
+    /// The source polled first next time (the one after the last that produced a message).
+    next: usize,
+    no_reconnect: bool,
+}
+
+impl Merged<'_> {
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        let n = self.sources.len();
+        let mut all_shut_down = true;
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            loop {
+                match &mut self.sources[i] {
+                    Source::Connecting(connecting) => match connecting.as_mut().poll(cx) {
+                        Poll::Ready(Ok(client)) => {
+                            let messages = client.stream();
+                            self.sources[i] = Source::Open { client, messages, saw_shutdown: false };
+                        }
+                        Poll::Ready(Err(e)) => return Poll::Ready(Step::Failed(e)),
+                        Poll::Pending => {
+                            all_shut_down = false;
+                            break;
+                        }
+                    },
+                    Source::Open { messages, saw_shutdown, .. } => match Pin::new(messages).poll_next(cx) {
+                        Poll::Ready(Some(Ok(msg))) => {
+                            if let Some(control) = Control::parse(&msg) {
+                                // Protocol control is never printed; note a shutdown for --no-reconnect.
+                                *saw_shutdown |= matches!(control, Ok(Control::Shutdown { .. }));
+                                continue;
+                            }
+                            self.next = (i + 1) % n;
+                            return Poll::Ready(Step::Message(msg));
+                        }
+                        // The client closed for good. With --no-reconnect a server shutdown ends
+                        // this event (listen goes on with the others), a lost connection ends
+                        // listen with 1; giving up reconnecting (reconnect_max_retries) is always 1.
+                        Poll::Ready(Some(Err(e))) if self.no_reconnect && (*saw_shutdown || is_shutdown(&e)) => {
+                            self.sources[i] = Source::ShutDown;
+                        }
+                        Poll::Ready(Some(Err(e))) => return Poll::Ready(Step::Failed(lost(&e))),
+                        // The stream ends only after yielding its error, handled above.
+                        Poll::Ready(None) => self.sources[i] = Source::ShutDown,
+                        Poll::Pending => {
+                            all_shut_down = false;
+                            break;
+                        }
+                    },
+                    Source::ShutDown => break,
+                }
+            }
+        }
+        if all_shut_down {
+            Poll::Ready(Step::AllShutDown)
+        } else {
+            Poll::Pending
+        }
+    }
 }
 
 /// The error for a client that closed without a server shutdown.
@@ -101,44 +244,21 @@ fn is_shutdown(err: &socket_core::Error) -> bool {
     err.kind() == ErrorKind::Closed && (text.contains("shutdown") || text.contains("shut down"))
 }
 
-/// Why connecting gave up.
-enum Waited {
-    /// The `--timeout` deadline passed first.
-    TimedOut,
-    /// A connection error, already mapped to its exit code.
-    Failed(CliError),
-}
-
-/// Connects, bounded by `deadline`; with `wait`, retries while there is no server.
-fn connect(
+/// Connects to the server of `event`; with `wait`, retries while there is no server.
+async fn connect(
     transport: Arc<dyn Transport>,
-    event: &EventName,
+    event: EventName,
     config: &Config,
     wait: bool,
-    deadline: Option<Instant>,
-) -> Result<Client, Waited> {
-    socket_core::runtime::block_on(async {
-        let attempt = async {
-            loop {
-                match connect_client(transport.clone(), event.clone(), config, "socketctl listen", true).await {
-                    Ok(client) => return Ok(client),
-                    Err(e) if wait && matches!(e.kind(), ErrorKind::Connection | ErrorKind::Timeout) => {
-                        tracing::debug!("no server yet, retrying: {e}");
-                        async_io::Timer::after(WAIT_RETRY).await;
-                    }
-                    Err(e) => return Err(Waited::Failed(CliError::connect(&e))),
-                }
+) -> Result<Client, CliError> {
+    loop {
+        match connect_client(transport.clone(), event.clone(), config, "socketctl listen", true).await {
+            Ok(client) => return Ok(client),
+            Err(e) if wait && matches!(e.kind(), ErrorKind::Connection | ErrorKind::Timeout) => {
+                tracing::debug!("no server for {event} yet, retrying: {e}");
+                async_io::Timer::after(WAIT_RETRY).await;
             }
-        };
-        match deadline {
-            None => attempt.await,
-            Some(deadline) => {
-                futures_lite::future::or(attempt, async {
-                    async_io::Timer::at(deadline).await;
-                    Err(Waited::TimedOut)
-                })
-                .await
-            }
+            Err(e) => return Err(CliError::connect(&e)),
         }
-    })
+    }
 }

@@ -1,5 +1,6 @@
 //! One module per command.
 
+pub(crate) mod completions;
 pub(crate) mod config;
 pub(crate) mod list;
 pub(crate) mod listen;

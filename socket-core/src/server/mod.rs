@@ -275,6 +275,98 @@ impl Drop for StopOnDrop {
     }
 }
 
+/// The events of one server (see [`Server::events`]): an async [`Stream`](futures_lite::Stream)
+/// of [`ServerEvent`]s that is [`Unpin`], and, through [`Deref`](std::ops::Deref), the
+/// [`async_channel::Receiver`] it wraps (`recv`, `recv_blocking`, `try_recv`, `len`, ...).
+///
+/// `async_channel::Receiver` itself is `!Unpin`, so `next()` on it needs pinning first; this
+/// wrapper keeps the receiver pinned on the heap so that user code never has to. Clones are
+/// further receivers of the same events: each event goes to one of them.
+///
+/// # Examples
+///
+/// ```
+/// # async fn demo(server: &socket_core::Server) {
+/// use futures_lite::StreamExt;
+/// use socket_core::ServerEvent;
+///
+/// let mut events = server.events();
+/// while let Some(event) = events.next().await {
+///     if let ServerEvent::Connected(info) = event {
+///         println!("{} connected", info.id);
+///     }
+/// }
+/// // Or blocking, from a thread, through the receiver's own methods:
+/// let events = server.events();
+/// while let Ok(event) = events.recv_blocking() {
+///     println!("{event:?}");
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServerEvents {
+    receiver: std::pin::Pin<Box<Receiver<ServerEvent>>>,
+}
+
+impl ServerEvents {
+    fn new(receiver: Receiver<ServerEvent>) -> Self {
+        ServerEvents { receiver: Box::pin(receiver) }
+    }
+
+    /// The channel receiver, for code that stores or passes an
+    /// `async_channel::Receiver<ServerEvent>` (what [`Server::events`] returned before it
+    /// returned this type). It receives the same events.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn demo(server: &socket_core::Server) {
+    /// let receiver: async_channel::Receiver<socket_core::ServerEvent> = server.events().into_receiver();
+    /// assert!(!receiver.is_closed());
+    /// # }
+    /// ```
+    pub fn into_receiver(self) -> Receiver<ServerEvent> {
+        // A clone is one more receiver of the channel; dropping `self` removes one.
+        Receiver::clone(&self.receiver)
+    }
+}
+
+impl std::ops::Deref for ServerEvents {
+    type Target = Receiver<ServerEvent>;
+
+    fn deref(&self) -> &Receiver<ServerEvent> {
+        &self.receiver
+    }
+}
+
+impl From<ServerEvents> for Receiver<ServerEvent> {
+    fn from(events: ServerEvents) -> Self {
+        events.into_receiver()
+    }
+}
+
+impl futures_lite::Stream for ServerEvents {
+    type Item = ServerEvent;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<ServerEvent>> {
+        self.receiver.as_mut().poll_next(cx)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.receiver.size_hint()
+    }
+}
+
+// `Server::events` promises `Stream + Unpin + Send + Sync`: keep it so (a compile error here,
+// not in users' code).
+const _: fn() = || {
+    fn promised<T: futures_lite::Stream + Unpin + Send + Sync + 'static>() {}
+    promised::<ServerEvents>();
+};
+
 impl Server {
     /// A server for `event` over `transport`, configured by `config` (not started).
     ///
@@ -473,7 +565,9 @@ impl Server {
 
     /// Events (connects, disconnects, messages) as an async stream / blocking iterator.
     ///
-    /// The receiver is an async [`Stream`](futures_lite::Stream) and has
+    /// The receiver is an async [`Stream`](futures_lite::Stream), [`Unpin`] and `Send`
+    /// (`while let Some(event) = events.next().await` with `futures-lite`'s or `futures`'
+    /// `StreamExt` needs no pinning), and has
     /// [`recv_blocking`](async_channel::Receiver::recv_blocking) for threads.
     /// Events are delivered only while at least one receiver obtained here is
     /// alive: a server nobody listens to counts client messages
@@ -501,8 +595,24 @@ impl Server {
     /// });
     /// # }
     /// ```
-    pub fn events(&self) -> async_channel::Receiver<ServerEvent> {
-        self.inner.events_rx.clone()
+    ///
+    /// The same as a stream, from async code:
+    ///
+    /// ```
+    /// # async fn demo(server: &socket_core::Server) {
+    /// use futures_lite::StreamExt;
+    /// use socket_core::ServerEvent;
+    ///
+    /// let mut events = server.events();
+    /// while let Some(event) = events.next().await {
+    ///     if let ServerEvent::Message { from, message } = event {
+    ///         println!("{from} sent {:?}", message.data.get_str("text"));
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn events(&self) -> ServerEvents {
+        ServerEvents::new(self.inner.events_rx.clone())
     }
 
     /// True between `start` and `stop`.

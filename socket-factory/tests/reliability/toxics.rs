@@ -26,7 +26,7 @@ const PROMPT: Duration = Duration::from_millis(500);
 struct Setup {
     fx: Fx,
     server: Server,
-    events: Receiver<ServerEvent>,
+    events: socket_factory::ServerEvents,
     proxy: Proxy,
 }
 

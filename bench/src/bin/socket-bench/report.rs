@@ -437,7 +437,7 @@ trips). The machine is shared, so p99 includes preemption by other processes; co
 library's runtime threads) pinned to one CPU (the first one allowed) with `sched_setaffinity`.
 The machine table's *thread wake-up* is the floor under every round trip: two threads hand a token back
 and forth with `std::thread::park`/`unpark` (20,000 times, p50 of one hand-off, free and pinned). The
-ceiling's round trip wakes two threads, the library's four (docs/benchmarks.md, third session).
+ceiling's round trip wakes two threads, the library's four (see *Why the missed targets are missed* below).
 
 **Memory** is `VmRSS` of a server process, read from `/proc/<pid>/status` after it has accepted 0, then 10,
 500 and 1,000 idle clients that live in the parent. The ceiling's and the library's servers run in
