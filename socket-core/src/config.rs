@@ -312,8 +312,23 @@ impl KeyInfo {
     }
 }
 
-const SECONDS: &str = "a number of seconds > 0";
-const POSITIVE: &str = "an integer > 0";
+/// Upper bound of every duration key (and of `socketctl`'s duration options):
+/// one year, in seconds. Anything longer is a mistake, and every bound value
+/// fits a `Duration` and a deadline from now.
+pub const MAX_SECONDS: f64 = 31_536_000.0;
+/// Upper bound of every `max_connections` key.
+pub const MAX_CONNECTIONS: usize = 65_536;
+/// Upper bound of every queue or buffer length counted in messages or frames.
+pub const MAX_QUEUE_LEN: usize = 1_000_000;
+/// Upper bound of every queue size counted in bytes (1 GiB).
+pub const MAX_QUEUE_BYTES: usize = 1 << 30;
+/// Upper bound of `buffer_size` (1 MiB; reads never ask for more).
+pub const MAX_BUFFER_SIZE: usize = 1 << 20;
+
+const SECONDS: &str = "a number of seconds > 0, at most 31536000 (one year)";
+const QUEUE_LEN: &str = "an integer in 1..=1000000";
+const QUEUE_BYTES: &str = "an integer in 1..=1073741824 (1 GiB)";
+const CONNECTIONS: &str = "an integer in 1..=65536";
 const BOOLEAN: &str = "true or false";
 
 const fn key(key: &'static str, ty: ValueType, rule: &'static str, description: &'static str) -> KeyInfo {
@@ -341,7 +356,7 @@ pub static KEYS: &[KeyInfo] = &[
         SECONDS,
         "Seconds a client waits to connect and for `welcome`; the default receive timeout of `socketctl`.",
     ),
-    key("socket.buffer_size", ValueType::Integer, POSITIVE, "Bytes read per system call on each connection. A connection whose reads keep filling it (a busy stream) doubles it up to 64 KiB, and halves it back when reads come back small."),
+    key("socket.buffer_size", ValueType::Integer, "an integer in 1..=1048576 (1 MiB)", "Bytes read per system call on each connection. A connection whose reads keep filling it (a busy stream) doubles it up to 64 KiB, and halves it back when reads come back small."),
     key(
         "socket.timezone",
         ValueType::String,
@@ -351,10 +366,10 @@ pub static KEYS: &[KeyInfo] = &[
     key(
         "socket.message_queue_size",
         ValueType::Integer,
-        POSITIVE,
+        QUEUE_LEN,
         "Offline queue length: broadcasts kept while no client is connected; on overflow the oldest is dropped (and counted). The first client to connect receives the queue, which is then empty.",
     ),
-    key("socket.message_queue_bytes", ValueType::Integer, POSITIVE, "Offline queue size limit in bytes."),
+    key("socket.message_queue_bytes", ValueType::Integer, QUEUE_BYTES, "Offline queue size limit in bytes."),
     key("socket.blocking_mode", ValueType::Boolean, BOOLEAN, "`Server::start` blocks the calling thread until the server is stopped."),
     key(
         "socket.allow_client_send",
@@ -371,7 +386,7 @@ pub static KEYS: &[KeyInfo] = &[
     key(
         "socket.max_nesting_depth",
         ValueType::Integer,
-        "an integer in 2..=128",
+        "an integer in 2..=64",
         "Deepest MessagePack nesting accepted (the top-level map is level 1, `data` level 2); a deeper message is `malformed`.",
     ),
     key(
@@ -392,18 +407,18 @@ pub static KEYS: &[KeyInfo] = &[
         SECONDS,
         "Seconds a write to a client may make no progress before the client is disconnected as a slow consumer.",
     ),
-    key("socket.outbound_queue_size", ValueType::Integer, POSITIVE, "Frames queued per client before it is a slow consumer."),
-    key("socket.outbound_queue_bytes", ValueType::Integer, POSITIVE, "Bytes queued per client before it is a slow consumer."),
+    key("socket.outbound_queue_size", ValueType::Integer, QUEUE_LEN, "Frames queued per client before it is a slow consumer."),
+    key("socket.outbound_queue_bytes", ValueType::Integer, QUEUE_BYTES, "Bytes queued per client before it is a slow consumer."),
     key(
         "socket.receive_buffer_size",
         ValueType::Integer,
-        POSITIVE,
+        QUEUE_LEN,
         "Received messages a client buffers; when full the client stops reading (back-pressure), it never drops.",
     ),
     key(
         "socket.inbound_queue_size",
         ValueType::Integer,
-        POSITIVE,
+        QUEUE_LEN,
         "Server events buffered for the application before the server stops reading from clients.",
     ),
     key(
@@ -422,13 +437,13 @@ pub static KEYS: &[KeyInfo] = &[
     key(
         "socket.reconnect_initial_delay",
         ValueType::Seconds,
-        "a number of seconds > 0, at most socket.reconnect_max_delay",
+        "a number of seconds > 0, at most socket.reconnect_max_delay and at most 31536000 (one year)",
         "Base delay before the first reconnect attempt; doubled after each failed attempt. Each delay is jittered between half this value and the current delay.",
     ),
     key(
         "socket.reconnect_max_delay",
         ValueType::Seconds,
-        "a number of seconds > 0, at least socket.reconnect_initial_delay",
+        "a number of seconds > 0, at most 31536000 (one year), at least socket.reconnect_initial_delay",
         "Largest delay between reconnect attempts.",
     ),
     key(
@@ -452,7 +467,7 @@ pub static KEYS: &[KeyInfo] = &[
     key(
         "socket.unix.max_connections",
         ValueType::Integer,
-        POSITIVE,
+        CONNECTIONS,
         "Clients a Unix-socket server serves at once; one more receives a `max_connections` error and is closed.",
     ),
     key(
@@ -495,7 +510,7 @@ pub static KEYS: &[KeyInfo] = &[
     key(
         "socket.tcp.max_connections",
         ValueType::Integer,
-        POSITIVE,
+        CONNECTIONS,
         "Clients a TCP server serves at once; one more receives a `max_connections` error and is closed.",
     ),
     key(
@@ -634,11 +649,11 @@ fn ensure(ok: bool, key: &str, value: impl fmt::Display) -> std::result::Result<
 }
 
 fn positive_secs(key: &str, v: f64) -> std::result::Result<(), ConfigError> {
-    ensure(v.is_finite() && v > 0.0, key, v)
+    ensure(v.is_finite() && v > 0.0 && v <= MAX_SECONDS, key, v)
 }
 
-fn positive(key: &str, v: usize) -> std::result::Result<(), ConfigError> {
-    ensure(v > 0, key, v)
+fn in_range(key: &str, v: usize, max: usize) -> std::result::Result<(), ConfigError> {
+    ensure((1..=max).contains(&v), key, v)
 }
 
 fn port_ok(p: u16) -> bool {
@@ -702,10 +717,10 @@ impl Config {
         ensure(is_valid_scheme(&s.transport), "socket.transport", show_str(&s.transport))?;
         ensure(!s.socket_dir.as_os_str().is_empty(), "socket.socket_dir", show_str(&s.socket_dir.to_string_lossy()))?;
         positive_secs("socket.default_timeout", s.default_timeout)?;
-        positive("socket.buffer_size", s.buffer_size)?;
+        in_range("socket.buffer_size", s.buffer_size, MAX_BUFFER_SIZE)?;
         ensure(jiff::tz::TimeZone::get(&s.timezone).is_ok(), "socket.timezone", show_str(&s.timezone))?;
-        positive("socket.message_queue_size", s.message_queue_size)?;
-        positive("socket.message_queue_bytes", s.message_queue_bytes)?;
+        in_range("socket.message_queue_size", s.message_queue_size, MAX_QUEUE_LEN)?;
+        in_range("socket.message_queue_bytes", s.message_queue_bytes, MAX_QUEUE_BYTES)?;
         ensure(
             (64..=MAX_FRAME_LEN_CEILING).contains(&s.max_message_size),
             "socket.max_message_size",
@@ -719,10 +734,10 @@ impl Config {
         positive_secs("socket.hello_grace", s.hello_grace)?;
         positive_secs("socket.frame_timeout", s.frame_timeout)?;
         positive_secs("socket.write_stall_timeout", s.write_stall_timeout)?;
-        positive("socket.outbound_queue_size", s.outbound_queue_size)?;
-        positive("socket.outbound_queue_bytes", s.outbound_queue_bytes)?;
-        positive("socket.receive_buffer_size", s.receive_buffer_size)?;
-        positive("socket.inbound_queue_size", s.inbound_queue_size)?;
+        in_range("socket.outbound_queue_size", s.outbound_queue_size, MAX_QUEUE_LEN)?;
+        in_range("socket.outbound_queue_bytes", s.outbound_queue_bytes, MAX_QUEUE_BYTES)?;
+        in_range("socket.receive_buffer_size", s.receive_buffer_size, MAX_QUEUE_LEN)?;
+        in_range("socket.inbound_queue_size", s.inbound_queue_size, MAX_QUEUE_LEN)?;
         positive_secs("socket.reconnect_initial_delay", s.reconnect_initial_delay)?;
         positive_secs("socket.reconnect_max_delay", s.reconnect_max_delay)?;
         ensure(
@@ -731,7 +746,7 @@ impl Config {
             format_args!("{} (socket.reconnect_max_delay is {})", s.reconnect_initial_delay, s.reconnect_max_delay),
         )?;
         let u = &s.unix;
-        positive("socket.unix.max_connections", u.max_connections)?;
+        in_range("socket.unix.max_connections", u.max_connections, MAX_CONNECTIONS)?;
         ensure(
             parse_permissions(&u.socket_permissions).is_some(),
             "socket.unix.socket_permissions",
@@ -749,7 +764,7 @@ impl Config {
             "socket.tcp.port_range_start",
             format_args!("{} (socket.tcp.port_range_end is {})", t.port_range_start, t.port_range_end),
         )?;
-        positive("socket.tcp.max_connections", t.max_connections)?;
+        in_range("socket.tcp.max_connections", t.max_connections, MAX_CONNECTIONS)?;
         for name in s.plugins.keys() {
             ensure(is_valid_scheme(name), &format!("socket.{name}"), "(a table)").map_err(|_| {
                 ConfigError::InvalidValue {
