@@ -44,7 +44,7 @@ use futures_lite::{future, Stream};
 
 use self::inbox::{Inbox, Pop};
 
-use crate::codec::{decode_body, decode_body_for, encode_frame, Frame, Limits};
+use crate::codec::{decode_body, decode_body_for, encode_frame, encode_frame_with, Frame, Limits};
 use crate::config::{secs, Config};
 use crate::control::{Control, ErrorCode};
 use crate::error::{Error, ErrorKind, Result};
@@ -279,7 +279,7 @@ impl Client {
     /// message cannot be encoded, [`crate::ErrorKind::Closed`] once closed.
     pub async fn send_async(&self, message: &SocketMessage) -> Result<()> {
         self.inner.check_can_send()?;
-        let frame = encode_frame(message, self.inner.opts.limits.max_frame_len)?;
+        let frame = encode_frame_with(message, &self.inner.opts.limits)?;
         self.inner.write_frame(&frame).await
     }
 
