@@ -1,8 +1,10 @@
 //! The command line, as clap derive types (SPEC §6).
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use socket_core::config::{MAX_CONNECTIONS, MAX_QUEUE_LEN, MAX_SECONDS};
 
 /// Serve, listen to and send socket events from shells and status bars.
 ///
@@ -41,7 +43,7 @@ pub(crate) struct GlobalArgs {
     #[arg(long, global = true, value_name = "H")]
     pub(crate) host: Option<String>,
     /// Fixed TCP port; without it the port is discovered from the event name (socket.tcp.port).
-    #[arg(long, global = true, value_name = "P")]
+    #[arg(long, global = true, value_name = "P", value_parser = clap::value_parser!(u16).range(1024..))]
     pub(crate) port: Option<u16>,
     /// The server is a legacy (Python-origin) server: no hello/welcome handshake (socket.legacy_server).
     #[arg(long, global = true)]
@@ -96,11 +98,11 @@ pub(crate) struct ServeArgs {
     /// Refuse messages from clients (socket.allow_client_send = false).
     #[arg(long)]
     pub(crate) no_client_send: bool,
-    /// Clients served at once (max_connections of the transport's table).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Clients served at once (max_connections of the transport's table), 1 to 65536.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_CONNECTIONS as i64))]
     pub(crate) max_connections: Option<u32>,
-    /// Broadcasts kept while no client is connected (socket.message_queue_size).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Broadcasts kept while no client is connected (socket.message_queue_size), 1 to 1000000.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_QUEUE_LEN as i64))]
     pub(crate) queue_size: Option<u32>,
 }
 
@@ -112,9 +114,9 @@ pub(crate) struct ListenArgs {
     /// Exit 0 after N messages.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) count: Option<u64>,
-    /// Total time allowed, in seconds; running out exits 5.
+    /// Total time allowed, in seconds (more than 0, at most 31536000, one year); running out exits 5.
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
-    pub(crate) timeout: Option<f64>,
+    pub(crate) timeout: Option<Secs>,
     /// Wait for the server to appear instead of failing with exit 3.
     #[arg(long)]
     pub(crate) wait: bool,
@@ -163,11 +165,42 @@ pub(crate) struct ConfigArgs {
     pub(crate) json: bool,
 }
 
-/// A positive, finite number of seconds.
-fn parse_secs(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("{s:?} is not a positive number of seconds")),
+/// A number of seconds from the command line: finite, more than 0 and at most
+/// [`MAX_SECONDS`], so that it always fits a [`Duration`] and a deadline from now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Secs {
+    /// As written (for messages).
+    pub(crate) value: f64,
+    /// As a duration.
+    pub(crate) duration: Duration,
+}
+
+impl Secs {
+    /// The instant `self` after `start`; `None` only if the clock cannot represent it.
+    pub(crate) fn after(self, start: Instant) -> Option<Instant> {
+        start.checked_add(self.duration)
+    }
+}
+
+/// Parses `--timeout`-like values: not finite, not positive, above [`MAX_SECONDS`] or not a
+/// number at all is a usage error (exit 2), never a panic.
+fn parse_secs(s: &str) -> Result<Secs, String> {
+    let Ok(value) = s.trim().parse::<f64>() else {
+        return Err(format!("{s:?} is not a number of seconds"));
+    };
+    if !value.is_finite() {
+        return Err(format!("{s:?} is not a finite number of seconds"));
+    }
+    if value <= 0.0 {
+        return Err(format!("{s:?} is not a positive number of seconds"));
+    }
+    if value > MAX_SECONDS {
+        return Err(format!("{s:?} seconds is too long: at most {MAX_SECONDS} (one year)"));
+    }
+    match Duration::try_from_secs_f64(value) {
+        // Below a nanosecond rounds to zero: that is not a positive duration.
+        Ok(duration) if !duration.is_zero() => Ok(Secs { value, duration }),
+        _ => Err(format!("{s:?} is not a positive number of seconds (it rounds to zero)")),
     }
 }
 
@@ -208,6 +241,90 @@ mod tests {
             &["socketctl", "list", "--bogus"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn numeric_options_refuse_what_does_not_fit() {
+        for (option, value) in [
+            ("--timeout", "1e30"),
+            ("--timeout", "inf"),
+            ("--timeout", "NaN"),
+            ("--timeout", "-1"),
+            ("--timeout", "1e-10"),
+            ("--timeout", "31536001"),
+            ("--count", "-1"),
+            ("--count", "18446744073709551616"),
+            ("--count", "1.5"),
+        ] {
+            let args = ["socketctl", "listen", "e", option, value];
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?} should be rejected");
+        }
+        for (option, value) in [("--max-connections", "65537"), ("--queue-size", "1000001"), ("--queue-size", "-3")] {
+            let args = ["socketctl", "serve", "e", option, value];
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?} should be rejected");
+        }
+        for value in ["0", "1023", "65536", "-1", "9e3"] {
+            let args = ["socketctl", "--port", value, "list"];
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?} should be rejected");
+        }
+        let cli = Cli::try_parse_from(["socketctl", "listen", "e", "--timeout", "31536000"]);
+        let Ok(Cli { command: Command::Listen(listen), .. }) = cli else { panic!("a year is accepted: {cli:?}") };
+        let timeout = listen.timeout.unwrap_or_else(|| panic!("--timeout was given"));
+        assert_eq!(timeout.duration, Duration::from_secs(31_536_000));
+        assert!(timeout.after(Instant::now()).is_some());
+    }
+
+    /// Text that looks more or less like a number: every shape a user or a script might
+    /// pass to a numeric option.
+    fn numeric_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<f64>().prop_map(|f| f.to_string()),
+            any::<f64>().prop_map(|f| format!("{f:e}")),
+            any::<i128>().prop_map(|i| i.to_string()),
+            any::<u64>().prop_map(|u| u.to_string()),
+            (any::<u32>(), 0u32..400).prop_map(|(m, e)| format!("{m}e{e}")),
+            "[-+]?[0-9]{0,25}([.][0-9]{0,10})?([eE][-+]?[0-9]{1,4})?",
+            "[-+0-9.eEinfatyNI_x ]{0,24}",
+            Just("NaN".to_owned()),
+            Just("-inf".to_owned()),
+            Just("1e30".to_owned()),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(512))]
+
+        /// No value of any numeric option can make `socketctl` panic: it is refused by the
+        /// parser (exit 2), or it survives everything `main` does with it before doing I/O
+        /// (the `--timeout` deadline, the configuration overrides and their validation).
+        #[test]
+        fn no_numeric_value_of_any_option_panics(value in numeric_text(), which in 0usize..5) {
+            let argv: Vec<String> = match which {
+                0 => vec!["listen".into(), "e".into(), "--timeout".into(), value.clone()],
+                1 => vec!["listen".into(), "e".into(), "--count".into(), value.clone()],
+                2 => vec!["serve".into(), "e".into(), "--max-connections".into(), value.clone()],
+                3 => vec!["serve".into(), "e".into(), "--queue-size".into(), value.clone()],
+                _ => vec!["--port".into(), value.clone(), "list".into()],
+            };
+            let argv = std::iter::once("socketctl".to_owned()).chain(argv);
+            let Ok(cli) = Cli::try_parse_from(argv) else { return Ok(()) };
+            let overrides = match &cli.command {
+                Command::Listen(listen) => {
+                    if let Some(timeout) = listen.timeout {
+                        proptest::prop_assert!(timeout.after(Instant::now()).is_some(), "{value}");
+                        proptest::prop_assert!(timeout.value > 0.0 && timeout.value <= MAX_SECONDS);
+                    }
+                    crate::settings::Overrides::new()
+                }
+                Command::Serve(serve) => crate::cmd::serve::overrides(serve),
+                _ => crate::settings::Overrides::new(),
+            };
+            let loader = socket_core::config::Config::loader().no_file_discovery().env(std::iter::empty::<(String, String)>());
+            // Whatever parsed is a valid configuration value too.
+            let loaded = crate::settings::load_with(loader, &cli.global, &overrides);
+            proptest::prop_assert!(loaded.is_ok(), "{value}: {:?}", loaded.err());
         }
     }
 

@@ -8,6 +8,7 @@ mod args;
 mod cmd;
 mod exit;
 mod json;
+mod lines;
 mod output;
 mod settings;
 mod transports;

@@ -59,7 +59,11 @@ pub(crate) fn load_config(global: &GlobalArgs, overrides: &Overrides) -> Result<
 }
 
 /// [`load_config`] over a given loader (tests pass one with an injected environment).
-fn load_with(mut loader: ConfigLoader, global: &GlobalArgs, overrides: &Overrides) -> Result<Config, CliError> {
+pub(crate) fn load_with(
+    mut loader: ConfigLoader,
+    global: &GlobalArgs,
+    overrides: &Overrides,
+) -> Result<Config, CliError> {
     if let Some(file) = &global.config {
         loader = loader.file(file);
     }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use socket_core::config::{secs, Config};
+use socket_core::config::Config;
 use socket_core::control::Control;
 use socket_core::{Client, ErrorKind, EventName, Transport};
 
@@ -36,12 +36,16 @@ pub(crate) fn run(global: &GlobalArgs, args: &ListenArgs) -> Result<Exit, CliErr
     }
     let config = load_config(global, &o)?;
     let transport = transport_for(&config)?;
-    let deadline = args.timeout.map(|t| started + secs(t));
+    // `Secs` is at most a year, so the deadline always exists; `None` would mean "no deadline".
+    let deadline = args.timeout.and_then(|t| t.after(started));
     let timed_out = |printed: u64| {
         let wanted = args.count.map_or_else(String::new, |c| format!(" of {c}"));
         CliError::new(
             Exit::Timeout,
-            format!("timed out after {} s with {printed}{wanted} messages received", args.timeout.unwrap_or_default()),
+            format!(
+                "timed out after {} s with {printed}{wanted} messages received",
+                args.timeout.map_or(0.0, |t| t.value)
+            ),
         )
     };
 
