@@ -35,7 +35,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -473,7 +473,7 @@ pub static KEYS: &[KeyInfo] = &[
     key(
         "socket.unix.socket_permissions",
         ValueType::String,
-        "an octal file mode such as \"0600\" (1 to 4 digits 0-7, at most 0777)",
+        "an octal file mode such as \"0600\" (1 to 4 digits 0-7, at most 0777) that lets the owner read and write (0600 to 0777)",
         "Mode of the socket file, applied before `listen()`. Granting group or others access also lets other users connect.",
     ),
     key("socket.unix.auto_remove_socket", ValueType::Boolean, BOOLEAN, "Remove the socket file when the server stops."),
@@ -573,13 +573,32 @@ pub enum ConfigError {
         /// Who named it, e.g. ` (named by SOCKET_CONFIG)`.
         origin: String,
     },
-    /// The file could not be read or is not valid TOML.
+    /// The file is not valid TOML (a key given twice included).
     #[snafu(display("cannot read configuration file {}: {source}", path.display()))]
     ReadFile {
         /// The path.
         path: PathBuf,
         /// The underlying error.
         source: config::ConfigError,
+    },
+    /// The file could not be read (a directory, no permission, an I/O error).
+    #[snafu(display("cannot read configuration file {}: {source}", path.display()))]
+    ReadIo {
+        /// The path, absolute.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is longer than [`MAX_CONFIG_FILE_LEN`].
+    #[snafu(display(
+        "cannot read configuration file {}: it is longer than {limit} bytes, the limit for a configuration file",
+        path.display()
+    ))]
+    FileTooLarge {
+        /// The path, absolute.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: usize,
     },
     /// The layers could not be merged (e.g. an override key that is not a valid path).
     #[snafu(display("cannot build the configuration: {source}"))]
@@ -660,14 +679,44 @@ fn port_ok(p: u16) -> bool {
     p >= 1024
 }
 
-/// Parses an octal mode string such as `"0600"` or `"600"`: 1 to 4 octal
-/// digits, at most `0o777`.
+/// Parses an octal mode string such as `"0600"`, `"600"` or `"0o600"`: 1 to 4
+/// octal digits, at most `0o777`, and letting the owner read and write (a
+/// server must be able to use its own socket). `None` when it is not one;
+/// [`check_permissions`] says why.
 pub fn parse_permissions(s: &str) -> Option<u32> {
+    check_permissions(s).ok()
+}
+
+/// The one rule for `socket.unix.socket_permissions`, applied by configuration
+/// validation and by the Unix transport when it binds (so a value that
+/// validates also binds): the mode, or the rule it breaks, as a phrase that
+/// fits "invalid value ... for key socket.unix.socket_permissions: {rule}".
+///
+/// # Errors
+///
+/// The rule the value breaks: not octal, above `0777`, or not letting the
+/// owner read and write.
+///
+/// # Examples
+///
+/// ```
+/// use socket_core::config::check_permissions;
+/// assert_eq!(check_permissions("0660"), Ok(0o660));
+/// assert!(check_permissions("0400").unwrap_err().contains("owner read and write"));
+/// ```
+pub fn check_permissions(s: &str) -> std::result::Result<u32, &'static str> {
     let digits = s.strip_prefix("0o").unwrap_or(s);
     if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return None;
+        return Err("must be an octal mode such as \"0600\"");
     }
-    u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o777)
+    let mode = u32::from_str_radix(digits, 8).map_err(|_| "must be an octal mode such as \"0600\"")?;
+    if mode > 0o777 {
+        return Err("must be at most \"0777\" (no setuid, setgid or sticky bits)");
+    }
+    if mode & 0o600 != 0o600 {
+        return Err("must let the owner read and write, e.g. \"0600\"");
+    }
+    Ok(mode)
 }
 
 /// True for a valid transport scheme: 1 to 32 characters from `[a-z0-9_-]`.
@@ -954,13 +1003,10 @@ impl ConfigLoader {
 
     fn load_inner(&self) -> std::result::Result<Config, ConfigError> {
         let mut builder = config::Config::builder();
-        let file = self.config_file();
+        let file = self.config_file().map(|(path, why)| (std::path::absolute(&path).unwrap_or(path), why));
         if let Some((path, why)) = &file {
-            if !path.is_file() {
-                return Err(ConfigError::FileNotFound { path: path.clone(), origin: format!(" ({why})") });
-            }
             tracing::debug!(path = %path.display(), why, "reading configuration file");
-            builder = builder.add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml));
+            builder = builder.add_source(read_file(path, why)?);
         }
         let env: config::Map<String, String> = match &self.env {
             Some(env) => env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -1007,7 +1053,61 @@ impl config::Source for SocketEnv {
     }
 }
 
+/// Largest configuration file read, in bytes (1 MiB).
+pub const MAX_CONFIG_FILE_LEN: usize = 1 << 20;
+
+/// Reads and parses the TOML file at `path` (absolute): any readable file, a FIFO or
+/// `/dev/stdin` included (`--config <(generate)`), read once, at most
+/// [`MAX_CONFIG_FILE_LEN`] bytes. A key given twice is a TOML error. Every value remembers
+/// the path, so that an error about it names the file.
+fn read_file(path: &Path, why: &str) -> std::result::Result<FileSource, ConfigError> {
+    use std::io::Read;
+    let io = |source: std::io::Error| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            ConfigError::FileNotFound { path: path.to_owned(), origin: format!(" ({why})") }
+        } else {
+            ConfigError::ReadIo { path: path.to_owned(), source }
+        }
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_FILE_LEN as u64 + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() > MAX_CONFIG_FILE_LEN {
+        return Err(ConfigError::FileTooLarge { path: path.to_owned(), limit: MAX_CONFIG_FILE_LEN });
+    }
+    let text = String::from_utf8(bytes).map_err(|e| ConfigError::ReadIo {
+        path: path.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not UTF-8 text: {e}")),
+    })?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::ReadFile {
+        path: path.to_owned(),
+        source: config::ConfigError::FileParse { uri: None, cause: Box::new(e) },
+    })?;
+    Ok(FileSource { table, origin: path.display().to_string() })
+}
+
+/// A parsed configuration file as a layer of the loader.
+#[derive(Debug, Clone)]
+struct FileSource {
+    table: toml::Table,
+    origin: String,
+}
+
+impl config::Source for FileSource {
+    fn clone_into_box(&self) -> Box<dyn config::Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> std::result::Result<config::Map<String, config::Value>, config::ConfigError> {
+        Ok(self.table.iter().map(|(k, v)| (k.clone(), config_value_from(v, Some(&self.origin)))).collect())
+    }
+}
+
 fn to_config_value(value: &toml::Value) -> config::Value {
+    config_value_from(value, None)
+}
+
+fn config_value_from(value: &toml::Value, origin: Option<&String>) -> config::Value {
     use config::ValueKind;
     let kind = match value {
         toml::Value::String(s) => ValueKind::String(s.clone()),
@@ -1015,10 +1115,12 @@ fn to_config_value(value: &toml::Value) -> config::Value {
         toml::Value::Float(f) => ValueKind::Float(*f),
         toml::Value::Boolean(b) => ValueKind::Boolean(*b),
         toml::Value::Datetime(d) => ValueKind::String(d.to_string()),
-        toml::Value::Array(items) => ValueKind::Array(items.iter().map(to_config_value).collect()),
-        toml::Value::Table(t) => ValueKind::Table(t.iter().map(|(k, v)| (k.clone(), to_config_value(v))).collect()),
+        toml::Value::Array(items) => ValueKind::Array(items.iter().map(|v| config_value_from(v, origin)).collect()),
+        toml::Value::Table(t) => {
+            ValueKind::Table(t.iter().map(|(k, v)| (k.clone(), config_value_from(v, origin))).collect())
+        }
     };
-    config::Value::new(None, kind)
+    config::Value::new(origin, kind)
 }
 
 /// Where a value came from, for messages.

@@ -281,29 +281,18 @@ impl Settings {
     }
 }
 
-/// Parses an octal mode such as `"0600"`, `"600"` or `"0o600"`.
+/// Parses an octal mode such as `"0600"`, `"600"` or `"0o600"`, with the one rule that
+/// configuration validation applies too ([`socket_core::config::check_permissions`]): a value
+/// that validates also binds.
 ///
 /// # Errors
 ///
 /// [`ErrorKind::Config`] naming `socket.unix.socket_permissions` if the value is not octal, has
 /// bits above `0777`, or does not let the owner read and write.
 pub fn parse_permissions(value: &str) -> Result<u32> {
-    let invalid = |rule: &str| {
+    socket_core::config::check_permissions(value).map_err(|rule| {
         Error::new(ErrorKind::Config, format!("invalid value {value:?} for key socket.unix.socket_permissions: {rule}"))
-    };
-    let digits = value.trim();
-    let digits = digits.strip_prefix("0o").unwrap_or(digits);
-    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return Err(invalid("must be an octal mode such as \"0600\""));
-    }
-    let mode = u32::from_str_radix(digits, 8).map_err(|_| invalid("must be an octal mode such as \"0600\""))?;
-    if mode > 0o777 {
-        return Err(invalid("must be at most \"0777\" (no setuid, setgid or sticky bits)"));
-    }
-    if mode & 0o600 != 0o600 {
-        return Err(invalid("must let the owner read and write, e.g. \"0600\""));
-    }
-    Ok(mode)
+    })
 }
 
 #[async_trait]
