@@ -136,3 +136,30 @@ fn numeric_options_out_of_range_exit_2_never_panic() -> TestResult {
     env.run(&["--port", "80", "list"])?.expect_error(2, "--port")?;
     Ok(())
 }
+
+#[test]
+fn an_unusable_socket_directory_is_exit_2_in_every_command() -> TestResult {
+    let env = TestEnv::new()?;
+    let file = env.path("not-a-dir");
+    std::fs::write(&file, "")?;
+    for dir in [file.clone(), file.join("sub")] {
+        let dir = dir.to_string_lossy().into_owned();
+        for args in [
+            vec!["serve", "dir_ev"],
+            vec!["listen", "dir_ev"],
+            vec!["listen", "dir_ev", "--wait", "--timeout", "5"],
+            vec!["send", "dir_ev", "--data", "{}"],
+            vec!["list"],
+        ] {
+            let args: Vec<&str> = args.into_iter().chain(["--socket-dir", dir.as_str()]).collect();
+            env.run_raw(&args)?.expect_error(2, "socket")?;
+        }
+    }
+    // A missing directory is not unusable: there is no server in it (exit 3), `list` shows
+    // nothing, and `serve` creates it.
+    let missing = env.socket_dir().join("missing");
+    let missing = missing.to_string_lossy().into_owned();
+    env.run_raw(&["send", "dir_ev", "--data", "{}", "--socket-dir", &missing])?.expect_error(3, "no server")?;
+    env.run_raw(&["listen", "dir_ev", "--socket-dir", &missing])?.expect_error(3, "no server")?;
+    Ok(())
+}

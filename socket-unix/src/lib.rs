@@ -350,8 +350,29 @@ impl Transport for UnixTransport {
     }
 }
 
+/// True when `e` says the socket directory cannot be used at all: not writable or not
+/// searchable, on a read-only file system, or not a directory (a part of the path is a file).
+pub(crate) fn dir_unusable(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::NotADirectory
+    )
+}
+
 fn connect_error(e: io::Error, path: &Path, event: &str) -> Error {
     let shown = path.display();
+    if e.kind() == io::ErrorKind::NotADirectory {
+        // The socket directory is not a directory: the configuration is wrong, as `serve`
+        // reports for the same directory.
+        let dir = path.parent().unwrap_or(path).display();
+        return Error::new(
+            ErrorKind::Config,
+            format!(
+                "socket directory {dir} is not a directory (or a part of its path is a file): check socket.socket_dir"
+            ),
+        )
+        .with_source(e);
+    }
     let message = match e.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => format!(
             "no server for event {event:?} at {shown}: start one first (for example `socketctl serve {event}`), \
@@ -364,4 +385,19 @@ fn connect_error(e: io::Error, path: &Path, event: &str) -> Error {
         _ => format!("cannot connect to {shown}"),
     };
     Error::new(ErrorKind::Connection, message).with_source(e)
+}
+
+#[cfg(test)]
+mod dir_tests {
+    use super::*;
+
+    #[test]
+    fn the_errors_that_make_a_socket_directory_unusable() {
+        for kind in [io::ErrorKind::PermissionDenied, io::ErrorKind::ReadOnlyFilesystem, io::ErrorKind::NotADirectory] {
+            assert!(dir_unusable(&io::Error::from(kind)), "{kind:?}");
+        }
+        for kind in [io::ErrorKind::NotFound, io::ErrorKind::AddrInUse, io::ErrorKind::ConnectionRefused] {
+            assert!(!dir_unusable(&io::Error::from(kind)), "{kind:?}");
+        }
+    }
 }
