@@ -754,8 +754,8 @@ pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// The outcome of one endpoint in [`Inner::establish`].
 enum Attempt {
-    /// Connected, or an error that ends the connect.
-    Done(Result<Established>),
+    /// Connected (boxed: the connection state is large), or an error that ends the connect.
+    Done(Result<Box<Established>>),
     /// Not our server (nothing there, another event, another protocol): try the next one.
     Next(Error),
     /// Silent until the probe deadline: try the next one, and this one again at the end.
@@ -923,7 +923,7 @@ impl Inner {
                 (p, d) => p.or(d),
             };
             match self.attempt(ep, probe, deadline).await {
-                Attempt::Done(result) => return result,
+                Attempt::Done(result) => return result.map(|est| *est),
                 Attempt::Next(e) => last = Some(e),
                 Attempt::Silent(e) => {
                     last = Some(e);
@@ -936,7 +936,7 @@ impl Inner {
                 break;
             }
             match self.attempt(ep, deadline, deadline).await {
-                Attempt::Done(result) => return result,
+                Attempt::Done(result) => return result.map(|est| *est),
                 Attempt::Next(e) | Attempt::Silent(e) => last = Some(e),
             }
         }
@@ -967,17 +967,17 @@ impl Inner {
         };
         let fr = FrameReader::new(self.opts.buffer_size, self.opts.limits);
         if self.opts.legacy_server {
-            return Attempt::Done(Ok(Established {
+            return Attempt::Done(Ok(Box::new(Established {
                 reader: conn.reader,
                 writer: conn.writer,
                 fr,
                 early: VecDeque::new(),
                 welcome: None,
                 address: ep.address.clone(),
-            }));
+            })));
         }
         match self.handshake(conn.reader, conn.writer, fr, ep, probe).await {
-            Ok(est) => Attempt::Done(Ok(est)),
+            Ok(est) => Attempt::Done(Ok(Box::new(est))),
             Err(HsError::Next(e)) if e.kind() == ErrorKind::Timeout && probe != deadline => Attempt::Silent(e),
             Err(HsError::Next(e)) => Attempt::Next(e),
             Err(HsError::Fatal(e)) => Attempt::Done(Err(e)),
