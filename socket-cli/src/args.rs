@@ -1,8 +1,10 @@
 //! The command line, as clap derive types (SPEC §6).
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use socket_core::config::{MAX_CONNECTIONS, MAX_QUEUE_LEN, MAX_SECONDS};
 
 /// Serve, listen to and send socket events from shells and status bars.
 ///
@@ -45,8 +47,8 @@ pub(crate) struct GlobalArgs {
     /// TCP host to bind or connect to (socket.tcp.host) [default: 127.0.0.1] [env: SOCKET__TCP__HOST]
     #[arg(long, global = true, value_name = "H")]
     pub(crate) host: Option<String>,
-    /// Fixed TCP port (socket.tcp.port) [default: discovered from the event name in 9000..=9100] [env: SOCKET__TCP__PORT]
-    #[arg(long, global = true, value_name = "P")]
+    /// Fixed TCP port, 1024 to 65535 (socket.tcp.port) [default: discovered from the event name in 9000..=9100] [env: SOCKET__TCP__PORT]
+    #[arg(long, global = true, value_name = "P", value_parser = clap::value_parser!(u16).range(1024..))]
     pub(crate) port: Option<u16>,
     /// The server is a legacy (Python-origin) server: no hello/welcome handshake (socket.legacy_server) [default: off] [env: SOCKET__LEGACY_SERVER=true]
     #[arg(long, global = true)]
@@ -103,11 +105,11 @@ pub(crate) struct ServeArgs {
     /// Refuse messages from clients (socket.allow_client_send = false) [default: clients may send] [env: SOCKET__ALLOW_CLIENT_SEND=false]
     #[arg(long)]
     pub(crate) no_client_send: bool,
-    /// Clients served at once (max_connections of the transport's table) [default: 10] [env: SOCKET__UNIX__MAX_CONNECTIONS, SOCKET__TCP__MAX_CONNECTIONS]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Clients served at once, 1 to 65536 (max_connections of the transport's table) [default: 10] [env: SOCKET__UNIX__MAX_CONNECTIONS, SOCKET__TCP__MAX_CONNECTIONS]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_CONNECTIONS as i64))]
     pub(crate) max_connections: Option<u32>,
-    /// Broadcasts kept while no client is connected (socket.message_queue_size) [default: 100] [env: SOCKET__MESSAGE_QUEUE_SIZE]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Broadcasts kept while no client is connected, 1 to 1000000 (socket.message_queue_size) [default: 100] [env: SOCKET__MESSAGE_QUEUE_SIZE]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_QUEUE_LEN as i64))]
     pub(crate) queue_size: Option<u32>,
 }
 
@@ -120,9 +122,9 @@ pub(crate) struct ListenArgs {
     /// Exit 0 after N messages, counted over all events [default: no limit]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) count: Option<u64>,
-    /// Total time allowed, in seconds; running out exits 5 [default: no limit]
+    /// Total time allowed, in seconds (more than 0, at most 31536000, one year); running out exits 5 [default: no limit]
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
-    pub(crate) timeout: Option<f64>,
+    pub(crate) timeout: Option<Secs>,
     /// Wait for the servers to appear instead of failing with exit 3 (socket.wait_for_server) [default: off] [env: SOCKET__WAIT_FOR_SERVER=true]
     #[arg(long)]
     pub(crate) wait: bool,
@@ -191,11 +193,42 @@ pub(crate) struct CompletionsArgs {
     pub(crate) shell: clap_complete::Shell,
 }
 
-/// A positive, finite number of seconds.
-fn parse_secs(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("{s:?} is not a positive number of seconds")),
+/// A number of seconds from the command line: finite, more than 0 and at most
+/// [`MAX_SECONDS`], so that it always fits a [`Duration`] and a deadline from now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Secs {
+    /// As written (for messages).
+    pub(crate) value: f64,
+    /// As a duration.
+    pub(crate) duration: Duration,
+}
+
+impl Secs {
+    /// The instant `self` after `start`; `None` only if the clock cannot represent it.
+    pub(crate) fn after(self, start: Instant) -> Option<Instant> {
+        start.checked_add(self.duration)
+    }
+}
+
+/// Parses `--timeout`-like values: not finite, not positive, above [`MAX_SECONDS`] or not a
+/// number at all is a usage error (exit 2), never a panic.
+fn parse_secs(s: &str) -> Result<Secs, String> {
+    let Ok(value) = s.trim().parse::<f64>() else {
+        return Err(format!("{s:?} is not a number of seconds"));
+    };
+    if !value.is_finite() {
+        return Err(format!("{s:?} is not a finite number of seconds"));
+    }
+    if value <= 0.0 {
+        return Err(format!("{s:?} is not a positive number of seconds"));
+    }
+    if value > MAX_SECONDS {
+        return Err(format!("{s:?} seconds is too long: at most {MAX_SECONDS} (one year)"));
+    }
+    match Duration::try_from_secs_f64(value) {
+        // Below a nanosecond rounds to zero: that is not a positive duration.
+        Ok(duration) if !duration.is_zero() => Ok(Secs { value, duration }),
+        _ => Err(format!("{s:?} is not a positive number of seconds (it rounds to zero)")),
     }
 }
 
@@ -258,6 +291,37 @@ mod tests {
                 assert!(help[global..].contains(&format!("[env: {env}]")), "{name}: {env} missing\n{help}");
             }
         }
+    }
+
+    #[test]
+    fn numeric_options_refuse_what_does_not_fit() {
+        for (option, value) in [
+            ("--timeout", "1e30"),
+            ("--timeout", "inf"),
+            ("--timeout", "NaN"),
+            ("--timeout", "-1"),
+            ("--timeout", "1e-10"),
+            ("--timeout", "31536001"),
+            ("--count", "-1"),
+            ("--count", "18446744073709551616"),
+            ("--count", "1.5"),
+        ] {
+            let args = ["socketctl", "listen", "e", option, value];
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?} should be rejected");
+        }
+        for (option, value) in [("--max-connections", "65537"), ("--queue-size", "1000001"), ("--queue-size", "-3")] {
+            let args = ["socketctl", "serve", "e", option, value];
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?} should be rejected");
+        }
+        for value in ["0", "1023", "65536", "-1", "9e3"] {
+            let args = ["socketctl", "--port", value, "list"];
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?} should be rejected");
+        }
+        let cli = Cli::try_parse_from(["socketctl", "listen", "e", "--timeout", "31536000"]);
+        let Ok(Cli { command: Command::Listen(listen), .. }) = cli else { panic!("a year is accepted: {cli:?}") };
+        let timeout = listen.timeout.unwrap_or_else(|| panic!("--timeout was given"));
+        assert_eq!(timeout.duration, Duration::from_secs(31_536_000));
+        assert!(timeout.after(Instant::now()).is_some());
     }
 
     #[test]

@@ -112,17 +112,25 @@ impl CliError {
 
 /// The error's own message, plus its root cause (e.g. the OS error) when the message does not
 /// already include it. The causes in between usually repeat the message in other words.
+///
+/// For a configuration error whose first cause already contains the root cause and adds
+/// context to it ("cannot read configuration file /abs/path: duplicate key ..."), the first
+/// cause is kept whole instead, so the file is not lost.
 pub(crate) fn describe(err: &socket_core::Error) -> String {
     let mut text = err.message().to_owned();
-    let mut root: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    let first: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    let mut root = first;
     while let Some(next) = root.and_then(std::error::Error::source) {
         root = Some(next);
     }
-    if let Some(root) = root {
+    if let (Some(first), Some(root)) = (first, root) {
         let cause = root.to_string();
-        if !text.contains(&cause) {
+        let first_text = first.to_string();
+        let config = err.kind() == ErrorKind::Config;
+        let shown = if config && first_text.contains(&cause) { first_text } else { cause };
+        if !text.contains(&shown) {
             text.push_str(": ");
-            text.push_str(&cause);
+            text.push_str(&shown);
         }
     }
     text
@@ -190,6 +198,26 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
         let says_it = socket_core::Error::new(ErrorKind::Connection, "read failed: gone").with_source(io);
         assert_eq!(describe(&says_it), "read failed: gone");
+        // A first cause that wraps the root with context (the file) is kept whole.
+        let root = std::io::Error::new(std::io::ErrorKind::InvalidData, "duplicate key `a`");
+        let wraps = std::io::Error::other(WithContext(root));
+        let top = socket_core::Error::new(ErrorKind::Config, "invalid configuration").with_source(wraps);
+        assert_eq!(describe(&top), "invalid configuration: in /abs/settings.toml: duplicate key `a`");
+    }
+
+    #[derive(Debug)]
+    struct WithContext(std::io::Error);
+
+    impl fmt::Display for WithContext {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "in /abs/settings.toml: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for WithContext {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
     }
 
     #[test]

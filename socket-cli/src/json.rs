@@ -16,8 +16,10 @@
 //! The way back is the same table read from right to left: an object whose only key is
 //! `$binary` with a valid base64 string becomes bin, an object whose only key is `$ext`
 //! holding exactly `type` (an integer in `-128..=127`) and `data` (base64) becomes ext,
-//! and every other object is a map. JSON integers become MessagePack integers, other
-//! numbers float64.
+//! and every other object is a map. JSON integers become MessagePack integers, exact over
+//! the whole i64 and u64 range; an integer outside it (no fraction, no exponent, e.g.
+//! `18446744073709551616`) is refused rather than rounded into a float (SPEC §4). Other
+//! numbers become float64.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -148,10 +150,62 @@ pub(crate) fn object_to_data(object: &Map<String, Json>) -> Data {
 /// JSON but not an object.
 pub(crate) fn parse_data(text: &str) -> Result<Data, String> {
     let json: Json = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    // The text is valid JSON: refuse an integer serde_json would have rounded into a float.
+    check_integers(text)?;
     match json {
         Json::Object(map) => Ok(object_to_data(&map)),
         other => Err(format!("invalid JSON: expected an object, got {}", kind_name(&other))),
     }
+}
+
+/// Checks that every integer number in the (valid) JSON `text` fits i64 or u64.
+///
+/// A number token outside strings with no fraction and no exponent is an integer; serde_json
+/// turns one beyond `u64::MAX` or below `i64::MIN` into a float, losing its value, so it is
+/// refused here with its text.
+///
+/// # Errors
+///
+/// A message naming the number and the range.
+fn check_integers(text: &str) -> Result<(), String> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                // Skip the string, escapes included (the text is valid JSON).
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                i += 1;
+                while i < bytes.len() && matches!(bytes[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
+                    i += 1;
+                }
+                let token = &text[start..i];
+                let integer = !token.contains(['.', 'e', 'E']);
+                if integer && token.parse::<u64>().is_err() && token.parse::<i64>().is_err() {
+                    let shown = if token.len() > 40 {
+                        format!("{}... ({} digits)", &token[..40], token.len())
+                    } else {
+                        token.to_owned()
+                    };
+                    return Err(format!(
+                        "invalid JSON: the integer {shown} is outside the 64-bit range {}..={}; \
+                         write it as a string, or as a float (e.g. 1.8e19) if an approximation is meant",
+                        i64::MIN,
+                        u64::MAX
+                    ));
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(())
 }
 
 fn kind_name(json: &Json) -> &'static str {
@@ -255,6 +309,38 @@ mod tests {
         assert_eq!(from_json(&json!(-5)), Value::from(-5i64));
         assert_eq!(from_json(&json!(2.0)), Value::F64(2.0));
         assert_eq!(from_json(&json!(u64::MAX)), Value::from(u64::MAX));
+    }
+
+    #[test]
+    fn integers_are_exact_over_the_whole_64_bit_range() {
+        for (text, want) in [
+            (r#"{"n": 18446744073709551615}"#, Value::from(u64::MAX)),
+            (r#"{"n": -9223372036854775808}"#, Value::from(i64::MIN)),
+            (r#"{"n": 9223372036854775807}"#, Value::from(i64::MAX)),
+            (r#"{"n": 0}"#, Value::from(0u64)),
+        ] {
+            let data = parse_data(text).unwrap_or_default();
+            assert_eq!(data.get("n"), Some(&want), "{text}");
+        }
+    }
+
+    #[test]
+    fn integers_outside_the_64_bit_range_are_refused_not_rounded() {
+        for text in [
+            r#"{"n": 18446744073709551616}"#,
+            r#"{"n": -9223372036854775809}"#,
+            r#"{"deep": [{"n": 100000000000000000000000000000}]}"#,
+            r#"{"s": "18446744073709551616 in a string is fine", "n": 18446744073709551616}"#,
+        ] {
+            let err = parse_data(text).unwrap_err();
+            assert!(err.starts_with("invalid JSON: the integer "), "{text}: {err}");
+            assert!(err.contains("outside the 64-bit range"), "{text}: {err}");
+        }
+        // In a string, with escapes, or written as a float: not an integer, accepted.
+        let data = parse_data(r#"{"s": "\"18446744073709551616\"", "f": 1.8446744073709552e19}"#);
+        assert!(data.is_ok(), "{data:?}");
+        let data = parse_data(r#"{"f": 18446744073709551616.0}"#).unwrap_or_default();
+        assert!(matches!(data.get("f"), Some(Value::F64(_))));
     }
 
     #[test]

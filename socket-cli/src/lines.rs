@@ -1,96 +1,79 @@
-//! A bounded, lossy queue of stdout lines, so that a stdout nobody reads never holds up the
-//! thread that produces the lines (`serve`: the server's event stream).
+//! Stdin lines read with a bound, for `serve` and `send` (SPEC §6).
 //!
-//! The producer never waits: when the queue is full (by line count or by bytes) the oldest
-//! lines are dropped and counted. The printer thread writes the lines in order; before the
-//! first line after a loss it writes `{"event":"events_dropped","count":N}`, so the loss is
-//! never silent. Losses reported by the producer itself (the library's
-//! `ServerEvent::EventsDropped`) are added to the same count.
+//! A line longer than the bound is never held whole: once it passes the bound its bytes are
+//! counted and dropped up to the next newline, so memory stays at the bound plus the reader's
+//! own buffer whatever the input, and the next line is read normally.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::io::{self, BufRead};
 
-use serde_json::json;
-
-/// Lines kept for a stdout that does not move.
-pub(crate) const MAX_LINES: usize = 1024;
-/// Bytes kept for a stdout that does not move (one longer line is still kept alone).
-pub(crate) const MAX_BYTES: usize = 8 << 20;
-
-#[derive(Debug, Default)]
-struct State {
-    lines: VecDeque<String>,
-    bytes: usize,
-    /// Lines dropped and not yet reported.
-    dropped: u64,
-    /// No more lines will come.
-    closed: bool,
-}
-
-/// See the module documentation. Cloning gives another handle to the same queue.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Lines {
-    inner: Arc<(Mutex<State>, Condvar)>,
-}
-
-/// What the printer takes next.
+/// One line of input.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Next {
-    /// A line to print.
-    Line(String),
-    /// The queue is closed and empty.
-    End,
+pub(crate) enum Line {
+    /// A line within the bound, without its newline.
+    Text(Vec<u8>),
+    /// A line longer than the bound: its length in bytes (without the newline); its bytes
+    /// were dropped as they were read.
+    TooLong(u64),
 }
 
-impl Lines {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.inner.0.lock().unwrap_or_else(|e| e.into_inner())
+/// Reads lines of at most `max` bytes from a [`BufRead`].
+#[derive(Debug)]
+pub(crate) struct BoundedLines<R> {
+    input: R,
+    max: usize,
+    buf: Vec<u8>,
+}
+
+impl<R: BufRead> BoundedLines<R> {
+    /// Lines of `input`, each at most `max` bytes.
+    pub(crate) fn new(input: R, max: usize) -> Self {
+        BoundedLines { input, max, buf: Vec::new() }
     }
 
-    /// Queues `line`, dropping the oldest lines over the bounds. Never waits.
-    pub(crate) fn push(&self, line: String) {
-        let mut st = self.lock();
-        st.bytes += line.len();
-        st.lines.push_back(line);
-        while st.lines.len() > MAX_LINES || (st.bytes > MAX_BYTES && st.lines.len() > 1) {
-            if let Some(old) = st.lines.pop_front() {
-                st.bytes -= old.len();
-                st.dropped += 1;
-            }
-        }
-        drop(st);
-        self.inner.1.notify_one();
-    }
-
-    /// Adds `count` lines that were lost before they reached this queue.
-    pub(crate) fn lost(&self, count: u64) {
-        self.lock().dropped += count;
-        self.inner.1.notify_one();
-    }
-
-    /// No more lines: the printer ends once it printed what is queued.
-    pub(crate) fn close(&self) {
-        self.lock().closed = true;
-        self.inner.1.notify_all();
-    }
-
-    /// The next line to print, waiting for one; the `events_dropped` report comes first.
-    pub(crate) fn next(&self) -> Next {
-        let mut st = self.lock();
+    /// The next line, `None` at end of input. A last line without a newline counts.
+    ///
+    /// # Errors
+    ///
+    /// A read error of the input (interrupted reads are retried).
+    pub(crate) fn next_line(&mut self) -> io::Result<Option<Line>> {
+        self.buf.clear();
+        let mut len: u64 = 0;
+        let mut too_long = false;
+        let mut seen_any = false;
         loop {
-            if st.dropped > 0 {
-                let count = std::mem::take(&mut st.dropped);
-                return Next::Line(json!({"event": "events_dropped", "count": count}).to_string());
+            let chunk = match self.input.fill_buf() {
+                Ok(chunk) => chunk,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if chunk.is_empty() {
+                // End of input.
+                if !seen_any {
+                    return Ok(None);
+                }
+                break;
             }
-            if let Some(line) = st.lines.pop_front() {
-                st.bytes -= line.len();
-                return Next::Line(line);
+            seen_any = true;
+            let (part, found_newline) = match chunk.iter().position(|&b| b == b'\n') {
+                Some(at) => (&chunk[..at], true),
+                None => (chunk, false),
+            };
+            len += part.len() as u64;
+            if !too_long {
+                if len > self.max as u64 {
+                    too_long = true;
+                    self.buf = Vec::new();
+                } else {
+                    self.buf.extend_from_slice(part);
+                }
             }
-            if st.closed {
-                return Next::End;
+            let used = part.len() + usize::from(found_newline);
+            self.input.consume(used);
+            if found_newline {
+                break;
             }
-            st = self.inner.1.wait(st).unwrap_or_else(|e| e.into_inner());
         }
+        Ok(Some(if too_long { Line::TooLong(len) } else { Line::Text(std::mem::take(&mut self.buf)) }))
     }
 }
 
@@ -98,61 +81,54 @@ impl Lines {
 mod tests {
     use super::*;
 
-    fn take_all(lines: &Lines) -> Vec<String> {
-        lines.close();
+    fn all(input: &[u8], max: usize, reader_cap: usize) -> io::Result<Vec<Line>> {
+        let mut lines = BoundedLines::new(io::BufReader::with_capacity(reader_cap, input), max);
         let mut out = Vec::new();
-        while let Next::Line(l) = lines.next() {
-            out.push(l);
+        while let Some(line) = lines.next_line()? {
+            out.push(line);
         }
-        out
-    }
-
-    /// The count of an `events_dropped` line.
-    fn report(line: &str) -> Option<u64> {
-        let j: serde_json::Value = serde_json::from_str(line).ok()?;
-        (j["event"] == "events_dropped").then(|| j["count"].as_u64()).flatten()
+        Ok(out)
     }
 
     #[test]
-    fn lines_come_out_in_order() {
-        let lines = Lines::default();
-        lines.push("a".into());
-        lines.push("b".into());
-        assert_eq!(take_all(&lines), ["a", "b"]);
-    }
-
-    #[test]
-    fn a_full_queue_drops_the_oldest_and_reports_the_count_first() {
-        let lines = Lines::default();
-        for i in 0..MAX_LINES + 5 {
-            lines.push(i.to_string());
+    fn lines_within_the_bound_are_returned_whole() -> io::Result<()> {
+        for cap in [1, 3, 8192] {
+            let got = all(b"{\"a\":1}\n\nlast", 16, cap)?;
+            assert_eq!(got, [Line::Text(b"{\"a\":1}".to_vec()), Line::Text(Vec::new()), Line::Text(b"last".to_vec())]);
         }
-        let out = take_all(&lines);
-        assert_eq!(report(&out[0]), Some(5));
-        assert_eq!(out[1], "5");
-        assert_eq!(out.len(), MAX_LINES + 1);
-        assert_eq!(out.last().map(String::as_str), Some((MAX_LINES + 4).to_string().as_str()));
+        Ok(())
     }
 
     #[test]
-    fn the_byte_bound_keeps_one_long_line_alone() {
-        let lines = Lines::default();
-        lines.push("x".repeat(MAX_BYTES / 2 + 1));
-        lines.push("y".repeat(MAX_BYTES / 2 + 1));
-        let out = take_all(&lines);
-        assert_eq!(out.len(), 2, "the report and the newest line");
-        assert_eq!(report(&out[0]), Some(1));
-        assert!(out[1].starts_with('y'));
+    fn a_long_line_is_skipped_and_the_next_one_is_read() -> io::Result<()> {
+        for cap in [1, 5, 8192] {
+            let input = [&b"exactly8\n"[..], &[b'x'; 100], b"\nok\n", &[b'y'; 9]].concat();
+            let got = all(&input, 8, cap)?;
+            assert_eq!(
+                got,
+                [Line::Text(b"exactly8".to_vec()), Line::TooLong(100), Line::Text(b"ok".to_vec()), Line::TooLong(9)],
+                "reader capacity {cap}"
+            );
+        }
+        Ok(())
     }
 
     #[test]
-    fn losses_reported_upstream_join_the_count() {
-        let lines = Lines::default();
-        lines.lost(3);
-        lines.push("a".into());
-        let out = take_all(&lines);
-        assert_eq!(out.len(), 2);
-        assert_eq!(report(&out[0]), Some(3));
-        assert_eq!(out[1], "a");
+    fn a_long_line_is_never_held_whole() -> io::Result<()> {
+        // 4 MiB without a newline through an 8 KiB reader: the buffer never passes the bound.
+        struct Endless(u64);
+        impl io::Read for Endless {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                let n = out.len().min(usize::try_from(self.0).unwrap_or(usize::MAX));
+                out[..n].fill(b'z');
+                self.0 -= n as u64;
+                Ok(n)
+            }
+        }
+        let mut lines = BoundedLines::new(io::BufReader::new(Endless(4 << 20)), 1024);
+        assert_eq!(lines.next_line()?, Some(Line::TooLong(4 << 20)));
+        assert!(lines.buf.capacity() <= 1024, "held {} bytes", lines.buf.capacity());
+        assert_eq!(lines.next_line()?, None);
+        Ok(())
     }
 }

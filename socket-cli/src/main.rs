@@ -11,6 +11,7 @@ mod json;
 mod lines;
 mod output;
 mod settings;
+mod stdout_queue;
 mod transports;
 
 use std::io::IsTerminal;

@@ -59,7 +59,11 @@ pub(crate) fn load_config(global: &GlobalArgs, overrides: &Overrides) -> Result<
 }
 
 /// [`load_config`] over a given loader (tests pass one with an injected environment).
-fn load_with(mut loader: ConfigLoader, global: &GlobalArgs, overrides: &Overrides) -> Result<Config, CliError> {
+pub(crate) fn load_with(
+    mut loader: ConfigLoader,
+    global: &GlobalArgs,
+    overrides: &Overrides,
+) -> Result<Config, CliError> {
     if let Some(file) = &global.config {
         loader = loader.file(file);
     }
@@ -135,5 +139,60 @@ mod tests {
         let err = load_with(loader(&[]), &global, &Overrides::new()).map(drop).unwrap_err();
         assert_eq!(err.exit, Exit::Usage);
         assert!(err.message.contains("/nonexistent/socketctl.toml"), "{err}");
+    }
+
+    // The argument parser's numeric options, followed through to the configuration they set.
+
+    /// Text that looks more or less like a number: every shape a user or a script might
+    /// pass to a numeric option.
+    fn numeric_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<f64>().prop_map(|f| f.to_string()),
+            any::<f64>().prop_map(|f| format!("{f:e}")),
+            any::<i128>().prop_map(|i| i.to_string()),
+            any::<u64>().prop_map(|u| u.to_string()),
+            (any::<u32>(), 0u32..400).prop_map(|(m, e)| format!("{m}e{e}")),
+            "[-+]?[0-9]{0,25}([.][0-9]{0,10})?([eE][-+]?[0-9]{1,4})?",
+            "[-+0-9.eEinfatyNI_x ]{0,24}",
+            Just("NaN".to_owned()),
+            Just("-inf".to_owned()),
+            Just("1e30".to_owned()),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(512))]
+
+        /// No value of any numeric option can make `socketctl` panic: it is refused by the
+        /// parser (exit 2), or it survives everything `main` does with it before doing I/O
+        /// (the `--timeout` deadline, the configuration overrides and their validation).
+        #[test]
+        fn no_numeric_value_of_any_option_panics(value in numeric_text(), which in 0usize..5) {
+            let argv: Vec<String> = match which {
+                0 => vec!["listen".into(), "e".into(), "--timeout".into(), value.clone()],
+                1 => vec!["listen".into(), "e".into(), "--count".into(), value.clone()],
+                2 => vec!["serve".into(), "e".into(), "--max-connections".into(), value.clone()],
+                3 => vec!["serve".into(), "e".into(), "--queue-size".into(), value.clone()],
+                _ => vec!["--port".into(), value.clone(), "list".into()],
+            };
+            let argv = std::iter::once("socketctl".to_owned()).chain(argv);
+            let Ok(cli) = <crate::args::Cli as clap::Parser>::try_parse_from(argv) else { return Ok(()) };
+            let overrides = match &cli.command {
+                crate::args::Command::Listen(listen) => {
+                    if let Some(timeout) = listen.timeout {
+                        proptest::prop_assert!(timeout.after(std::time::Instant::now()).is_some(), "{value}");
+                        proptest::prop_assert!(timeout.value > 0.0 && timeout.value <= socket_core::config::MAX_SECONDS);
+                    }
+                    Overrides::new()
+                }
+                crate::args::Command::Serve(serve) => crate::cmd::serve::overrides(serve),
+                _ => Overrides::new(),
+            };
+            let loader = socket_core::config::Config::loader().no_file_discovery().env(std::iter::empty::<(String, String)>());
+            // Whatever parsed is a valid configuration value too.
+            let loaded = load_with(loader, &cli.global, &overrides);
+            proptest::prop_assert!(loaded.is_ok(), "{value}: {:?}", loaded.err());
+        }
     }
 }

@@ -100,3 +100,92 @@ fn invalid_configuration_exits_2() -> TestResult {
     env.run(&["config"])?.expect_error(2, "socket.unix.max_connections")?;
     Ok(())
 }
+
+#[test]
+fn config_from_stdin_is_read() -> TestResult {
+    let env = TestEnv::new()?;
+    let mut proc = env.spawn(&["config", "--json", "--config", "/dev/stdin"])?;
+    proc.write_line("[socket]\nmessage_queue_size = 42\n[socket.unix]\nmax_connections = 4")?;
+    let out = proc.finish()?;
+    assert_eq!(out.code, 0, "{out:?}");
+    let json: serde_json::Value = serde_json::from_str(out.stdout.first().ok_or("no output")?)?;
+    assert_eq!(json["socket"]["message_queue_size"], 42, "{json}");
+    assert_eq!(json["socket"]["unix"]["max_connections"], 4, "{json}");
+    Ok(())
+}
+
+#[test]
+fn config_from_a_fifo_is_read() -> TestResult {
+    let env = TestEnv::new()?;
+    let fifo = env.path("generated.toml");
+    rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::from_raw_mode(0o600))?;
+    let proc = env.spawn(&["config", "--json", "--config", &fifo.to_string_lossy()])?;
+    // What `--config <(generate)` does: a writer on the other end of a pipe. The open blocks
+    // until socketctl opens the FIFO; the thread is left behind if it never does (the test
+    // then fails on the exit code below, within Proc's deadline).
+    let path = fifo.clone();
+    std::thread::spawn(move || {
+        if let Ok(mut w) = std::fs::OpenOptions::new().write(true).open(path) {
+            let _ = std::io::Write::write_all(&mut w, b"[socket]\nrelay = true\n");
+        }
+    });
+    let out = proc.finish()?;
+    assert_eq!(out.code, 0, "{out:?}");
+    let json: serde_json::Value = serde_json::from_str(out.stdout.first().ok_or("no output")?)?;
+    assert_eq!(json["socket"]["relay"], true, "{json}");
+    Ok(())
+}
+
+#[test]
+fn a_key_given_twice_is_an_error_naming_the_file() -> TestResult {
+    let env = TestEnv::new()?;
+    let file = env.path("twice.toml");
+    std::fs::write(&file, "[socket]\nrelay = true\nrelay = false\n")?;
+    let out = env.run(&["config", "--config", &file.to_string_lossy()])?;
+    out.expect_error(2, "duplicate key")?;
+    out.expect_error(2, &file.to_string_lossy())?;
+    Ok(())
+}
+
+#[test]
+fn config_errors_name_the_file_by_its_absolute_path() -> TestResult {
+    let env = TestEnv::new()?;
+    let relative = "no-such-dir-for-socketctl-tests/settings.toml";
+    let absolute = std::env::current_dir()?.join(relative);
+    env.run(&["config", "--config", relative])?.expect_error(2, &format!("{} does not exist", absolute.display()))?;
+    // An invalid value in a file names the file too, absolute.
+    let file = env.path("bad-value.toml");
+    std::fs::write(&file, "[socket]\ninbound_queue_size = 1000000000\n")?;
+    env.run(&["config", "--config", &file.to_string_lossy()])?
+        .expect_error(2, &format!("socket.inbound_queue_size (from {})", file.display()))?;
+    Ok(())
+}
+
+#[test]
+fn a_config_file_over_1_mib_is_refused() -> TestResult {
+    let env = TestEnv::new()?;
+    let file = env.path("huge.toml");
+    let mut text = "# padding\n".repeat((1 << 20) / 10 + 1);
+    text.push_str("[socket]\nrelay = true\n");
+    std::fs::write(&file, text)?;
+    env.run(&["config", "--config", &file.to_string_lossy()])?.expect_error(2, "longer than 1048576 bytes")?;
+    Ok(())
+}
+
+#[test]
+fn socket_permissions_that_validate_also_bind() -> TestResult {
+    let env = TestEnv::new()?;
+    // 0400 used to validate and then fail at bind: now one rule refuses it up front.
+    let file = env.path("perm.toml");
+    std::fs::write(&file, "[socket.unix]\nsocket_permissions = \"0400\"\n")?;
+    let file_arg = file.to_string_lossy().into_owned();
+    env.run(&["config", "--config", &file_arg])?.expect_error(2, "socket.unix.socket_permissions")?;
+    env.run(&["serve", "perm_ev", "--config", &file_arg])?.expect_error(2, "owner read and write")?;
+    // 0660 validates and binds.
+    std::fs::write(&file, "[socket.unix]\nsocket_permissions = \"0660\"\n")?;
+    let mut serve = env.spawn(&["serve", "perm_ev", "--config", &file_arg])?;
+    serve.expect_event("listening")?;
+    serve.signal(rustix::process::Signal::TERM)?;
+    assert_eq!(serve.wait()?, 0);
+    Ok(())
+}

@@ -107,3 +107,59 @@ fn silent_server_times_out_with_5() -> TestResult {
     env.run(&["listen", "silent_ev"])?.expect_error(5, "did not answer hello")?;
     Ok(())
 }
+
+#[test]
+fn numeric_options_out_of_range_exit_2_never_panic() -> TestResult {
+    let env = TestEnv::new()?;
+    let bad = ["1e30", "inf", "-inf", "NaN", "-1", "1e309", "18446744073709551616", "0x10", ""];
+    let commands: [(&[&str], &str); 5] = [
+        (&["listen", "num_ev"], "--timeout"),
+        (&["listen", "num_ev"], "--count"),
+        (&["serve", "num_ev"], "--max-connections"),
+        (&["serve", "num_ev"], "--queue-size"),
+        (&["list"], "--port"),
+    ];
+    for (command, option) in commands {
+        for value in bad {
+            // `--opt=value`, so that "-inf" is a value, not a flag.
+            let arg = format!("{option}={value}");
+            let args: Vec<&str> = command.iter().copied().chain([arg.as_str()]).collect();
+            let out = env.run(&args)?;
+            assert!(out.stderr.iter().all(|l| !l.contains("panicked")), "{args:?}: {out:?}");
+            out.expect_error(2, option)?;
+        }
+    }
+    // Valid by type, out of the documented range.
+    env.run(&["listen", "num_ev", "--timeout", "31536001"])?.expect_error(2, "at most 31536000")?;
+    env.run(&["serve", "num_ev", "--max-connections", "65537"])?.expect_error(2, "--max-connections")?;
+    env.run(&["serve", "num_ev", "--queue-size", "1000001"])?.expect_error(2, "--queue-size")?;
+    env.run(&["--port", "80", "list"])?.expect_error(2, "--port")?;
+    Ok(())
+}
+
+#[test]
+fn an_unusable_socket_directory_is_exit_2_in_every_command() -> TestResult {
+    let env = TestEnv::new()?;
+    let file = env.path("not-a-dir");
+    std::fs::write(&file, "")?;
+    for dir in [file.clone(), file.join("sub")] {
+        let dir = dir.to_string_lossy().into_owned();
+        for args in [
+            vec!["serve", "dir_ev"],
+            vec!["listen", "dir_ev"],
+            vec!["listen", "dir_ev", "--wait", "--timeout", "5"],
+            vec!["send", "dir_ev", "--data", "{}"],
+            vec!["list"],
+        ] {
+            let args: Vec<&str> = args.into_iter().chain(["--socket-dir", dir.as_str()]).collect();
+            env.run_raw(&args)?.expect_error(2, "socket")?;
+        }
+    }
+    // A missing directory is not unusable: there is no server in it (exit 3), `list` shows
+    // nothing, and `serve` creates it.
+    let missing = env.socket_dir().join("missing");
+    let missing = missing.to_string_lossy().into_owned();
+    env.run_raw(&["send", "dir_ev", "--data", "{}", "--socket-dir", &missing])?.expect_error(3, "no server")?;
+    env.run_raw(&["listen", "dir_ev", "--socket-dir", &missing])?.expect_error(3, "no server")?;
+    Ok(())
+}

@@ -126,3 +126,94 @@ fn queued_and_retained_messages_reach_new_listeners() -> TestResult {
     assert_eq!(second.wait()?, 0);
     Ok(())
 }
+
+/// VmHWM (peak resident set) of process `pid`, in KiB.
+fn peak_rss_kib(pid: u32) -> TestResult<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).ok_or("no VmHWM in /proc/PID/status")?;
+    Ok(line.split_whitespace().nth(1).ok_or("VmHWM without a value")?.parse()?)
+}
+
+fn nested_json(depth: usize) -> String {
+    format!("{{\"deep\": {}1{}}}", "[".repeat(depth), "]".repeat(depth))
+}
+
+#[test]
+fn overlong_and_undeliverable_stdin_lines_are_skipped_and_the_next_one_works() -> TestResult {
+    let mut env = TestEnv::new()?;
+    env.set_env("SOCKET__MAX_MESSAGE_SIZE", "65536");
+    let mut serve = env.spawn(&["serve", "bound_ev"])?;
+    serve.expect_event("listening")?;
+    let mut listen = env.spawn(&["listen", "bound_ev", "--count", "2"])?;
+    serve.expect_connected(listen.pid())?;
+    let before = peak_rss_kib(serve.pid())?;
+
+    // 64 MiB in one line: refused without being held (the peak RSS barely moves).
+    let long = format!("{{\"x\": \"{}\"}}", "x".repeat(64 << 20));
+    serve.write_line(&long)?;
+    let err = serve.expect_stderr("socketctl: ")?;
+    assert!(
+        err.starts_with(
+            "socketctl: stdin line 1 skipped: 67108873 bytes is longer than socket.max_message_size (65536 bytes)"
+        ),
+        "{err}"
+    );
+    let peak = peak_rss_kib(serve.pid())?;
+    assert!(peak < before + 16 * 1024, "peak RSS {peak} KiB after a 64 MiB line, {before} KiB before");
+
+    // Deeper than the one nesting limit: an error for that line, nothing sent.
+    serve.write_line(&nested_json(70))?;
+    let err = serve.expect_stderr("socketctl: ")?;
+    assert!(
+        err.starts_with(
+            "socketctl: stdin line 2 not broadcast: cannot encode message: values are nested deeper than 64"
+        ),
+        "{err}"
+    );
+    // An integer that does not fit 64 bits is refused, not rounded.
+    serve.write_line(r#"{"n": 18446744073709551616}"#)?;
+    let err = serve.expect_stderr("socketctl: ")?;
+    assert!(
+        err.starts_with("socketctl: stdin line 3 skipped: invalid JSON: the integer 18446744073709551616"),
+        "{err}"
+    );
+
+    serve.write_line(&nested_json(60))?;
+    serve.write_line(r#"{"n": 18446744073709551615, "m": -9223372036854775808}"#)?;
+    let deep = listen.json()?;
+    assert_eq!(data(&deep)["deep"].to_string(), format!("{}1{}", "[".repeat(60), "]".repeat(60)));
+    assert_eq!(data(&listen.json()?), &json!({"n": 18446744073709551615u64, "m": -9223372036854775808i64}));
+    assert_eq!(listen.wait()?, 0);
+    Ok(())
+}
+
+#[test]
+fn send_skips_overlong_and_undeliverable_lines_and_sends_the_rest() -> TestResult {
+    let mut env = TestEnv::new()?;
+    env.set_env("SOCKET__MAX_MESSAGE_SIZE", "4096");
+    let mut serve = env.spawn(&["serve", "sendb_ev", "--relay"])?;
+    serve.expect_event("listening")?;
+    let mut listen = env.spawn(&["listen", "sendb_ev", "--count", "1"])?;
+    serve.expect_connected(listen.pid())?;
+    let mut send = env.spawn(&["send", "sendb_ev"])?;
+    send.write_line(&format!("{{\"x\": \"{}\"}}", "x".repeat(1 << 20)))?;
+    send.write_line(&nested_json(70))?;
+    send.write_line(r#"{"ok": 1}"#)?;
+    let out = send.finish()?;
+    assert_eq!(out.code, 2, "skipped lines make the exit code 2: {out:?}");
+    assert_eq!(out.stderr.len(), 2, "{out:?}");
+    assert!(
+        out.stderr[0].starts_with(
+            "socketctl: stdin line 1 skipped: 1048585 bytes is longer than socket.max_message_size (4096 bytes)"
+        ),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr[1]
+            .starts_with("socketctl: stdin line 2 not sent: cannot encode message: values are nested deeper than 64"),
+        "{out:?}"
+    );
+    assert_eq!(data(&listen.json()?), &json!({"ok": 1}));
+    assert_eq!(listen.wait()?, 0);
+    Ok(())
+}

@@ -44,7 +44,7 @@ use futures_lite::{future, Stream};
 
 use self::inbox::{Inbox, Pop};
 
-use crate::codec::{decode_body, decode_body_for, encode_frame, Frame, Limits};
+use crate::codec::{decode_body, decode_body_for, encode_frame, encode_frame_with, Frame, Limits};
 use crate::config::{secs, Config};
 use crate::control::{Control, ErrorCode};
 use crate::error::{Error, ErrorKind, Result};
@@ -287,7 +287,7 @@ impl Client {
     /// message cannot be encoded, [`crate::ErrorKind::Closed`] once closed.
     pub async fn send_async(&self, message: &SocketMessage) -> Result<()> {
         self.inner.check_can_send()?;
-        let frame = encode_frame(message, self.inner.opts.limits.max_frame_len)?;
+        let frame = encode_frame_with(message, &self.inner.opts.limits)?;
         self.inner.write_frame(&frame, Sent::Message).await.map(drop)
     }
 
@@ -906,6 +906,20 @@ struct LinkReader {
     link: Link,
 }
 
+/// How long a discovered endpoint (one port of a range) has to connect and answer `welcome`
+/// before the client moves on to the next port (SPEC §5, TCP transport).
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// The outcome of one endpoint in [`Inner::establish`].
+enum Attempt {
+    /// Connected (boxed: the connection state is large), or an error that ends the connect.
+    Done(Result<Box<Established>>),
+    /// Not our server (nothing there, another event, another protocol): try the next one.
+    Next(Error),
+    /// Silent until the probe deadline: try the next one, and this one again at the end.
+    Silent(Error),
+}
+
 /// How one endpoint's handshake failed.
 enum HsError {
     /// Try the next endpoint.
@@ -1092,46 +1106,101 @@ impl Inner {
     }
 
     /// Tries every endpoint in order; the first completed handshake wins.
+    ///
+    /// The endpoints are resolved once. A discovered endpoint (one of a port range) gets
+    /// [`PROBE_TIMEOUT`] to connect and answer `welcome`: a port held by something else (a
+    /// silent listener, another protocol) costs that much, not the whole `default_timeout`.
+    /// Endpoints that were silent for the probe are tried once more, in order, with what is
+    /// left of `default_timeout` (a real server slower than the probe is still found). The
+    /// whole connect stays within `default_timeout`.
     async fn establish(&self) -> Result<Established> {
-        let endpoints = self.transport.endpoints(&self.event, &self.config)?;
         let deadline = runtime::deadline_after(self.opts.connect_timeout);
-        let mut last: Option<Error> = None;
-        for ep in &endpoints {
-            let conn = match runtime::until(deadline, self.transport.connect(ep, &self.config)).await {
+        let endpoints =
+            match runtime::until(deadline, self.transport.resolve_endpoints(&self.event, &self.config)).await {
+                Some(endpoints) => endpoints?,
                 None => {
                     return Err(Error::new(
                         ErrorKind::Timeout,
                         format!(
-                            "connecting to the server for event {} at {} timed out after {:?}",
-                            self.event, ep.address, self.opts.connect_timeout
+                            "resolving the address of the server for event {} timed out after {:?}",
+                            self.event, self.opts.connect_timeout
                         ),
                     ))
                 }
-                Some(Ok(conn)) => conn,
-                Some(Err(e)) if e.kind() == ErrorKind::Connection => {
-                    last = Some(e);
-                    continue;
-                }
-                Some(Err(e)) => return Err(e),
             };
-            let fr = FrameReader::new(self.opts.buffer_size, self.opts.limits);
-            if self.opts.legacy_server {
-                return Ok(Established {
-                    reader: conn.reader,
-                    writer: conn.writer,
-                    fr,
-                    early: VecDeque::new(),
-                    welcome: None,
-                    address: ep.address.clone(),
-                });
-            }
-            match self.handshake(conn.reader, conn.writer, fr, ep, deadline).await {
-                Ok(est) => return Ok(est),
-                Err(HsError::Next(e)) => last = Some(e),
-                Err(HsError::Fatal(e)) => return Err(e),
+        let mut last: Option<Error> = None;
+        let mut silent: Vec<&Endpoint> = Vec::new();
+        for ep in &endpoints {
+            let probe = if ep.explicit { deadline } else { runtime::deadline_after(PROBE_TIMEOUT) };
+            let probe = match (probe, deadline) {
+                (Some(p), Some(d)) => Some(p.min(d)),
+                (p, d) => p.or(d),
+            };
+            match self.attempt(ep, probe, deadline).await {
+                Attempt::Done(result) => return result.map(|est| *est),
+                Attempt::Next(e) => last = Some(e),
+                Attempt::Silent(e) => {
+                    last = Some(e);
+                    silent.push(ep);
+                }
             }
         }
-        let addresses = match endpoints.as_slice() {
+        for ep in silent {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            match self.attempt(ep, deadline, deadline).await {
+                Attempt::Done(result) => return result.map(|est| *est),
+                Attempt::Next(e) | Attempt::Silent(e) => last = Some(e),
+            }
+        }
+        if let Some(e) = last.as_ref().filter(|e| e.kind() == ErrorKind::Timeout) {
+            // Every candidate was silent until the end: the connect timed out.
+            return Err(Error::new(ErrorKind::Timeout, e.message().to_owned()));
+        }
+        self.no_server(&endpoints, last)
+    }
+
+    /// One connect and handshake at `ep`, the probe bounded by `probe` (at most `deadline`).
+    async fn attempt(&self, ep: &Endpoint, probe: Option<Instant>, deadline: Option<Instant>) -> Attempt {
+        let timed_out = |ep: &Endpoint| {
+            Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "connecting to the server for event {} at {} timed out after {:?}",
+                    self.event, ep.address, self.opts.connect_timeout
+                ),
+            )
+        };
+        let conn = match runtime::until(probe, self.transport.connect(ep, &self.config)).await {
+            None if probe == deadline || ep.explicit => return Attempt::Done(Err(timed_out(ep))),
+            None => return Attempt::Silent(timed_out(ep)),
+            Some(Ok(conn)) => conn,
+            Some(Err(e)) if e.kind() == ErrorKind::Connection => return Attempt::Next(e),
+            Some(Err(e)) => return Attempt::Done(Err(e)),
+        };
+        let fr = FrameReader::new(self.opts.buffer_size, self.opts.limits);
+        if self.opts.legacy_server {
+            return Attempt::Done(Ok(Box::new(Established {
+                reader: conn.reader,
+                writer: conn.writer,
+                fr,
+                early: VecDeque::new(),
+                welcome: None,
+                address: ep.address.clone(),
+            })));
+        }
+        match self.handshake(conn.reader, conn.writer, fr, ep, probe).await {
+            Ok(est) => Attempt::Done(Ok(Box::new(est))),
+            Err(HsError::Next(e)) if e.kind() == ErrorKind::Timeout && probe != deadline => Attempt::Silent(e),
+            Err(HsError::Next(e)) => Attempt::Next(e),
+            Err(HsError::Fatal(e)) => Attempt::Done(Err(e)),
+        }
+    }
+
+    /// The error when no endpoint had our server.
+    fn no_server(&self, endpoints: &[Endpoint], last: Option<Error>) -> Result<Established> {
+        let addresses = match endpoints {
             [] => "no address".to_owned(),
             [one] => one.address.clone(),
             [first, .., end] if endpoints.len() > 3 => {

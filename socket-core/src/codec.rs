@@ -36,9 +36,10 @@ pub const DEFAULT_MAX_FRAME_LEN: usize = 1 << 20;
 pub const MAX_FRAME_LEN_CEILING: usize = 64 << 20;
 /// Default deepest nesting of MessagePack containers accepted.
 pub const DEFAULT_MAX_DEPTH: usize = 64;
-/// Hard ceiling for the nesting limit: a larger [`Limits::max_depth`] is
-/// treated as this value, so the decoder's recursion stays small.
-pub const MAX_DEPTH_CEILING: usize = 128;
+/// Hard ceiling for the nesting limit, the one limit of SPEC §4 shared by the
+/// encoder and the decoder: a larger [`Limits::max_depth`] is treated as this
+/// value, so nothing the encoder writes is too deep for a default decoder.
+pub const MAX_DEPTH_CEILING: usize = DEFAULT_MAX_DEPTH;
 /// Most unknown top-level keys a message may carry before it is malformed.
 pub const MAX_UNKNOWN_KEYS: usize = reader::MAX_UNKNOWN_KEYS;
 

@@ -35,7 +35,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -312,8 +312,23 @@ impl KeyInfo {
     }
 }
 
-const SECONDS: &str = "a number of seconds > 0";
-const POSITIVE: &str = "an integer > 0";
+/// Upper bound of every duration key (and of `socketctl`'s duration options):
+/// one year, in seconds. Anything longer is a mistake, and every bound value
+/// fits a `Duration` and a deadline from now.
+pub const MAX_SECONDS: f64 = 31_536_000.0;
+/// Upper bound of every `max_connections` key.
+pub const MAX_CONNECTIONS: usize = 65_536;
+/// Upper bound of every queue or buffer length counted in messages or frames.
+pub const MAX_QUEUE_LEN: usize = 1_000_000;
+/// Upper bound of every queue size counted in bytes (1 GiB).
+pub const MAX_QUEUE_BYTES: usize = 1 << 30;
+/// Upper bound of `buffer_size` (1 MiB; reads never ask for more).
+pub const MAX_BUFFER_SIZE: usize = 1 << 20;
+
+const SECONDS: &str = "a number of seconds > 0, at most 31536000 (one year)";
+const QUEUE_LEN: &str = "an integer in 1..=1000000";
+const QUEUE_BYTES: &str = "an integer in 1..=1073741824 (1 GiB)";
+const CONNECTIONS: &str = "an integer in 1..=65536";
 const BOOLEAN: &str = "true or false";
 
 const fn key(key: &'static str, ty: ValueType, rule: &'static str, description: &'static str) -> KeyInfo {
@@ -341,7 +356,7 @@ pub static KEYS: &[KeyInfo] = &[
         SECONDS,
         "Seconds a client waits to connect and for `welcome`; the default receive timeout of `socketctl`.",
     ),
-    key("socket.buffer_size", ValueType::Integer, POSITIVE, "Bytes read per system call on each connection. A connection whose reads keep filling it (a busy stream) doubles it up to 64 KiB, and halves it back when reads come back small."),
+    key("socket.buffer_size", ValueType::Integer, "an integer in 1..=1048576 (1 MiB)", "Bytes read per system call on each connection. A connection whose reads keep filling it (a busy stream) doubles it up to 64 KiB, and halves it back when reads come back small."),
     key(
         "socket.timezone",
         ValueType::String,
@@ -351,10 +366,10 @@ pub static KEYS: &[KeyInfo] = &[
     key(
         "socket.message_queue_size",
         ValueType::Integer,
-        POSITIVE,
+        QUEUE_LEN,
         "Offline queue length: broadcasts kept while no client is connected; on overflow the oldest is dropped (and counted). The first client to connect receives the queue, which is then empty.",
     ),
-    key("socket.message_queue_bytes", ValueType::Integer, POSITIVE, "Offline queue size limit in bytes."),
+    key("socket.message_queue_bytes", ValueType::Integer, QUEUE_BYTES, "Offline queue size limit in bytes."),
     key("socket.blocking_mode", ValueType::Boolean, BOOLEAN, "`Server::start` blocks the calling thread until the server is stopped."),
     key(
         "socket.allow_client_send",
@@ -371,7 +386,7 @@ pub static KEYS: &[KeyInfo] = &[
     key(
         "socket.max_nesting_depth",
         ValueType::Integer,
-        "an integer in 2..=128",
+        "an integer in 2..=64",
         "Deepest MessagePack nesting accepted (the top-level map is level 1, `data` level 2); a deeper message is `malformed`.",
     ),
     key(
@@ -392,18 +407,18 @@ pub static KEYS: &[KeyInfo] = &[
         SECONDS,
         "Seconds a write to a client may make no progress before the client is disconnected as a slow consumer.",
     ),
-    key("socket.outbound_queue_size", ValueType::Integer, POSITIVE, "Frames queued per client before it is a slow consumer."),
-    key("socket.outbound_queue_bytes", ValueType::Integer, POSITIVE, "Bytes queued per client before it is a slow consumer."),
+    key("socket.outbound_queue_size", ValueType::Integer, QUEUE_LEN, "Frames queued per client before it is a slow consumer."),
+    key("socket.outbound_queue_bytes", ValueType::Integer, QUEUE_BYTES, "Bytes queued per client before it is a slow consumer."),
     key(
         "socket.receive_buffer_size",
         ValueType::Integer,
-        POSITIVE,
+        QUEUE_LEN,
         "Received messages a client buffers; when full the client stops reading (back-pressure), it never drops.",
     ),
     key(
         "socket.inbound_queue_size",
         ValueType::Integer,
-        POSITIVE,
+        QUEUE_LEN,
         "Server events buffered for the application before the server stops reading from clients.",
     ),
     key(
@@ -422,13 +437,13 @@ pub static KEYS: &[KeyInfo] = &[
     key(
         "socket.reconnect_initial_delay",
         ValueType::Seconds,
-        "a number of seconds > 0, at most socket.reconnect_max_delay",
+        "a number of seconds > 0, at most socket.reconnect_max_delay and at most 31536000 (one year)",
         "Base delay before the first reconnect attempt; doubled after each failed attempt. Each delay is jittered between half this value and the current delay.",
     ),
     key(
         "socket.reconnect_max_delay",
         ValueType::Seconds,
-        "a number of seconds > 0, at least socket.reconnect_initial_delay",
+        "a number of seconds > 0, at most 31536000 (one year), at least socket.reconnect_initial_delay",
         "Largest delay between reconnect attempts.",
     ),
     key(
@@ -452,13 +467,13 @@ pub static KEYS: &[KeyInfo] = &[
     key(
         "socket.unix.max_connections",
         ValueType::Integer,
-        POSITIVE,
+        CONNECTIONS,
         "Clients a Unix-socket server serves at once; one more receives a `max_connections` error and is closed.",
     ),
     key(
         "socket.unix.socket_permissions",
         ValueType::String,
-        "an octal file mode such as \"0600\" (1 to 4 digits 0-7, at most 0777)",
+        "an octal file mode such as \"0600\" (1 to 4 digits 0-7, at most 0777) that lets the owner read and write (0600 to 0777)",
         "Mode of the socket file, applied before `listen()`. Granting group or others access also lets other users connect.",
     ),
     key("socket.unix.auto_remove_socket", ValueType::Boolean, BOOLEAN, "Remove the socket file when the server stops."),
@@ -495,7 +510,7 @@ pub static KEYS: &[KeyInfo] = &[
     key(
         "socket.tcp.max_connections",
         ValueType::Integer,
-        POSITIVE,
+        CONNECTIONS,
         "Clients a TCP server serves at once; one more receives a `max_connections` error and is closed.",
     ),
     key(
@@ -558,13 +573,32 @@ pub enum ConfigError {
         /// Who named it, e.g. ` (named by SOCKET_CONFIG)`.
         origin: String,
     },
-    /// The file could not be read or is not valid TOML.
+    /// The file is not valid TOML (a key given twice included).
     #[snafu(display("cannot read configuration file {}: {source}", path.display()))]
     ReadFile {
         /// The path.
         path: PathBuf,
         /// The underlying error.
         source: config::ConfigError,
+    },
+    /// The file could not be read (a directory, no permission, an I/O error).
+    #[snafu(display("cannot read configuration file {}: {source}", path.display()))]
+    ReadIo {
+        /// The path, absolute.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is longer than [`MAX_CONFIG_FILE_LEN`].
+    #[snafu(display(
+        "cannot read configuration file {}: it is longer than {limit} bytes, the limit for a configuration file",
+        path.display()
+    ))]
+    FileTooLarge {
+        /// The path, absolute.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: usize,
     },
     /// The layers could not be merged (e.g. an override key that is not a valid path).
     #[snafu(display("cannot build the configuration: {source}"))]
@@ -634,25 +668,55 @@ fn ensure(ok: bool, key: &str, value: impl fmt::Display) -> std::result::Result<
 }
 
 fn positive_secs(key: &str, v: f64) -> std::result::Result<(), ConfigError> {
-    ensure(v.is_finite() && v > 0.0, key, v)
+    ensure(v.is_finite() && v > 0.0 && v <= MAX_SECONDS, key, v)
 }
 
-fn positive(key: &str, v: usize) -> std::result::Result<(), ConfigError> {
-    ensure(v > 0, key, v)
+fn in_range(key: &str, v: usize, max: usize) -> std::result::Result<(), ConfigError> {
+    ensure((1..=max).contains(&v), key, v)
 }
 
 fn port_ok(p: u16) -> bool {
     p >= 1024
 }
 
-/// Parses an octal mode string such as `"0600"` or `"600"`: 1 to 4 octal
-/// digits, at most `0o777`.
+/// Parses an octal mode string such as `"0600"`, `"600"` or `"0o600"`: 1 to 4
+/// octal digits, at most `0o777`, and letting the owner read and write (a
+/// server must be able to use its own socket). `None` when it is not one;
+/// [`check_permissions`] says why.
 pub fn parse_permissions(s: &str) -> Option<u32> {
+    check_permissions(s).ok()
+}
+
+/// The one rule for `socket.unix.socket_permissions`, applied by configuration
+/// validation and by the Unix transport when it binds (so a value that
+/// validates also binds): the mode, or the rule it breaks, as a phrase that
+/// fits "invalid value ... for key socket.unix.socket_permissions: {rule}".
+///
+/// # Errors
+///
+/// The rule the value breaks: not octal, above `0777`, or not letting the
+/// owner read and write.
+///
+/// # Examples
+///
+/// ```
+/// use socket_core::config::check_permissions;
+/// assert_eq!(check_permissions("0660"), Ok(0o660));
+/// assert!(check_permissions("0400").unwrap_err().contains("owner read and write"));
+/// ```
+pub fn check_permissions(s: &str) -> std::result::Result<u32, &'static str> {
     let digits = s.strip_prefix("0o").unwrap_or(s);
     if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return None;
+        return Err("must be an octal mode such as \"0600\"");
     }
-    u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o777)
+    let mode = u32::from_str_radix(digits, 8).map_err(|_| "must be an octal mode such as \"0600\"")?;
+    if mode > 0o777 {
+        return Err("must be at most \"0777\" (no setuid, setgid or sticky bits)");
+    }
+    if mode & 0o600 != 0o600 {
+        return Err("must let the owner read and write, e.g. \"0600\"");
+    }
+    Ok(mode)
 }
 
 /// True for a valid transport scheme: 1 to 32 characters from `[a-z0-9_-]`.
@@ -702,10 +766,10 @@ impl Config {
         ensure(is_valid_scheme(&s.transport), "socket.transport", show_str(&s.transport))?;
         ensure(!s.socket_dir.as_os_str().is_empty(), "socket.socket_dir", show_str(&s.socket_dir.to_string_lossy()))?;
         positive_secs("socket.default_timeout", s.default_timeout)?;
-        positive("socket.buffer_size", s.buffer_size)?;
+        in_range("socket.buffer_size", s.buffer_size, MAX_BUFFER_SIZE)?;
         ensure(jiff::tz::TimeZone::get(&s.timezone).is_ok(), "socket.timezone", show_str(&s.timezone))?;
-        positive("socket.message_queue_size", s.message_queue_size)?;
-        positive("socket.message_queue_bytes", s.message_queue_bytes)?;
+        in_range("socket.message_queue_size", s.message_queue_size, MAX_QUEUE_LEN)?;
+        in_range("socket.message_queue_bytes", s.message_queue_bytes, MAX_QUEUE_BYTES)?;
         ensure(
             (64..=MAX_FRAME_LEN_CEILING).contains(&s.max_message_size),
             "socket.max_message_size",
@@ -719,10 +783,10 @@ impl Config {
         positive_secs("socket.hello_grace", s.hello_grace)?;
         positive_secs("socket.frame_timeout", s.frame_timeout)?;
         positive_secs("socket.write_stall_timeout", s.write_stall_timeout)?;
-        positive("socket.outbound_queue_size", s.outbound_queue_size)?;
-        positive("socket.outbound_queue_bytes", s.outbound_queue_bytes)?;
-        positive("socket.receive_buffer_size", s.receive_buffer_size)?;
-        positive("socket.inbound_queue_size", s.inbound_queue_size)?;
+        in_range("socket.outbound_queue_size", s.outbound_queue_size, MAX_QUEUE_LEN)?;
+        in_range("socket.outbound_queue_bytes", s.outbound_queue_bytes, MAX_QUEUE_BYTES)?;
+        in_range("socket.receive_buffer_size", s.receive_buffer_size, MAX_QUEUE_LEN)?;
+        in_range("socket.inbound_queue_size", s.inbound_queue_size, MAX_QUEUE_LEN)?;
         positive_secs("socket.reconnect_initial_delay", s.reconnect_initial_delay)?;
         positive_secs("socket.reconnect_max_delay", s.reconnect_max_delay)?;
         ensure(
@@ -731,7 +795,7 @@ impl Config {
             format_args!("{} (socket.reconnect_max_delay is {})", s.reconnect_initial_delay, s.reconnect_max_delay),
         )?;
         let u = &s.unix;
-        positive("socket.unix.max_connections", u.max_connections)?;
+        in_range("socket.unix.max_connections", u.max_connections, MAX_CONNECTIONS)?;
         ensure(
             parse_permissions(&u.socket_permissions).is_some(),
             "socket.unix.socket_permissions",
@@ -749,7 +813,7 @@ impl Config {
             "socket.tcp.port_range_start",
             format_args!("{} (socket.tcp.port_range_end is {})", t.port_range_start, t.port_range_end),
         )?;
-        positive("socket.tcp.max_connections", t.max_connections)?;
+        in_range("socket.tcp.max_connections", t.max_connections, MAX_CONNECTIONS)?;
         for name in s.plugins.keys() {
             ensure(is_valid_scheme(name), &format!("socket.{name}"), "(a table)").map_err(|_| {
                 ConfigError::InvalidValue {
@@ -939,13 +1003,10 @@ impl ConfigLoader {
 
     fn load_inner(&self) -> std::result::Result<Config, ConfigError> {
         let mut builder = config::Config::builder();
-        let file = self.config_file();
+        let file = self.config_file().map(|(path, why)| (std::path::absolute(&path).unwrap_or(path), why));
         if let Some((path, why)) = &file {
-            if !path.is_file() {
-                return Err(ConfigError::FileNotFound { path: path.clone(), origin: format!(" ({why})") });
-            }
             tracing::debug!(path = %path.display(), why, "reading configuration file");
-            builder = builder.add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml));
+            builder = builder.add_source(read_file(path, why)?);
         }
         let env: config::Map<String, String> = match &self.env {
             Some(env) => env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -992,7 +1053,61 @@ impl config::Source for SocketEnv {
     }
 }
 
+/// Largest configuration file read, in bytes (1 MiB).
+pub const MAX_CONFIG_FILE_LEN: usize = 1 << 20;
+
+/// Reads and parses the TOML file at `path` (absolute): any readable file, a FIFO or
+/// `/dev/stdin` included (`--config <(generate)`), read once, at most
+/// [`MAX_CONFIG_FILE_LEN`] bytes. A key given twice is a TOML error. Every value remembers
+/// the path, so that an error about it names the file.
+fn read_file(path: &Path, why: &str) -> std::result::Result<FileSource, ConfigError> {
+    use std::io::Read;
+    let io = |source: std::io::Error| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            ConfigError::FileNotFound { path: path.to_owned(), origin: format!(" ({why})") }
+        } else {
+            ConfigError::ReadIo { path: path.to_owned(), source }
+        }
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_FILE_LEN as u64 + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() > MAX_CONFIG_FILE_LEN {
+        return Err(ConfigError::FileTooLarge { path: path.to_owned(), limit: MAX_CONFIG_FILE_LEN });
+    }
+    let text = String::from_utf8(bytes).map_err(|e| ConfigError::ReadIo {
+        path: path.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not UTF-8 text: {e}")),
+    })?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::ReadFile {
+        path: path.to_owned(),
+        source: config::ConfigError::FileParse { uri: None, cause: Box::new(e) },
+    })?;
+    Ok(FileSource { table, origin: path.display().to_string() })
+}
+
+/// A parsed configuration file as a layer of the loader.
+#[derive(Debug, Clone)]
+struct FileSource {
+    table: toml::Table,
+    origin: String,
+}
+
+impl config::Source for FileSource {
+    fn clone_into_box(&self) -> Box<dyn config::Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> std::result::Result<config::Map<String, config::Value>, config::ConfigError> {
+        Ok(self.table.iter().map(|(k, v)| (k.clone(), config_value_from(v, Some(&self.origin)))).collect())
+    }
+}
+
 fn to_config_value(value: &toml::Value) -> config::Value {
+    config_value_from(value, None)
+}
+
+fn config_value_from(value: &toml::Value, origin: Option<&String>) -> config::Value {
     use config::ValueKind;
     let kind = match value {
         toml::Value::String(s) => ValueKind::String(s.clone()),
@@ -1000,10 +1115,12 @@ fn to_config_value(value: &toml::Value) -> config::Value {
         toml::Value::Float(f) => ValueKind::Float(*f),
         toml::Value::Boolean(b) => ValueKind::Boolean(*b),
         toml::Value::Datetime(d) => ValueKind::String(d.to_string()),
-        toml::Value::Array(items) => ValueKind::Array(items.iter().map(to_config_value).collect()),
-        toml::Value::Table(t) => ValueKind::Table(t.iter().map(|(k, v)| (k.clone(), to_config_value(v))).collect()),
+        toml::Value::Array(items) => ValueKind::Array(items.iter().map(|v| config_value_from(v, origin)).collect()),
+        toml::Value::Table(t) => {
+            ValueKind::Table(t.iter().map(|(k, v)| (k.clone(), config_value_from(v, origin))).collect())
+        }
     };
-    config::Value::new(None, kind)
+    config::Value::new(origin, kind)
 }
 
 /// Where a value came from, for messages.

@@ -124,6 +124,18 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     /// [`ErrorKind::Validation`] or [`ErrorKind::Config`] for bad settings.
     fn endpoints(&self, event: &EventName, config: &Config) -> Result<Vec<Endpoint>>;
 
+    /// The endpoints of one connect attempt: [`endpoints`](Self::endpoints) with any name
+    /// lookup done once for all of them (the client calls this once per connect, then
+    /// [`connect`](Self::connect) for each endpoint). The default needs no lookup.
+    ///
+    /// # Errors
+    ///
+    /// As [`endpoints`](Self::endpoints); a transport that resolves names returns
+    /// [`ErrorKind::Config`] saying "cannot resolve host ..." for a name that does not resolve.
+    async fn resolve_endpoints(&self, event: &EventName, config: &Config) -> Result<Vec<Endpoint>> {
+        self.endpoints(event, config)
+    }
+
     /// Connects to one endpoint.
     ///
     /// # Errors

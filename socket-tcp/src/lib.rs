@@ -294,8 +294,8 @@ impl TcpTransport {
         Err(Error::new(
             ErrorKind::AddrInUse,
             format!(
-                "no free port for event {:?} on {}: every port of {}..={} is in use; widen \
-                 socket.tcp.port_range_start..port_range_end or set socket.tcp.port",
+                "no free port for event {:?} on {}: every port of the range {}..={} is in use; widen it \
+                 with socket.tcp.port_range_start and socket.tcp.port_range_end, or set socket.tcp.port",
                 event.as_str(),
                 settings.host,
                 settings.start,
@@ -384,6 +384,37 @@ impl Transport for TcpTransport {
             .ports(event)
             .into_iter()
             .map(|port| Endpoint { address: settings.address(port), explicit })
+            .collect())
+    }
+
+    /// Resolves `socket.tcp.host` once for the whole port sequence: every endpoint is then an
+    /// IP address and port, so probing a range never looks the name up again.
+    async fn resolve_endpoints(&self, event: &EventName, config: &Config) -> Result<Vec<Endpoint>> {
+        let settings = Settings::from_config(config)?;
+        let host = settings.host.as_str();
+        // IP literals need no lookup; "localhost" is tried as 127.0.0.1 then ::1 by connect.
+        if host.parse::<IpAddr>().is_ok() || host.eq_ignore_ascii_case("localhost") {
+            return self.endpoints(event, config);
+        }
+        let resolved = async_net::resolve((host, 0)).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                format!("cannot resolve host {host:?} (socket.tcp.host): check the name, or use an IP address"),
+            )
+            .with_source(e)
+        })?;
+        let ip = resolved.first().map(SocketAddr::ip).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Config,
+                format!("cannot resolve host {host:?} (socket.tcp.host): it has no address; use an IP address"),
+            )
+        })?;
+        tracing::debug!(host, %ip, "resolved the tcp host once for this connect");
+        let explicit = settings.port.is_some();
+        Ok(settings
+            .ports(event)
+            .into_iter()
+            .map(|port| Endpoint { address: SocketAddr::new(ip, port).to_string(), explicit })
             .collect())
     }
 

@@ -5,4 +5,5 @@ mod util;
 
 mod bind;
 mod connection;
+mod discovery;
 mod more;

@@ -281,29 +281,18 @@ impl Settings {
     }
 }
 
-/// Parses an octal mode such as `"0600"`, `"600"` or `"0o600"`.
+/// Parses an octal mode such as `"0600"`, `"600"` or `"0o600"`, with the one rule that
+/// configuration validation applies too ([`socket_core::config::check_permissions`]): a value
+/// that validates also binds.
 ///
 /// # Errors
 ///
 /// [`ErrorKind::Config`] naming `socket.unix.socket_permissions` if the value is not octal, has
 /// bits above `0777`, or does not let the owner read and write.
 pub fn parse_permissions(value: &str) -> Result<u32> {
-    let invalid = |rule: &str| {
+    socket_core::config::check_permissions(value).map_err(|rule| {
         Error::new(ErrorKind::Config, format!("invalid value {value:?} for key socket.unix.socket_permissions: {rule}"))
-    };
-    let digits = value.trim();
-    let digits = digits.strip_prefix("0o").unwrap_or(digits);
-    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return Err(invalid("must be an octal mode such as \"0600\""));
-    }
-    let mode = u32::from_str_radix(digits, 8).map_err(|_| invalid("must be an octal mode such as \"0600\""))?;
-    if mode > 0o777 {
-        return Err(invalid("must be at most \"0777\" (no setuid, setgid or sticky bits)"));
-    }
-    if mode & 0o600 != 0o600 {
-        return Err(invalid("must let the owner read and write, e.g. \"0600\""));
-    }
-    Ok(mode)
+    })
 }
 
 #[async_trait]
@@ -361,8 +350,29 @@ impl Transport for UnixTransport {
     }
 }
 
+/// True when `e` says the socket directory cannot be used at all: not writable or not
+/// searchable, on a read-only file system, or not a directory (a part of the path is a file).
+pub(crate) fn dir_unusable(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::NotADirectory
+    )
+}
+
 fn connect_error(e: io::Error, path: &Path, event: &str) -> Error {
     let shown = path.display();
+    if e.kind() == io::ErrorKind::NotADirectory {
+        // The socket directory is not a directory: the configuration is wrong, as `serve`
+        // reports for the same directory.
+        let dir = path.parent().unwrap_or(path).display();
+        return Error::new(
+            ErrorKind::Config,
+            format!(
+                "socket directory {dir} is not a directory (or a part of its path is a file): check socket.socket_dir"
+            ),
+        )
+        .with_source(e);
+    }
     let message = match e.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => format!(
             "no server for event {event:?} at {shown}: start one first (for example `socketctl serve {event}`), \
@@ -375,4 +385,19 @@ fn connect_error(e: io::Error, path: &Path, event: &str) -> Error {
         _ => format!("cannot connect to {shown}"),
     };
     Error::new(ErrorKind::Connection, message).with_source(e)
+}
+
+#[cfg(test)]
+mod dir_tests {
+    use super::*;
+
+    #[test]
+    fn the_errors_that_make_a_socket_directory_unusable() {
+        for kind in [io::ErrorKind::PermissionDenied, io::ErrorKind::ReadOnlyFilesystem, io::ErrorKind::NotADirectory] {
+            assert!(dir_unusable(&io::Error::from(kind)), "{kind:?}");
+        }
+        for kind in [io::ErrorKind::NotFound, io::ErrorKind::AddrInUse, io::ErrorKind::ConnectionRefused] {
+            assert!(!dir_unusable(&io::Error::from(kind)), "{kind:?}");
+        }
+    }
 }

@@ -273,6 +273,20 @@ impl Drop for UnixSocketListener {
     }
 }
 
+/// An I/O error while binding or serving. One that says the socket directory itself is not
+/// usable (not writable, not searchable, read-only file system, part of its path is a file) is
+/// a configuration error, like the directory checks of `dir.rs`: the same cause gets the same
+/// kind (and so the same `socketctl` exit code) wherever it shows up.
 fn io_error(message: String, e: io::Error) -> Error {
+    if crate::dir_unusable(&e) {
+        return Error::new(
+            ErrorKind::Config,
+            format!(
+                "{message}: the socket directory is not usable (read-only, not searchable or not a directory); \
+                 choose a writable socket.socket_dir"
+            ),
+        )
+        .with_source(e);
+    }
     Error::new(ErrorKind::Connection, message).with_source(e)
 }

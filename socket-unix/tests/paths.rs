@@ -80,3 +80,23 @@ fn settings_are_validated() -> TestResult {
     assert_eq!(parse_permissions("0o666")?, 0o666);
     Ok(())
 }
+
+#[test]
+fn socket_permissions_that_validate_are_the_ones_bind_accepts() {
+    // Every 1-4 digit octal string and a few others: configuration validation and the
+    // transport's parser (used at bind) agree on each, mode included.
+    let mut values: Vec<String> = (0..=0o7777u32).map(|m| format!("{m:04o}")).collect();
+    values.extend((0..=0o777u32).map(|m| format!("{m:o}")));
+    values.extend(["0o600", "0o400", "", "rw", "0800", " 0600", "0600 "].map(str::to_owned));
+    for value in values {
+        let mut config = socket_core::Config::default();
+        config.socket.unix.socket_permissions = value.clone();
+        let validates = config.validate().is_ok();
+        let binds = parse_permissions(&value);
+        assert_eq!(validates, binds.is_ok(), "{value:?}: validate {validates}, bind {binds:?}");
+        if let Ok(mode) = binds {
+            assert_eq!(config.socket.unix.socket_mode().ok(), Some(mode), "{value:?}");
+            assert_eq!(mode & 0o600, 0o600, "{value:?}: the owner reads and writes");
+        }
+    }
+}

@@ -42,7 +42,7 @@ impl Entry {
 ///
 /// # Errors
 ///
-/// Exit 2 for an invalid configuration, exit 1 when the directory cannot be read.
+/// Exit 2 for an invalid configuration, exit 2 when the directory cannot be read.
 pub(crate) fn run(global: &GlobalArgs, args: &ListArgs) -> Result<Exit, CliError> {
     let config = load_config(global, &Overrides::new())?;
     let entries = scan(&config.socket.socket_dir)?;
@@ -66,17 +66,22 @@ pub(crate) fn run(global: &GlobalArgs, args: &ListArgs) -> Result<Exit, CliError
 ///
 /// # Errors
 ///
-/// Exit 1 when `dir` exists but cannot be read.
+/// Exit 2 when `dir` exists but cannot be read (not a directory, no permission): the same
+/// code `serve` gives for a socket directory it cannot use.
 pub(crate) fn scan(dir: &Path) -> Result<Vec<Entry>, CliError> {
     let read = match std::fs::read_dir(dir) {
         Ok(read) => read,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(CliError::runtime(format!("cannot read socket directory {}: {e}", dir.display()))),
+        Err(e) => {
+            return Err(CliError::usage(format!(
+                "cannot read socket directory {}: {e}; check socket.socket_dir",
+                dir.display()
+            )))
+        }
     };
     let mut entries = Vec::new();
     for item in read {
-        let item =
-            item.map_err(|e| CliError::runtime(format!("cannot read socket directory {}: {e}", dir.display())))?;
+        let item = item.map_err(|e| CliError::usage(format!("cannot read socket directory {}: {e}", dir.display())))?;
         let name = item.file_name();
         let Some(event) = name.to_str().and_then(|n| n.strip_suffix(".sock")) else { continue };
         if validate_event_name(event).is_err() {

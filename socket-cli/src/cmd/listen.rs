@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::Stream;
 use socket_core::client::MessageStream;
-use socket_core::config::{secs, Config};
+use socket_core::config::Config;
 use socket_core::control::Control;
 use socket_core::{Client, ErrorKind, EventName, SocketMessage, Transport};
 
@@ -45,7 +45,8 @@ pub(crate) fn run(global: &GlobalArgs, args: &ListenArgs) -> Result<Exit, CliErr
     }
     let config = load_config(global, &o)?;
     let transport = transport_for(&config)?;
-    let deadline = args.timeout.map(|t| started + secs(t));
+    // `Secs` is at most a year, so the deadline always exists; `None` would mean "no deadline".
+    let deadline = args.timeout.and_then(|t| t.after(started));
     socket_core::runtime::block_on(listen(transport, &events, &config, args, deadline))
 }
 
@@ -74,7 +75,10 @@ async fn listen(
         let wanted = args.count.map_or_else(String::new, |c| format!(" of {c}"));
         CliError::new(
             Exit::Timeout,
-            format!("timed out after {} s with {printed}{wanted} messages received", args.timeout.unwrap_or_default()),
+            format!(
+                "timed out after {} s with {printed}{wanted} messages received",
+                args.timeout.map_or(0.0, |t| t.value)
+            ),
         )
     };
     let mut merged = Merged {

@@ -1,13 +1,13 @@
 //! `socketctl send EVENT`: send one message (`--data`) or one per stdin line.
 
-use std::io::BufRead;
-
 use socket_core::control::Control;
 use socket_core::{Client, Data, EventName, MessageType, SocketMessage};
 
 use crate::args::{GlobalArgs, SendArgs, TypeArg};
+use crate::cmd::serve::too_long;
 use crate::exit::{describe, CliError, Exit};
 use crate::json::parse_data;
+use crate::lines::{BoundedLines, Line};
 use crate::output::print_error;
 use crate::settings::{load_config, Overrides};
 use crate::transports::{connect_client, event_name, transport_for};
@@ -63,7 +63,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &SendArgs) -> Result<Exit, CliError
         .name("send-discard".into())
         .spawn(move || while sink.receive(None).is_ok() {})
         .map_err(|e| CliError::runtime(format!("cannot start the receive thread: {e}")))?;
-    let result = send_all(&client, &event, message_type, data, &tz);
+    let result = send_all(&client, &event, message_type, data, &tz, config.socket.max_message_size);
     let receipt = match &result {
         Ok(_) => receipt(&client, config.socket.legacy_server),
         Err(_) => Ok(()),
@@ -94,6 +94,7 @@ fn send_all(
     message_type: MessageType,
     data: Option<Data>,
     tz: &jiff::tz::TimeZone,
+    max_line: usize,
 ) -> Result<Exit, CliError> {
     if !client.can_send() {
         return Err(CliError::new(
@@ -111,18 +112,21 @@ fn send_all(
         return Ok(Exit::Ok);
     }
 
-    let stdin = std::io::stdin();
-    let mut input = stdin.lock();
-    let mut buf = Vec::new();
+    let mut input = BoundedLines::new(std::io::stdin().lock(), max_line);
     let mut line_no = 0u64;
     let mut skipped = 0u64;
     loop {
-        buf.clear();
-        let n = input.read_until(b'\n', &mut buf).map_err(|e| CliError::runtime(format!("cannot read stdin: {e}")))?;
-        if n == 0 {
-            break;
-        }
+        let line = input.next_line().map_err(|e| CliError::runtime(format!("cannot read stdin: {e}")))?;
         line_no += 1;
+        let buf = match line {
+            None => break,
+            Some(Line::Text(buf)) => buf,
+            Some(Line::TooLong(len)) => {
+                print_error(&too_long(line_no, len, max_line));
+                skipped += 1;
+                continue;
+            }
+        };
         let text = match std::str::from_utf8(&buf) {
             Ok(text) => text.trim(),
             Err(_) => {
@@ -135,7 +139,16 @@ fn send_all(
             continue;
         }
         match data_for(text, message_type) {
-            Ok(data) => send(data)?,
+            // A message the library refuses to encode (too deep, too large) is that line's
+            // error; the connection is fine and the next line is sent.
+            Ok(data) => match send(data) {
+                Ok(()) => {}
+                Err(e) if e.exit == Exit::Usage => {
+                    print_error(&format!("stdin line {line_no} not sent: {}", e.message));
+                    skipped += 1;
+                }
+                Err(e) => return Err(e),
+            },
             Err(e) => {
                 print_error(&format!("stdin line {line_no} skipped: {e}"));
                 skipped += 1;

@@ -4,7 +4,6 @@
 //! `message`); each stdin line that is a JSON object is broadcast as the `data` of a DATA
 //! message.
 
-use std::io::BufRead;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -16,16 +15,17 @@ use socket_core::{EventName, Server, ServerEvent, SocketMessage};
 use crate::args::{GlobalArgs, ServeArgs};
 use crate::exit::{describe, CliError, Exit};
 use crate::json::{message_to_json, parse_data};
-use crate::lines::{Lines, Next};
+use crate::lines::{BoundedLines, Line};
 use crate::output::{print_error, print_json, print_line};
 use crate::settings::{load_config, Overrides};
+use crate::stdout_queue::{Lines, Next};
 use crate::transports::{event_name, transport_for};
 
 /// How long `serve` waits, after stopping, for the last server events to be printed.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The configuration overrides of the `serve` options.
-fn overrides(args: &ServeArgs) -> Overrides {
+pub(crate) fn overrides(args: &ServeArgs) -> Overrides {
     let mut o = Overrides::new();
     if args.relay {
         o.set("socket.relay", true);
@@ -116,9 +116,10 @@ pub(crate) fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<Exit, CliErro
         .map_err(|e| CliError::runtime(format!("cannot start the event thread: {e}")))?;
 
     let stdin_server = server.clone();
+    let max_line = config.socket.max_message_size;
     std::thread::Builder::new()
         .name("serve-stdin".into())
-        .spawn(move || broadcast_stdin(&stdin_server, &event, &tz))
+        .spawn(move || broadcast_stdin(&stdin_server, &event, &tz, max_line))
         .map_err(|e| CliError::runtime(format!("cannot start the stdin thread: {e}")))?;
 
     let signal = signals.forever().next();
@@ -159,22 +160,26 @@ fn event_json(ev: &ServerEvent) -> Option<Json> {
 }
 
 /// Broadcasts each stdin line that is a JSON object; skips the others with one stderr
-/// line each. Returns at end of stdin (the server keeps running).
-fn broadcast_stdin(server: &Server, event: &EventName, tz: &jiff::tz::TimeZone) {
-    let stdin = std::io::stdin();
-    let mut input = stdin.lock();
-    let mut buf = Vec::new();
+/// line each: not UTF-8, not a JSON object, longer than `max_line` bytes (never held whole),
+/// or a message the library cannot send (too deep, too large). Returns at end of stdin (the
+/// server keeps running).
+fn broadcast_stdin(server: &Server, event: &EventName, tz: &jiff::tz::TimeZone, max_line: usize) {
+    let mut input = BoundedLines::new(std::io::stdin().lock(), max_line);
     let mut line_no = 0u64;
     loop {
-        buf.clear();
-        match input.read_until(b'\n', &mut buf) {
-            Ok(0) => break,
-            Ok(_) => {}
+        let buf = match input.next_line() {
+            Ok(None) => break,
+            Ok(Some(Line::Text(buf))) => buf,
+            Ok(Some(Line::TooLong(len))) => {
+                line_no += 1;
+                print_error(&too_long(line_no, len, max_line));
+                continue;
+            }
             Err(e) => {
                 print_error(&format!("cannot read stdin: {e}; no more messages are read from stdin"));
                 break;
             }
-        }
+        };
         line_no += 1;
         let Ok(text) = std::str::from_utf8(&buf) else {
             print_error(&format!("stdin line {line_no} skipped: not valid UTF-8"));
@@ -195,4 +200,12 @@ fn broadcast_stdin(server: &Server, event: &EventName, tz: &jiff::tz::TimeZone) 
         }
     }
     tracing::debug!("end of stdin; serving until SIGINT or SIGTERM");
+}
+
+/// The one-line error for a stdin line over the bound.
+pub(crate) fn too_long(line_no: u64, len: u64, max_line: usize) -> String {
+    format!(
+        "stdin line {line_no} skipped: {len} bytes is longer than socket.max_message_size ({max_line} bytes); \
+         it was not read into memory"
+    )
 }

@@ -57,7 +57,7 @@ use std::time::Duration;
 use async_channel::{Receiver, Sender, TrySendError};
 use async_executor::Task;
 
-use crate::codec::{encode_frame, Frame, Limits};
+use crate::codec::{encode_frame, encode_frame_with, Frame, Limits};
 use crate::config::{secs, Config};
 use crate::control::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
@@ -390,7 +390,10 @@ impl Server {
         options: ServerOptions,
     ) -> Result<Server> {
         transport.validate(&config)?;
-        let (events_tx, events_rx) = async_channel::bounded(options.inbound_queue_size.max(1));
+        // Unbounded by the channel, bounded by `EventQueue` (which checks the length before
+        // each send): a bounded channel would allocate all `inbound_queue_size` slots now.
+        let (events_tx, events_rx) = async_channel::unbounded();
+        let events_tx = EventQueue { tx: events_tx, cap: options.inbound_queue_size.max(1) };
         let registry = Registry::new(Bounds {
             max_clients: options.max_connections,
             outbound_frames: options.outbound_queue_size,
@@ -500,7 +503,7 @@ impl Server {
     /// [`crate::ErrorKind::Message`] if the message cannot be encoded,
     /// [`crate::ErrorKind::Closed`] if the server is not running.
     pub fn broadcast(&self, message: &SocketMessage) -> Result<()> {
-        let frame = encode_frame(message, self.inner.opts.limits.max_frame_len)?;
+        let frame = encode_frame_with(message, &self.inner.opts.limits)?;
         self.broadcast_frame(frame)
     }
 
@@ -549,7 +552,7 @@ impl Server {
     /// ```
     pub fn send_to(&self, id: ClientId, message: &SocketMessage) -> Result<()> {
         self.inner.check_running()?;
-        let frame = encode_frame(message, self.inner.opts.limits.max_frame_len)?;
+        let frame = encode_frame_with(message, &self.inner.opts.limits)?;
         self.inner.unicast(id, frame)
     }
 
@@ -681,7 +684,7 @@ struct Inner {
     /// Serialises `start` and `stop`.
     lifecycle: async_lock::Mutex<()>,
     counters: Counters,
-    events_tx: Sender<ServerEvent>,
+    events_tx: EventQueue,
     events_rx: Receiver<ServerEvent>,
     /// Events dropped and not yet reported by an [`ServerEvent::EventsDropped`]; also
     /// serialises the lossy emitters.
@@ -736,7 +739,7 @@ impl Inner {
 
     fn wants_events(&self) -> bool {
         // One receiver is ours; any other belongs to the application.
-        self.events_tx.receiver_count() > 1
+        self.events_tx.tx.receiver_count() > 1
     }
 
     async fn start(self: Arc<Self>) -> Result<()> {
@@ -947,9 +950,9 @@ impl Inner {
     /// event says how many.
     pub(super) fn emit_lossy(&self, ev: ServerEvent) {
         let mut unreported = self.events_unreported.lock().unwrap_or_else(|e| e.into_inner());
-        let cap = self.events_tx.capacity().unwrap_or(usize::MAX);
+        let cap = self.events_tx.cap;
         let need = if *unreported > 0 { 2 } else { 1 };
-        while cap.saturating_sub(self.events_tx.len()) < need.min(cap) {
+        while cap.saturating_sub(self.events_tx.tx.len()) < need.min(cap) {
             match self.events_rx.try_recv() {
                 Ok(ServerEvent::EventsDropped { count }) => *unreported += count,
                 Ok(_) => {
@@ -988,6 +991,50 @@ impl Inner {
                 .detach();
             }
             Err(TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+/// The server's event buffer: at most `cap` events, and memory only for the events it
+/// holds (an unbounded channel whose length is checked), never all of `cap` up front.
+#[derive(Debug, Clone)]
+struct EventQueue {
+    tx: Sender<ServerEvent>,
+    cap: usize,
+}
+
+/// Longest pause between two looks at a full event buffer.
+const EVENT_QUEUE_MAX_PAUSE: Duration = Duration::from_millis(20);
+
+impl EventQueue {
+    /// Sends `ev` now if there is room.
+    fn try_send(&self, ev: ServerEvent) -> std::result::Result<(), TrySendError<ServerEvent>> {
+        if self.tx.is_closed() {
+            return Err(TrySendError::Closed(ev));
+        }
+        if self.tx.len() >= self.cap {
+            return Err(TrySendError::Full(ev));
+        }
+        self.tx.try_send(ev)
+    }
+
+    /// Sends `ev` once there is room (back-pressure on the caller, the connection reading
+    /// from one client). The channel cannot say when the application takes an event, so a
+    /// full buffer is looked at again after a pause that grows from 1 ms to 20 ms; the pause
+    /// only happens while the application is behind.
+    async fn send(&self, ev: ServerEvent) -> std::result::Result<(), async_channel::SendError<ServerEvent>> {
+        let mut ev = ev;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match self.try_send(ev) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Closed(back)) => return Err(async_channel::SendError(back)),
+                Err(TrySendError::Full(back)) => {
+                    ev = back;
+                    runtime::sleep(pause).await;
+                    pause = (pause * 2).min(EVENT_QUEUE_MAX_PAUSE);
+                }
+            }
         }
     }
 }

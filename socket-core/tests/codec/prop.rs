@@ -162,3 +162,68 @@ proptest! {
         }
     }
 }
+
+/// How many containers deep `v` is (a scalar is 0).
+fn containers(v: &Value) -> usize {
+    match v {
+        Value::Array(items) => 1 + items.iter().map(containers).max().unwrap_or(0),
+        Value::Map(entries) => 1 + entries.iter().map(|(_, v)| containers(v)).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// A value nested exactly `depth` containers deep (arrays and maps alternating), with a
+/// scalar at the bottom.
+fn nested(depth: usize, leaf: Value) -> Value {
+    (0..depth)
+        .fold(leaf, |v, i| if i % 2 == 0 { Value::Array(vec![v]) } else { Value::Map(vec![(Value::from("k"), v)]) })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// SPEC §4: nothing the encoder accepts is dropped by the decoder. For every message the
+    /// encoder takes (default limits, and the configured limits shared by both sides), the
+    /// decoder returns the same message; the depth crosses the limit and the integers cover
+    /// both ends of the i64 and u64 ranges.
+    #[test]
+    fn whatever_the_encoder_accepts_the_decoder_returns_unchanged(
+        msg in message(),
+        extra_depth in 0usize..80,
+        leaf in prop_oneof![
+            Just(Value::from(u64::MAX)),
+            Just(Value::from(i64::MIN)),
+            Just(Value::from(i64::MAX)),
+            any::<u64>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            scalar(),
+        ],
+        max_depth in 2usize..=200,
+    ) {
+        let mut msg = msg;
+        msg.data = Data::from_entries(
+            msg.data.iter().map(|(k, v)| (k.to_owned(), v.clone())).chain([("deep".to_owned(), nested(extra_depth, leaf))]),
+        );
+        let shared = Limits { max_depth, ..Limits::default() };
+        for limits in [Limits::default(), shared] {
+            let encoded = if limits == Limits::default() {
+                encode_frame(&msg, DEFAULT_MAX_FRAME_LEN)
+            } else {
+                socket_core::codec::encode_frame_with(&msg, &limits)
+            };
+            match encoded {
+                Ok(frame) => {
+                    let back = decode_body(frame.body(), &limits).map_err(|e| e.to_string());
+                    prop_assert_eq!(back, Ok(msg.clone()), "accepted by the encoder, so the decoder returns it");
+                }
+                // Refused: then it really is beyond the limit the decoder applies.
+                Err(e) => {
+                    prop_assert_eq!(e.kind(), socket_core::ErrorKind::Message);
+                    prop_assert!(e.to_string().contains("nested deeper than"), "{}", e);
+                    let depth = 2 + msg.data.iter().map(|(_, v)| containers(v)).max().unwrap_or(0);
+                    prop_assert!(depth > limits.max_depth.min(64), "{} refused at depth {}", e, depth);
+                }
+            }
+        }
+    }
+}

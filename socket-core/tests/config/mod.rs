@@ -420,11 +420,82 @@ fn rule_max_message_size_range() {
 #[test]
 fn rule_max_nesting_depth_range() {
     assert_rule(|c| c.socket.max_nesting_depth = 1, "socket.max_nesting_depth", "1");
+    // One limit for the encoder and the decoder (SPEC §4): at most 64.
+    assert_rule(|c| c.socket.max_nesting_depth = 65, "socket.max_nesting_depth", "65");
     assert_rule(|c| c.socket.max_nesting_depth = 129, "socket.max_nesting_depth", "129");
     let mut c = Config::default();
-    c.socket.max_nesting_depth = 128;
+    c.socket.max_nesting_depth = 64;
     c.validate().unwrap();
-    assert_eq!(c.limits().max_depth, 128);
+    assert_eq!(c.limits().max_depth, 64);
+}
+
+#[test]
+fn rule_sizes_and_counts_have_upper_bounds() {
+    use socket_core::config::{MAX_BUFFER_SIZE, MAX_CONNECTIONS, MAX_QUEUE_BYTES, MAX_QUEUE_LEN};
+    type Set = fn(&mut Config, usize);
+    let keys: [(&str, usize, Set); 9] = [
+        ("socket.buffer_size", MAX_BUFFER_SIZE, |c, v| c.socket.buffer_size = v),
+        ("socket.message_queue_size", MAX_QUEUE_LEN, |c, v| c.socket.message_queue_size = v),
+        ("socket.message_queue_bytes", MAX_QUEUE_BYTES, |c, v| c.socket.message_queue_bytes = v),
+        ("socket.outbound_queue_size", MAX_QUEUE_LEN, |c, v| c.socket.outbound_queue_size = v),
+        ("socket.outbound_queue_bytes", MAX_QUEUE_BYTES, |c, v| c.socket.outbound_queue_bytes = v),
+        ("socket.receive_buffer_size", MAX_QUEUE_LEN, |c, v| c.socket.receive_buffer_size = v),
+        ("socket.inbound_queue_size", MAX_QUEUE_LEN, |c, v| c.socket.inbound_queue_size = v),
+        ("socket.unix.max_connections", MAX_CONNECTIONS, |c, v| c.socket.unix.max_connections = v),
+        ("socket.tcp.max_connections", MAX_CONNECTIONS, |c, v| c.socket.tcp.max_connections = v),
+    ];
+    for (key, max, set) in keys {
+        let mut c = Config::default();
+        set(&mut c, max);
+        c.validate().unwrap_or_else(|e| panic!("{key} = {max} is the bound, valid: {e}"));
+        for over in [max + 1, max * 1000, usize::MAX] {
+            assert_rule(|c| set(c, over), key, &over.to_string());
+        }
+        let rule = key_info(key).map(|k| k.rule).unwrap_or_default();
+        assert!(rule.contains(&max.to_string()), "the rule of {key} documents its bound: {rule}");
+    }
+}
+
+#[test]
+fn rule_durations_have_an_upper_bound() {
+    use socket_core::config::MAX_SECONDS;
+    type Set = fn(&mut Config, f64);
+    let keys: [(&str, Set); 6] = [
+        ("socket.default_timeout", |c, v| c.socket.default_timeout = v),
+        ("socket.hello_grace", |c, v| c.socket.hello_grace = v),
+        ("socket.frame_timeout", |c, v| c.socket.frame_timeout = v),
+        ("socket.write_stall_timeout", |c, v| c.socket.write_stall_timeout = v),
+        ("socket.reconnect_max_delay", |c, v| c.socket.reconnect_max_delay = v),
+        ("socket.reconnect_initial_delay", |c, v| {
+            c.socket.reconnect_initial_delay = v;
+        }),
+    ];
+    for (key, set) in keys {
+        let mut c = Config::default();
+        c.socket.reconnect_max_delay = MAX_SECONDS;
+        set(&mut c, MAX_SECONDS);
+        c.validate().unwrap_or_else(|e| panic!("{key} = {MAX_SECONDS} is the bound, valid: {e}"));
+        for over in [MAX_SECONDS + 1.0, 1e30, f64::MAX] {
+            let mut c = Config::default();
+            c.socket.reconnect_max_delay = MAX_SECONDS;
+            set(&mut c, over);
+            let err = c.validate().expect_err("over the bound");
+            assert!(err.to_string().contains(key), "{key} = {over}: {err}");
+            assert!(err.to_string().contains("31536000"), "{key} = {over}: {err}");
+        }
+    }
+}
+
+#[test]
+fn absurd_capacity_from_a_file_is_a_validation_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("settings.toml");
+    std::fs::write(&path, "[socket]\ninbound_queue_size = 1000000000\n").unwrap();
+    let err = Config::loader().no_file_discovery().env([("X", "")]).file(&path).load().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    let text = err.to_string();
+    assert!(text.contains("invalid value 1000000000 for key socket.inbound_queue_size"), "{text}");
+    assert!(text.contains("expected an integer in 1..=1000000"), "{text}");
 }
 
 #[test]
@@ -445,7 +516,18 @@ fn rule_socket_permissions_octal() {
     assert_rule(|c| c.socket.unix.socket_permissions = "rw".into(), "socket.unix.socket_permissions", "\"rw\"");
     assert_rule(|c| c.socket.unix.socket_permissions = "".into(), "socket.unix.socket_permissions", "\"\"");
     assert_rule(|c| c.socket.unix.socket_permissions = "01777".into(), "socket.unix.socket_permissions", "\"01777\"");
-    for (ok, mode) in [("0600", 0o600), ("600", 0o600), ("0660", 0o660), ("0o644", 0o644), ("0", 0), ("0777", 0o777)] {
+    // The owner must be able to read and write its socket: the rule bind applies too.
+    for bad in ["0", "0400", "0200", "0066", "\"0600\""] {
+        assert_rule(
+            |c| c.socket.unix.socket_permissions = bad.into(),
+            "socket.unix.socket_permissions",
+            &format!("{bad:?}"),
+        );
+        assert_eq!(parse_permissions(bad), None, "{bad}");
+    }
+    for (ok, mode) in
+        [("0600", 0o600), ("600", 0o600), ("0660", 0o660), ("0o644", 0o644), ("0700", 0o700), ("0777", 0o777)]
+    {
         assert_eq!(parse_permissions(ok), Some(mode), "{ok}");
         let mut c = Config::default();
         c.socket.unix.socket_permissions = ok.into();

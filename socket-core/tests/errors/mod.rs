@@ -151,18 +151,22 @@ fn encode_errors_are_message_errors() {
         assert_eq!(err.kind(), ErrorKind::Message);
         assert_eq!(err.to_string(), format!("cannot encode message: {text}"));
     }
-    // Too deep for the configured limit, fine for the ceiling.
+    // Too deep for the one limit the decoder applies too (SPEC §4): refused by both encoders.
     let mut v = rmpv::Value::Nil;
     for _ in 0..70 {
         v = rmpv::Value::Array(vec![v]);
     }
     let msg = SocketMessage::data(event.clone(), Data::new().with("v", v));
-    assert!(encode_frame(&msg, 1 << 20).is_ok());
-    let err = socket_core::codec::encode_frame_with(&msg, &Limits::default()).unwrap_err();
-    assert!(
-        err.to_string().starts_with("cannot encode message: values are nested deeper than 64 levels at `data.v[0]"),
-        "{err}"
-    );
+    for err in [
+        encode_frame(&msg, 1 << 20).unwrap_err(),
+        socket_core::codec::encode_frame_with(&msg, &Limits::default()).unwrap_err(),
+    ] {
+        assert_eq!(err.kind(), ErrorKind::Message);
+        assert!(
+            err.to_string().starts_with("cannot encode message: values are nested deeper than 64 levels at `data.v[0]"),
+            "{err}"
+        );
+    }
     // Too large.
     let msg = SocketMessage::data(event, Data::new().with("v", "x".repeat(100)));
     let err = encode_frame(&msg, 64).unwrap_err();
@@ -188,7 +192,10 @@ fn every_config_error_is_a_config_error() {
             ConfigLoader::new().env([("SOCKET__NOPE", "1")]).no_file_discovery().load().unwrap_err(),
             "unknown key socket.nope",
         ),
-        (invalid.validate().unwrap_err(), "invalid value 0 for key socket.buffer_size: expected an integer > 0"),
+        (
+            invalid.validate().unwrap_err(),
+            "invalid value 0 for key socket.buffer_size: expected an integer in 1..=1048576 (1 MiB)",
+        ),
         (ConfigLoader::new().file(&missing).env([("X", "")]).load().unwrap_err(), "does not exist (given explicitly)"),
         (ConfigLoader::new().file(&bad).env([("X", "")]).load().unwrap_err(), "cannot read configuration file"),
         (

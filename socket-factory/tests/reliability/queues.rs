@@ -492,3 +492,39 @@ fn pair(net: Net) -> TestResult<(Stream, Stream)> {
         }
     })
 }
+
+// Capacities -----------------------------------------------------------------------------------
+
+on_both!(huge_capacities_allocate_nothing_up_front, huge_capacities);
+
+/// Every queue at the largest configurable length (SPEC §5: no queue allocates its whole
+/// capacity up front): starting the server, connecting a client and passing messages both ways
+/// costs a few hundred KiB of heap, not the millions of slots the capacities allow.
+fn huge_capacities(net: Net, name: &str) -> TestResult {
+    use socket_factory::config::MAX_QUEUE_LEN;
+    isolated(name, 60, || {
+        watchdog(45, move || {
+            let fx = Fx::new(net)?;
+            let base = heap_now();
+            HEAP.reset_peak_usage();
+            let server = fx.server_with(|o| {
+                o.inbound_queue_size = MAX_QUEUE_LEN;
+                o.outbound_queue_size = MAX_QUEUE_LEN;
+                o.message_queue_size = MAX_QUEUE_LEN;
+            })?;
+            let events = server.events();
+            let client = fx.client_with(|o| o.receive_buffer_size = MAX_QUEUE_LEN)?;
+            client.send(&fx.data(1, 0))?;
+            expect_event(&events, S5, "the client's message", |e| matches!(e, ServerEvent::Message { .. }))?;
+            server.broadcast(&fx.data(2, 0))?;
+            let got = client.receive(Some(S5))?.ok_or("no broadcast within 5 s")?;
+            ensure!(seq(&got) == Some(2), "{got:?}");
+            let peak = HEAP.peak_usage().saturating_sub(base);
+            measured(&format!("{net:?} capacities of {MAX_QUEUE_LEN}: peak heap +{} KiB", peak >> 10));
+            ensure!(peak < 8 << 20, "peak heap +{peak} bytes: a queue allocated its capacity up front");
+            client.disconnect();
+            server.stop()?;
+            Ok(())
+        })
+    })
+}
