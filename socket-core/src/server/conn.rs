@@ -397,6 +397,7 @@ impl Conn {
             allow_client_send: inner.opts.allow_client_send,
             event_name: inner.event.to_string(),
             server: SERVER_NAME.to_owned(),
+            relay: inner.opts.relay,
         }
         .to_message(&inner.event, &inner.opts.timezone);
         encode_frame(&welcome, usize::MAX).ok()
