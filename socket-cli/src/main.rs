@@ -34,6 +34,8 @@ fn main() -> ExitCode {
         Command::Send(args) => cmd::send::run(&cli.global, args),
         Command::List(args) => cmd::list::run(&cli.global, args),
         Command::Config(args) => cmd::config::run(&cli.global, args),
+        #[cfg(feature = "nats")]
+        Command::Bridge(args) => cmd::bridge::run(&cli.global, args),
     };
     let exit = match result {
         Ok(exit) => exit,
@@ -87,7 +89,7 @@ fn init_logging(global: &GlobalArgs) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         let base = if global.quiet { "error" } else { "warn" };
         EnvFilter::new(format!(
-            "{base},socketctl={level},socket_core={level},socket_unix={level},socket_tcp={level},socket_factory={level}"
+            "{base},socketctl={level},socket_core={level},socket_unix={level},socket_tcp={level},socket_factory={level},socket_nats={level}"
         ))
     });
     // A second subscriber cannot be installed; ignore that (it never happens in main).
