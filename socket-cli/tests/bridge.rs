@@ -169,8 +169,9 @@ fn is(m: &Json, origin: &str, kind: &str) -> bool {
 /// connected, the NATS interest has spread over the routes, and the listeners are
 /// connected. Warm-ups are counted like everything else in the duplicate checks.
 fn warm_up(from: &Host, listeners: &mut [&mut Listener]) -> TestResult {
-    for k in 0..60 {
-        from.send_one("warmup", k)?;
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    for _ in 0..60 {
+        from.send_one("warmup", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))?;
         let mut all = true;
         for l in listeners.iter_mut() {
             let name = from.name;
@@ -290,5 +291,209 @@ fn two_hosts_exchange_messages_both_ways_complete_in_order_and_once() -> TestRes
             "{c}: {remote_seen}"
         );
     }
+    Ok(())
+}
+
+/// Waits for `nats_connected` and returns its `server`.
+fn connected(proc: &mut Proc) -> TestResult<String> {
+    let line = proc.expect_event("nats_connected")?;
+    Ok(line["server"].as_str().unwrap_or_default().to_owned())
+}
+
+#[test]
+fn three_hosts_all_bridged_each_message_reaches_every_other_host_once() -> TestResult {
+    let cluster = Cluster::start(3)?;
+    let hosts = [Host::new("a")?, Host::new("b")?, Host::new("c")?];
+    let mut bridges = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        let (mut proc, _) = h.bridge(&[EVENT], &cluster.nodes[i].url(), &[])?;
+        connected(&mut proc)?;
+        bridges.push(proc);
+    }
+    let mut ls = hosts.iter().map(Host::listen).collect::<TestResult<Vec<_>>>()?;
+    for h in &hosts {
+        let mut refs: Vec<&mut Listener> = ls.iter_mut().collect();
+        warm_up(h, &mut refs)?;
+    }
+    const M: usize = 300;
+    for h in &hosts {
+        h.send(&burst(h, "data", M))?;
+        h.send_one("sentinel", 1)?;
+    }
+    for (l, h) in ls.iter_mut().zip(&hosts) {
+        l.wait_sentinels(&["a", "b", "c"], 1)?;
+        for o in ["a", "b", "c"] {
+            assert_eq!(l.seqs(o, "data"), (0..M).collect::<Vec<_>>(), "host {}: messages from {o}", h.name);
+        }
+        l.check_no_duplicates(h.name)?;
+    }
+    for proc in bridges {
+        let c = stop_bridge(proc)?;
+        assert_eq!((c["dropped"].as_u64(), c["bad_payload"].as_u64()), (Some(0), Some(0)), "{c}");
+    }
+    Ok(())
+}
+
+#[test]
+fn attach_mode_beside_an_application_server_with_and_without_relay() -> TestResult {
+    let nats = NatsServer::start(&NodeOptions::default())?;
+    let (app, plain, remote) = (Host::new("app")?, Host::new("plain")?, Host::new("remote")?);
+    // The applications' own servers: one relays client messages, one does not.
+    let mut serve_app = app.env.spawn(&["serve", EVENT, "--relay"])?;
+    serve_app.expect_event("listening")?;
+    let mut serve_plain = plain.env.spawn(&["serve", EVENT])?;
+    serve_plain.expect_event("listening")?;
+
+    let (mut bridge_app, l) = app.bridge(&[EVENT], &nats.url(), &[])?;
+    assert_eq!((l[0]["mode"].as_str(), l[0]["outbound_only"].as_bool()), (Some("attach"), Some(false)), "{}", l[0]);
+    let (mut bridge_plain, l) = plain.bridge(&[EVENT], &nats.url(), &[])?;
+    assert_eq!((l[0]["mode"].as_str(), l[0]["outbound_only"].as_bool()), (Some("attach"), Some(true)), "{}", l[0]);
+    let (mut bridge_remote, l) = remote.bridge(&[EVENT], &nats.url(), &[])?;
+    assert_eq!(l[0]["mode"], "host", "{}", l[0]);
+    for b in [&mut bridge_app, &mut bridge_plain, &mut bridge_remote] {
+        connected(b)?;
+    }
+    let (mut l_app, mut l_plain, mut l_remote) = (app.listen()?, plain.listen()?, remote.listen()?);
+
+    // Outbound from both attached servers: what the application broadcasts goes across.
+    for (serve, name, l) in [(&mut serve_app, "app", &mut l_app), (&mut serve_plain, "plain", &mut l_plain)] {
+        let (mut remote_ok, mut local_ok) = (false, false);
+        for k in 0.. {
+            if k > 60 {
+                return Err(fail(format!("warm-ups from {name} did not arrive")));
+            }
+            serve.write_line(&payload(name, "warmup", k))?;
+            let short = Duration::from_millis(300);
+            remote_ok = remote_ok || l_remote.wait_until("a warm-up", short, |m| is(m, name, "warmup")).is_ok();
+            local_ok = local_ok || l.wait_until("a warm-up", short, |m| is(m, name, "warmup")).is_ok();
+            if remote_ok && local_ok {
+                break;
+            }
+        }
+        for i in 0..50 {
+            serve.write_line(&payload(name, "data", i))?;
+        }
+        serve.write_line(&payload(name, "sentinel", 1))?;
+    }
+    l_remote.wait_sentinels(&["app", "plain"], 1)?;
+    for o in ["app", "plain"] {
+        assert_eq!(l_remote.seqs(o, "data"), (0..50).collect::<Vec<_>>(), "from {o}");
+    }
+    // Inbound: the relaying server gets what the remote host sends (through the bridge, a
+    // client of it); the server without relay cannot, and the bridge does not try.
+    remote.send(&burst(&remote, "data", 50))?;
+    remote.send_one("sentinel", 2)?;
+    l_app.wait_sentinels(&["remote"], 2)?;
+    assert_eq!(l_app.seqs("remote", "data"), (0..50).collect::<Vec<_>>());
+    l_app.check_no_duplicates("app")?;
+    l_remote.check_no_duplicates("remote")?;
+    let c = stop_bridge(bridge_plain)?;
+    assert_eq!(c["received"], 0, "an outbound-only bridge delivered messages: {c}");
+    assert!(c["published"].as_u64() >= Some(51), "{c}");
+    assert!(l_plain.seqs("remote", "data").is_empty());
+    let c = stop_bridge(bridge_app)?;
+    assert!(c["received"].as_u64() >= Some(51), "{c}");
+    Ok(())
+}
+
+#[test]
+fn a_killed_nats_node_fails_over_and_the_flow_resumes() -> TestResult {
+    let mut cluster = Cluster::start(2)?;
+    let (a, b) = (Host::new("a")?, Host::new("b")?);
+    // Both bridges are given node 1 only: node 2 is known from what the cluster advertises.
+    let (mut bridge_a, _) = a.bridge(&[EVENT], &cluster.nodes[0].url(), &[])?;
+    let (mut bridge_b, _) = b.bridge(&[EVENT], &cluster.nodes[0].url(), &[])?;
+    for p in [&mut bridge_a, &mut bridge_b] {
+        connected(p)?;
+    }
+    let (mut la, mut lb) = (a.listen()?, b.listen()?);
+    warm_up(&a, &mut [&mut la, &mut lb])?;
+    warm_up(&b, &mut [&mut la, &mut lb])?;
+    round(&a, &b, &mut la, &mut lb, "before", 500, 0, 1)?;
+
+    cluster.nodes[0].kill();
+    let node2 = format!(":{}", cluster.nodes[1].port());
+    for p in [&mut bridge_a, &mut bridge_b] {
+        p.expect_event("nats_disconnected")?;
+        let server = connected(p)?;
+        assert!(server.contains(&node2), "reconnected to {server}, not to node 2 ({node2})");
+    }
+    // Local delivery never stopped; across hosts it resumes by itself.
+    a.send_one("local", 0)?;
+    la.wait_until("a local message during fail-over", Duration::from_secs(10), |m| is(m, "a", "local"))?;
+    warm_up(&a, &mut [&mut la, &mut lb])?;
+    round(&a, &b, &mut la, &mut lb, "after", 500, 0, 2)?;
+    la.check_no_duplicates("a")?;
+    lb.check_no_duplicates("b")?;
+    let ca = stop_bridge(bridge_a)?;
+    // The node died between bursts: nothing was left to drop, and every message crossed.
+    assert_eq!(ca["dropped"], 0, "{ca}");
+    stop_bridge(bridge_b)?;
+    Ok(())
+}
+
+#[test]
+fn nats_down_at_start_local_delivery_works_at_once_and_crossing_starts_later() -> TestResult {
+    let port = free_port()?;
+    let url = format!("nats://127.0.0.1:{port}");
+    let (a, b) = (Host::new("a")?, Host::new("b")?);
+    let (mut bridge_a, _) = a.bridge(&[EVENT], &url, &[])?;
+    let (mut bridge_b, _) = b.bridge(&[EVENT], &url, &[])?;
+    for p in [&mut bridge_a, &mut bridge_b] {
+        let line = p.expect_event("nats_disconnected")?;
+        assert!(line["reason"].as_str().is_some_and(|r| r.contains("unreachable")), "{line}");
+    }
+    let (mut la, mut lb) = (a.listen()?, b.listen()?);
+    a.send_one("local", 0)?;
+    la.wait_until("a local message with NATS down", Duration::from_secs(10), |m| is(m, "a", "local"))?;
+
+    let _nats = NatsServer::start(&NodeOptions { port: Some(port), ..NodeOptions::default() })?;
+    for p in [&mut bridge_a, &mut bridge_b] {
+        connected(p)?;
+    }
+    warm_up(&a, &mut [&mut la, &mut lb])?;
+    warm_up(&b, &mut [&mut la, &mut lb])?;
+    round(&a, &b, &mut la, &mut lb, "data", 100, 100, 1)?;
+    stop_bridge(bridge_a)?;
+    stop_bridge(bridge_b)?;
+    Ok(())
+}
+
+#[test]
+fn bad_urls_and_secrets_on_the_command_line_are_usage_errors() -> TestResult {
+    let h = Host::new("a")?;
+    for url in ["http://127.0.0.1:4222", "nats://127.0.0.1:99999", "nats://", "nats://u:s3cr3t-pw@127.0.0.1:4222"] {
+        let out = h.env.run(&["bridge", EVENT, "--nats", url])?;
+        assert_eq!(out.code, 2, "{url}: {out:?}");
+        assert!(out.stderr.iter().any(|l| l.starts_with("socketctl: ")), "{url}: {out:?}");
+        assert!(!out.stderr.iter().any(|l| l.contains("s3cr3t-pw")), "the password was echoed: {out:?}");
+    }
+    let out = h.env.run(&["bridge", EVENT, "--nats", "nats://127.0.0.1:4222", "--subject-prefix", "a.>"])?;
+    assert_eq!(out.code, 2, "{out:?}");
+    let out = h.env.run(&["bridge", EVENT, "--nats", "nats://127.0.0.1:4222", "--token-file", "/nonexistent/token"])?;
+    assert_eq!(out.code, 2, "{out:?}");
+    Ok(())
+}
+
+#[test]
+fn a_refused_password_exits_4_with_the_servers_reason() -> TestResult {
+    let nats = NatsServer::start(&NodeOptions {
+        extra: "authorization { user: desk, password: right }\n".to_owned(),
+        ..NodeOptions::default()
+    })?;
+    let mut h = Host::new("a")?;
+    h.env.set_env("SOCKET_NATS_USER", "desk");
+    h.env.set_env("SOCKET_NATS_PASSWORD", "wrong");
+    let out = h.env.run(&["bridge", EVENT, "--nats", &nats.url()])?;
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(out.stderr.iter().any(|l| l.contains("authorization violation")), "{out:?}");
+    assert!(!out.stderr.iter().any(|l| l.contains("wrong")), "the password was echoed: {out:?}");
+    // The right password from the environment is accepted.
+    let mut h = Host::new("b")?;
+    h.env.set_env("SOCKET_NATS_USER", "desk");
+    h.env.set_env("SOCKET_NATS_PASSWORD", "right");
+    let (mut bridge, _) = h.bridge(&[EVENT], &nats.url(), &[])?;
+    connected(&mut bridge)?;
+    stop_bridge(bridge)?;
     Ok(())
 }
