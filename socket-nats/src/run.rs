@@ -794,6 +794,18 @@ mod tests {
     }
 
     #[test]
+    fn a_full_outbound_buffer_drops_the_oldest_and_counts_each() {
+        let shared = new_shared("x".to_owned());
+        let outbox = Outbox { queue: Mutex::new(VecDeque::new()), capacity: 2, notify: Notify::new() };
+        for n in 0u8..5 {
+            outbox.push(&shared, Outgoing { subject: "s".into(), payload: Bytes::from(vec![n]) });
+        }
+        assert_eq!(shared.counters.snapshot().dropped, 3);
+        let left: Vec<u8> = std::iter::from_fn(|| outbox.pop()).map(|o| o.payload[0]).collect();
+        assert_eq!(left, [3, 4], "the newest are kept, in order");
+    }
+
+    #[test]
     fn stream_names_have_no_dots() {
         assert_eq!(stream_name("home.desk-1"), "SOCKET_RETAIN_HOME_DESK_1");
     }
