@@ -497,3 +497,88 @@ fn a_refused_password_exits_4_with_the_servers_reason() -> TestResult {
     stop_bridge(bridge)?;
     Ok(())
 }
+
+/// Runs `openssl ARGS` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) -> TestResult {
+    let out = std::process::Command::new("openssl").args(args).current_dir(dir).output()?;
+    if !out.status.success() {
+        return Err(fail(format!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    Ok(())
+}
+
+/// A CA, a server certificate for 127.0.0.1 signed by it, and an unrelated CA.
+fn make_certs(dir: &std::path::Path) -> TestResult {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let mut ca =
+        vec!["req", "-x509", "-days", "1", "-subj", "/CN=bridge-test-ca", "-keyout", "ca.key", "-out", "ca.pem"];
+    ca.extend_from_slice(&ec);
+    openssl(dir, &ca)?;
+    let mut other =
+        vec!["req", "-x509", "-days", "1", "-subj", "/CN=other-ca", "-keyout", "other.key", "-out", "other.pem"];
+    other.extend_from_slice(&ec);
+    openssl(dir, &other)?;
+    let mut csr = vec!["req", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr"];
+    csr.extend_from_slice(&ec);
+    openssl(dir, &csr)?;
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n")?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-out",
+            "server.pem",
+            "-extfile",
+            "ext.cnf",
+        ],
+    )
+}
+
+#[test]
+fn tls_with_the_right_ca_connects_and_a_wrong_ca_is_a_clear_error() -> TestResult {
+    let certs = tempfile::tempdir()?;
+    make_certs(certs.path())?;
+    let p = |n: &str| certs.path().join(n).to_string_lossy().into_owned();
+    let nats = NatsServer::start(&NodeOptions {
+        extra: format!("tls {{ cert_file: {:?}, key_file: {:?} }}\n", p("server.pem"), p("server.key")),
+        ..NodeOptions::default()
+    })?;
+    let url = format!("tls://127.0.0.1:{}", nats.port());
+    let h = Host::new("a")?;
+    let out = h.env.run(&["bridge", EVENT, "--nats", &url, "--tls-ca", &p("other.pem")])?;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.iter().any(|l| l.starts_with("socketctl: TLS with NATS") && l.contains("--tls-ca")), "{out:?}");
+    let (mut bridge, _) = h.bridge(&[EVENT], &url, &["--tls-ca", &p("ca.pem")])?;
+    connected(&mut bridge)?;
+    stop_bridge(bridge)?;
+    Ok(())
+}
+
+#[test]
+fn a_token_from_a_file_is_accepted_and_a_wrong_one_exits_4() -> TestResult {
+    let nats = NatsServer::start(&NodeOptions {
+        extra: "authorization { token: t0k3n-right }\n".to_owned(),
+        ..NodeOptions::default()
+    })?;
+    let h = Host::new("a")?;
+    let (right, wrong) = (h.env.path("right.token"), h.env.path("wrong.token"));
+    std::fs::write(&right, "t0k3n-right\n")?;
+    std::fs::write(&wrong, "t0k3n-wrong\n")?;
+    let out = h.env.run(&["bridge", EVENT, "--nats", &nats.url(), "--token-file", &wrong.to_string_lossy()])?;
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(!out.stderr.iter().any(|l| l.contains("t0k3n")), "the token was echoed: {out:?}");
+    let (mut bridge, _) = h.bridge(&[EVENT], &nats.url(), &["--token-file", &right.to_string_lossy()])?;
+    connected(&mut bridge)?;
+    stop_bridge(bridge)?;
+    Ok(())
+}

@@ -267,7 +267,7 @@ async fn connect_nats(
                 format!("NATS at {urls} refused the authentication: {e}: check the credentials, token or password"),
             )
             .with_source(e)),
-            ConnectErrorKind::Tls => Err(Error::new(
+            _ if e.kind() == ConnectErrorKind::Tls || is_tls_failure(&e) => Err(Error::new(
                 ErrorKind::Tls,
                 format!("TLS with NATS at {urls} failed: {e}: check --tls-ca (socket.nats.tls_ca_file) and the server's certificate"),
             )
@@ -285,6 +285,25 @@ async fn connect_nats(
             }
         },
     }
+}
+
+/// True if `e` comes from a failed TLS handshake (the client reports a rejected
+/// certificate as an I/O error carrying a rustls error).
+fn is_tls_failure(e: &async_nats::ConnectError) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if err.downcast_ref::<async_nats::rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.get_ref().is_some_and(|inner| inner.downcast_ref::<async_nats::rustls::Error>().is_some()) {
+                return true;
+            }
+        }
+        next = err.source();
+    }
+    let text = e.to_string();
+    text.contains("invalid peer certificate") || text.contains("tls handshake")
 }
 
 /// One outbound message.
