@@ -1057,6 +1057,7 @@ fn fake_conn(mut s: Stream, ctx: FakeCtx) {
                 allow_client_send: true,
                 event_name: named,
                 server: "fake".to_owned(),
+                relay: false,
             }
             .to_message(&event, &tz);
             let _ = s.write_all(&frame_of(&msg));
@@ -1075,6 +1076,7 @@ fn fake_conn(mut s: Stream, ctx: FakeCtx) {
                 allow_client_send: true,
                 event_name: event.to_string(),
                 server: "fake".to_owned(),
+                relay: false,
             }
             .to_message(&event, &tz);
             let _ = s.write_all(&frame_of(&msg));
@@ -1091,6 +1093,7 @@ fn fake_conn(mut s: Stream, ctx: FakeCtx) {
                 allow_client_send: true,
                 event_name: event.to_string(),
                 server: "fake".to_owned(),
+                relay: false,
             }
             .to_message(&event, &tz);
             let _ = s.write_all(&frame_of(&msg));
