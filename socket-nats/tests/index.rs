@@ -219,3 +219,109 @@ fn invalid_settings_are_config_errors() -> TestResult {
     assert_eq!(err.map(|_| ()).unwrap_err().kind(), ErrorKind::Config);
     Ok(())
 }
+
+/// A TCP relay in front of a NATS node: the network path of one host, which the test
+/// can cut (every connection closed, new ones refused) and restore. NATS itself stays up.
+struct Path {
+    port: u16,
+    blocked: Arc<std::sync::atomic::AtomicBool>,
+    conns: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Path {
+    fn to(target: u16) -> TestResult<Path> {
+        use std::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let blocked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns: Arc<std::sync::Mutex<Vec<TcpStream>>> = Arc::default();
+        let (b, c) = (blocked.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for inbound in listener.incoming() {
+                let Ok(inbound) = inbound else { continue };
+                if b.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the connection is closed at once
+                }
+                let Ok(outbound) = TcpStream::connect(("127.0.0.1", target)) else { continue };
+                let pairs = [(inbound.try_clone(), outbound.try_clone()), (outbound.try_clone(), inbound.try_clone())];
+                for (from, to) in pairs {
+                    if let (Ok(mut from), Ok(mut to)) = (from, to) {
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(std::net::Shutdown::Both);
+                        });
+                    }
+                }
+                let mut list = c.lock().unwrap_or_else(|p| p.into_inner());
+                list.push(inbound);
+                list.push(outbound);
+            }
+        });
+        Ok(Path { port, blocked, conns })
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn cut(&self) {
+        self.blocked.store(true, std::sync::atomic::Ordering::SeqCst);
+        for s in self.conns.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.blocked.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn during_an_outage_the_oldest_are_dropped_and_the_count_is_exactly_what_did_not_cross() -> TestResult {
+    let nats = NatsServer::start(&NodeOptions::default())?;
+    let path = Path::to(nats.port())?;
+    let event = EventName::new("outage_ev")?;
+    let (a, b) = (Host::new()?, Host::new()?);
+    let bridge_a = Bridge::builder(a.transport.clone(), a.config.clone())
+        .event(event.clone())
+        .urls([path.url()])
+        .outbound_buffer(10)
+        .start()?;
+    wait_event(&bridge_a, |e| matches!(e, BridgeEvent::NatsConnected { .. }))?;
+    let _bridge_b = b.bridge(&event, &nats.url(), false)?;
+    let (ca, cb) = (a.client(&event)?, b.client(&event)?);
+    let watcher = a.client(&event)?; // a second local client on host a
+    warm_up(&event, &ca, &cb)?;
+    while watcher.try_receive()?.is_some() {}
+
+    path.cut();
+    wait_event(&bridge_a, |e| matches!(e, BridgeEvent::NatsDisconnected { .. }))?;
+    assert!(!bridge_a.is_nats_connected());
+    const HELD: u64 = 30;
+    for n in 0..HELD {
+        ca.send(&msg(&event, "held", n))?;
+    }
+    // Local delivery is untouched by the outage.
+    for n in 0..HELD {
+        assert_eq!(next(&watcher)?.data.get("n").and_then(|v| v.as_u64()), Some(n));
+    }
+    poll("20 dropped", || (bridge_a.stats().dropped == HELD - 10).then_some(()))?;
+
+    path.restore();
+    wait_event(&bridge_a, |e| matches!(e, BridgeEvent::NatsConnected { .. }))?;
+    ca.send(&msg(&event, "after", 0))?;
+    let mut crossed = Vec::new();
+    loop {
+        let m = next(&cb)?;
+        match m.data.get_str("kind") {
+            Some("held") => crossed.push(m.data.get("n").and_then(|v| v.as_u64()).unwrap_or(u64::MAX)),
+            Some("after") => break,
+            other => return Err(fail(format!("unexpected {other:?}"))),
+        }
+    }
+    assert_eq!(crossed, (HELD - 10..HELD).collect::<Vec<_>>(), "the newest 10 cross, in order");
+    let stats = bridge_a.stats();
+    assert_eq!(stats.dropped, HELD - crossed.len() as u64, "{stats:?}");
+    assert_eq!(stats.not_published(), stats.dropped, "{stats:?}");
+    Ok(())
+}
