@@ -59,7 +59,7 @@ fn clap_exit(err: &clap::Error) -> ExitCode {
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
             report(&CliError::usage(
-                "a command is required: serve, listen, send, list or config (see socketctl --help)",
+                "a command is required: serve, listen, send, list, config or bridge (see socketctl --help)",
             ));
             ExitCode::from(Exit::Usage.code())
         }

@@ -212,7 +212,7 @@ fn connect_options(setup: &Setup, events: tokio::sync::mpsc::UnboundedSender<asy
     let b = &setup.b;
     let mut o = ConnectOptions::new()
         .no_echo()
-        .name(format!("socket-nats {}", b.config.socket.socket_dir.display()))
+        .name("socket-nats")
         .connection_timeout(CONNECT_TIMEOUT)
         .max_reconnects(None)
         .reconnect_delay_callback(|attempts| {
