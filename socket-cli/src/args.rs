@@ -89,6 +89,38 @@ pub(crate) enum Command {
     Config(ConfigArgs),
     /// Print a shell completion script to stdout.
     Completions(CompletionsArgs),
+    /// Bridge EVENTs to other hosts over NATS until SIGINT/SIGTERM (host or attach to the local server).
+    #[cfg(feature = "nats")]
+    Bridge(BridgeArgs),
+}
+
+/// `bridge` options. Secrets never go on the command line: the token comes from
+/// --token-file or SOCKET_NATS_TOKEN, user and password from SOCKET_NATS_USER and
+/// SOCKET_NATS_PASSWORD, NKey/JWT from --creds.
+#[cfg(feature = "nats")]
+#[derive(Debug, Args)]
+pub(crate) struct BridgeArgs {
+    /// Event names to bridge.
+    #[arg(required = true, value_name = "EVENT")]
+    pub(crate) events: Vec<String>,
+    /// NATS server URLs, comma-separated: nats://host:port, tls://host:port (socket.nats.url).
+    #[arg(long, value_name = "URL[,URL...]")]
+    pub(crate) nats: Option<String>,
+    /// Subjects are PREFIX.EVENT (socket.nats.subject_prefix, default socket).
+    #[arg(long, value_name = "P")]
+    pub(crate) subject_prefix: Option<String>,
+    /// NATS .creds file: user JWT and NKey seed (socket.nats.credentials_file).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) creds: Option<PathBuf>,
+    /// File whose first line is the NATS token (socket.nats.token_file).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token_file: Option<PathBuf>,
+    /// PEM file of the CA that signs the NATS servers' certificates; requires TLS (socket.nats.tls_ca_file).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_ca: Option<PathBuf>,
+    /// Keep the last message of each event in JetStream for late joiners (socket.nats.retain).
+    #[arg(long)]
+    pub(crate) retain: bool,
 }
 
 /// `serve` options.

@@ -37,6 +37,8 @@ fn main() -> ExitCode {
         Command::List(args) => cmd::list::run(&cli.global, args),
         Command::Config(args) => cmd::config::run(&cli.global, args),
         Command::Completions(args) => cmd::completions::run(args),
+        #[cfg(feature = "nats")]
+        Command::Bridge(args) => cmd::bridge::run(&cli.global, args),
     };
     let exit = match result {
         Ok(exit) => exit,
@@ -60,7 +62,7 @@ fn clap_exit(err: &clap::Error) -> ExitCode {
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
             report(&CliError::usage(
-                "a command is required: serve, listen, send, list, config or completions (see socketctl --help)",
+                "a command is required: serve, listen, send, list, config, completions or bridge (see socketctl --help)",
             ));
             ExitCode::from(Exit::Usage.code())
         }
@@ -90,7 +92,7 @@ fn init_logging(global: &GlobalArgs) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         let base = if global.quiet { "error" } else { "warn" };
         EnvFilter::new(format!(
-            "{base},socketctl={level},socket_core={level},socket_unix={level},socket_tcp={level},socket_factory={level}"
+            "{base},socketctl={level},socket_core={level},socket_unix={level},socket_tcp={level},socket_factory={level},socket_nats={level}"
         ))
     });
     // A second subscriber cannot be installed; ignore that (it never happens in main).

@@ -3,6 +3,8 @@
 
 mod util;
 
+#[cfg(feature = "nats")]
+mod bridge;
 mod config;
 mod errors;
 mod help;

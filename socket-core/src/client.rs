@@ -217,6 +217,7 @@ impl Client {
         let inbox = Inbox::new(options.receive_buffer_size);
         let inner = Arc::new(Inner {
             can_send: AtomicBool::new(!options.receive_only),
+            server_relays: AtomicBool::new(false),
             transport,
             event,
             config,
@@ -567,6 +568,25 @@ impl Client {
         self.inner.can_send.load(Ordering::Acquire)
     }
 
+    /// True if the server re-broadcasts this client's messages to its other
+    /// clients (`relay`, from `welcome`).
+    ///
+    /// False when the server said it does not, and for servers that did not
+    /// say (legacy servers, or servers older than the `relay` key).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn demo(client: &socket_core::Client) {
+    /// if !client.server_relays() {
+    ///     eprintln!("messages sent here reach the server's application only");
+    /// }
+    /// # }
+    /// ```
+    pub fn server_relays(&self) -> bool {
+        self.inner.server_relays.load(Ordering::Acquire)
+    }
+
     /// The id the server gave this client, if it said (not for legacy servers).
     pub fn client_id(&self) -> Option<String> {
         self.inner.lock().client_id.clone()
@@ -705,6 +725,8 @@ struct Inner {
     opts: ClientOptions,
     connected: AtomicBool,
     can_send: AtomicBool,
+    /// `welcome.relay` of the current (or last) connection.
+    server_relays: AtomicBool,
     shared: Mutex<Shared>,
     writer: async_lock::Mutex<Option<WriterSlot>>,
     /// The receive buffer.
@@ -893,7 +915,7 @@ struct Established {
     fr: FrameReader,
     /// Messages the server sent before `welcome`, delivered first.
     early: VecDeque<Incoming>,
-    welcome: Option<(String, bool)>,
+    welcome: Option<(String, bool, bool)>,
     address: String,
 }
 
@@ -1340,7 +1362,7 @@ impl Inner {
             }
             early.push_back(Incoming::Decoded(msg));
         };
-        if let Some(Ok(Control::Welcome { protocol, client_id, allow_client_send, event_name, .. })) =
+        if let Some(Ok(Control::Welcome { protocol, client_id, allow_client_send, event_name, relay, .. })) =
             Control::parse(&msg)
         {
             if event_name != event.as_str() {
@@ -1362,7 +1384,7 @@ impl Inner {
                 writer,
                 fr,
                 early,
-                welcome: Some((client_id, allow_client_send)),
+                welcome: Some((client_id, allow_client_send, relay)),
                 address: addr.clone(),
             });
         }
@@ -1392,11 +1414,13 @@ impl Inner {
             }
             sh.address = Some(est.address.clone());
             sh.shutdown_reason = None;
-            if let Some((id, allowed)) = &est.welcome {
+            if let Some((id, allowed, relay)) = &est.welcome {
                 sh.client_id = Some(id.clone());
                 self.can_send.store(*allowed && !self.opts.receive_only, Ordering::Release);
+                self.server_relays.store(*relay, Ordering::Release);
             } else {
                 self.can_send.store(!self.opts.receive_only, Ordering::Release);
+                self.server_relays.store(false, Ordering::Release);
             }
             let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
             *slot = Some(WriterSlot { w: est.writer, link: link.clone(), st: StallTimer::new(), generation });

@@ -135,6 +135,8 @@ pub struct SocketSettings {
     pub unix: UnixSettings,
     /// The `[socket.tcp]` table.
     pub tcp: TcpSettings,
+    /// The `[socket.nats]` table: the multi-host bridge (`socket-nats`, `socketctl bridge`).
+    pub nats: NatsSettings,
     /// Tables of plug-in transports, `[socket.<scheme>]`, kept raw and
     /// validated by their transport. Written out beside `unix` and `tcp`.
     #[serde(flatten, skip_deserializing)]
@@ -172,6 +174,7 @@ impl Default for SocketSettings {
             legacy_server: false,
             unix: UnixSettings::default(),
             tcp: TcpSettings::default(),
+            nats: NatsSettings::default(),
             plugins: BTreeMap::new(),
         }
     }
@@ -233,6 +236,119 @@ impl Default for TcpSettings {
     }
 }
 
+/// The `[socket.nats]` table: settings of the NATS bridge (`socket-nats`,
+/// `socketctl bridge`). Secrets are never values here: the token and the
+/// credentials live in files named by these keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsSettings {
+    /// NATS server URLs (`nats://host:port`, `tls://host:port`, or `host:port`).
+    pub url: Vec<String>,
+    /// First part of every subject: `{subject_prefix}.{event_name}`.
+    pub subject_prefix: String,
+    /// A `.creds` file (NKey seed and user JWT).
+    pub credentials_file: Option<PathBuf>,
+    /// A file holding the authentication token.
+    pub token_file: Option<PathBuf>,
+    /// A PEM file of CA certificates that sign the NATS servers' certificates.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Keep the last message of each subject in JetStream and deliver it first to late joiners.
+    pub retain: bool,
+    /// Outbound messages kept while NATS is unreachable; the oldest are dropped beyond it.
+    pub outbound_buffer: usize,
+}
+
+impl Default for NatsSettings {
+    fn default() -> Self {
+        NatsSettings {
+            url: vec!["nats://127.0.0.1:4222".to_owned()],
+            subject_prefix: "socket".to_owned(),
+            credentials_file: None,
+            token_file: None,
+            tls_ca_file: None,
+            retain: false,
+            outbound_buffer: 1024,
+        }
+    }
+}
+
+/// Largest `socket.nats.outbound_buffer`.
+pub const MAX_NATS_OUTBOUND_BUFFER: usize = 1 << 20;
+
+/// Checks one NATS server URL: `nats://`, `tls://` (also `ws://`, `wss://`)
+/// or no scheme, a non-empty host, an optional port in `1..=65535`, nothing
+/// after the port but an optional `/`.
+///
+/// Returns what is wrong, in words.
+///
+/// # Examples
+///
+/// ```
+/// use socket_core::config::check_nats_url;
+///
+/// assert!(check_nats_url("nats://127.0.0.1:4222").is_ok());
+/// assert!(check_nats_url("tls://nats.example.org").is_ok());
+/// assert!(check_nats_url("http://x:1").is_err());
+/// assert!(check_nats_url("nats://host:99999").is_err());
+/// ```
+pub fn check_nats_url(url: &str) -> std::result::Result<(), String> {
+    let url = url.trim();
+    let rest = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            if !["nats", "tls", "ws", "wss"].contains(&scheme.to_ascii_lowercase().as_str()) {
+                return Err(format!("unknown scheme {scheme:?}: use nats://, tls://, ws:// or wss://"));
+            }
+            rest
+        }
+        None => url,
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let hostport = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    if hostport.is_empty() || hostport.contains(['/', '?', '#', ' ']) {
+        return Err("expected host[:port] after the scheme".to_owned());
+    }
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, "")) => (h, None),
+            Some((h, p)) => (h, Some(p.strip_prefix(':').ok_or("expected :port after ]")?)),
+            None => return Err("unclosed [ in an IPv6 address".to_owned()),
+        }
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("empty host".to_owned());
+    }
+    if let Some(p) = port {
+        if !p.parse::<u16>().is_ok_and(|p| p > 0) {
+            return Err(format!("invalid port {p:?}: expected 1..=65535"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a NATS subject prefix: dot-separated tokens of printable
+/// characters without spaces, `*` or `>`, at most 128 bytes.
+///
+/// # Examples
+///
+/// ```
+/// use socket_core::config::is_valid_subject_prefix;
+///
+/// assert!(is_valid_subject_prefix("socket"));
+/// assert!(is_valid_subject_prefix("home.desk"));
+/// assert!(!is_valid_subject_prefix("a..b"));
+/// assert!(!is_valid_subject_prefix("a.>"));
+/// ```
+pub fn is_valid_subject_prefix(prefix: &str) -> bool {
+    !prefix.is_empty()
+        && prefix.len() <= 128
+        && prefix.split('.').all(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_graphic() && c != '*' && c != '>'))
+}
+
 /// Turns a number of seconds from the configuration into a `Duration`.
 pub fn secs(value: f64) -> Duration {
     Duration::try_from_secs_f64(value).unwrap_or(Duration::MAX)
@@ -265,6 +381,10 @@ pub enum ValueType {
     OptionalPort,
     /// A list of 32-bit integers (environment: comma-separated).
     IntegerList,
+    /// A list of strings (environment: comma-separated).
+    StringList,
+    /// A file system path, or absent.
+    OptionalPath,
 }
 
 impl ValueType {
@@ -280,6 +400,8 @@ impl ValueType {
             ValueType::Port => "port",
             ValueType::OptionalPort => "port, optional",
             ValueType::IntegerList => "list of integers",
+            ValueType::StringList => "list of strings",
+            ValueType::OptionalPath => "path, optional",
         }
     }
 }
@@ -519,6 +641,48 @@ pub static KEYS: &[KeyInfo] = &[
         BOOLEAN,
         "Allow binding a non-loopback address (protocol v1 has no authentication).",
     ),
+    key(
+        "socket.nats.url",
+        ValueType::StringList,
+        "a non-empty list of NATS URLs: nats://host[:port], tls://host[:port] or host[:port] (port 1..=65535)",
+        "NATS servers the bridge connects to; it also reconnects to the servers the cluster advertises. A password belongs in `SOCKET_NATS_PASSWORD`, never in a URL given on a command line.",
+    ),
+    key(
+        "socket.nats.subject_prefix",
+        ValueType::String,
+        "dot-separated tokens without spaces, '*' or '>', at most 128 bytes",
+        "Subjects are `{subject_prefix}.{event_name}`.",
+    ),
+    key(
+        "socket.nats.credentials_file",
+        ValueType::OptionalPath,
+        "a non-empty path, or absent",
+        "A NATS `.creds` file (user JWT and NKey seed).",
+    ),
+    key(
+        "socket.nats.token_file",
+        ValueType::OptionalPath,
+        "a non-empty path, or absent",
+        "A file whose first line is the NATS authentication token (`SOCKET_NATS_TOKEN` in the environment is the other way to give it).",
+    ),
+    key(
+        "socket.nats.tls_ca_file",
+        ValueType::OptionalPath,
+        "a non-empty path, or absent",
+        "PEM file of the CA certificates that sign the NATS servers' certificates; setting it requires TLS.",
+    ),
+    key(
+        "socket.nats.retain",
+        ValueType::Boolean,
+        BOOLEAN,
+        "Keep the last message of each subject in a JetStream stream (`max_msgs_per_subject = 1`); a bridge or local client that joins later receives it first.",
+    ),
+    key(
+        "socket.nats.outbound_buffer",
+        ValueType::Integer,
+        "an integer in 1..=1048576",
+        "Outbound messages kept while NATS is unreachable; beyond it the oldest are dropped and counted.",
+    ),
 ];
 
 /// The entry of `key` in [`KEYS`].
@@ -531,7 +695,7 @@ fn rule_of(key: &str) -> &'static str {
 }
 
 /// Sub-tables of `[socket]` owned by the core (every other table is a plug-in's).
-const CORE_TABLES: [&str; 2] = ["unix", "tcp"];
+const CORE_TABLES: [&str; 3] = ["unix", "tcp", "nats"];
 
 // ---------------------------------------------------------------------------
 // Errors
@@ -814,6 +978,33 @@ impl Config {
             format_args!("{} (socket.tcp.port_range_end is {})", t.port_range_start, t.port_range_end),
         )?;
         in_range("socket.tcp.max_connections", t.max_connections, MAX_CONNECTIONS)?;
+        let n = &s.nats;
+        ensure(!n.url.is_empty(), "socket.nats.url", "[]")?;
+        for url in &n.url {
+            if let Err(why) = check_nats_url(url) {
+                return Err(ConfigError::InvalidValue {
+                    key: "socket.nats.url".to_owned(),
+                    value: show_str(url),
+                    rule: format!("{} ({why})", rule_of("socket.nats.url")),
+                    origin: String::new(),
+                });
+            }
+        }
+        ensure(is_valid_subject_prefix(&n.subject_prefix), "socket.nats.subject_prefix", show_str(&n.subject_prefix))?;
+        for (k, p) in [
+            ("socket.nats.credentials_file", &n.credentials_file),
+            ("socket.nats.token_file", &n.token_file),
+            ("socket.nats.tls_ca_file", &n.tls_ca_file),
+        ] {
+            if let Some(p) = p {
+                ensure(!p.as_os_str().is_empty(), k, "\"\"")?;
+            }
+        }
+        ensure(
+            (1..=MAX_NATS_OUTBOUND_BUFFER).contains(&n.outbound_buffer),
+            "socket.nats.outbound_buffer",
+            n.outbound_buffer,
+        )?;
         for name in s.plugins.keys() {
             ensure(is_valid_scheme(name), &format!("socket.{name}"), "(a table)").map_err(|_| {
                 ConfigError::InvalidValue {
@@ -1208,7 +1399,8 @@ fn coerce(info: &KeyInfo, value: &config::Value) -> std::result::Result<Option<t
             };
             toml::Value::Float(f.filter(|f| f.is_finite()).ok_or_else(bad)?)
         }
-        ValueType::String | ValueType::Path => match &value.kind {
+        ValueType::OptionalPath if is_blank => return Ok(None),
+        ValueType::String | ValueType::Path | ValueType::OptionalPath => match &value.kind {
             ValueKind::String(s) => toml::Value::String(s.clone()),
             _ => return Err(bad()),
         },
@@ -1225,6 +1417,22 @@ fn coerce(info: &KeyInfo, value: &config::Value) -> std::result::Result<Option<t
                 return Err(bad());
             }
             toml::Value::Array(items.into_iter().map(|n| toml::Value::Integer(n as i64)).collect())
+        }
+        ValueType::StringList => {
+            let items: Vec<String> = match &value.kind {
+                ValueKind::Array(items) => items
+                    .iter()
+                    .map(|v| match &v.kind {
+                        ValueKind::String(s) => Some(s.clone()),
+                        _ => None,
+                    })
+                    .collect::<Option<_>>()
+                    .ok_or_else(bad)?,
+                ValueKind::String(s) if s.trim().is_empty() => Vec::new(),
+                ValueKind::String(s) => s.split(',').map(|p| p.trim().to_owned()).collect(),
+                _ => return Err(bad()),
+            };
+            toml::Value::Array(items.into_iter().map(toml::Value::String).collect())
         }
     }))
 }
@@ -1371,7 +1579,7 @@ const DOC_INTRO: &str = r#"# Configuration reference
      Do not edit by hand: run `cargo xtask codegen` (or `cargo run -p socket-core --example gen_config_docs > docs/configuration.md`). -->
 
 Every setting lives under `[socket]` (with `[socket.unix]` and `[socket.tcp]`
-for the two built-in transports). Values are taken, lowest to highest
+for the two built-in transports, and `[socket.nats]` for the NATS bridge). Values are taken, lowest to highest
 priority, from:
 
 1. the defaults below;
@@ -1390,7 +1598,7 @@ priority, from:
 
 An unknown key, a value of the wrong type and a value outside its rule are
 errors naming the key, the value, the rule and where the value came from.
-Tables `[socket.<scheme>]` other than `unix` and `tcp` belong to plug-in
+Tables `[socket.<scheme>]` other than `unix`, `tcp` and `nats` belong to plug-in
 transports: the core keeps them as they are and the transport registered
 under that scheme validates them (the factory refuses a table whose scheme is
 not registered).
@@ -1425,7 +1633,12 @@ max_connections = 10
 pub fn reference_markdown() -> String {
     let defaults = Config::default().to_table().unwrap_or_default();
     let mut out = String::from(DOC_INTRO);
-    let sections = [("socket", "`[socket]`"), ("socket.unix", "`[socket.unix]`"), ("socket.tcp", "`[socket.tcp]`")];
+    let sections = [
+        ("socket", "`[socket]`"),
+        ("socket.unix", "`[socket.unix]`"),
+        ("socket.tcp", "`[socket.tcp]`"),
+        ("socket.nats", "`[socket.nats]` (the multi-host bridge, `docs/multi-host.md`)"),
+    ];
     for (prefix, title) in sections {
         let _ = writeln!(out, "\n## {title}\n");
         out.push_str("| Key | Type | Default | Environment variable | Valid values |\n");

@@ -32,6 +32,10 @@ pub enum Control {
         event_name: String,
         /// Server implementation name and version.
         server: String,
+        /// Whether the server re-broadcasts client messages to the other
+        /// clients (`relay`). A server that does not send the key is read as
+        /// `false`.
+        relay: bool,
     },
     /// Liveness probe, either way.
     Ping {
@@ -73,12 +77,13 @@ impl Control {
                     None => data,
                 }
             }
-            Control::Welcome { protocol, client_id, allow_client_send, event_name, server } => data
+            Control::Welcome { protocol, client_id, allow_client_send, event_name, server, relay } => data
                 .with("protocol", *protocol)
                 .with("client_id", client_id.as_str())
                 .with("allow_client_send", *allow_client_send)
                 .with("event_name", event_name.as_str())
-                .with("server", server.as_str()),
+                .with("server", server.as_str())
+                .with("relay", *relay),
             Control::Ping { nonce } | Control::Pong { nonce } => data.with("nonce", *nonce),
             Control::Shutdown { reason } => data.with("reason", reason.as_str()),
         }
@@ -116,6 +121,7 @@ impl Control {
                         .ok_or("welcome: missing or invalid allow_client_send")?,
                     event_name: s("event_name")?,
                     server: s("server").unwrap_or_default(),
+                    relay: d.get("relay").and_then(Value::as_bool).unwrap_or(false),
                 })
             })(),
             "ping" => u("nonce").map(|nonce| Control::Ping { nonce }),
@@ -217,6 +223,35 @@ mod tests {
         assert!(matches!(Control::parse(&odd), Some(Err(e)) if e.contains("teleport")));
         let data = SocketMessage::data(event, Data::new().with("control", "ping"));
         assert!(!Control::is_protocol(&data));
+        Ok(())
+    }
+
+    #[test]
+    fn welcome_carries_relay_and_reads_a_missing_relay_as_false() -> Result<(), Box<dyn std::error::Error>> {
+        let event = EventName::new("t")?;
+        let welcome = |relay| Control::Welcome {
+            protocol: 1,
+            client_id: "c1".into(),
+            allow_client_send: true,
+            event_name: "t".into(),
+            server: "x".into(),
+            relay,
+        };
+        for relay in [true, false] {
+            let msg = welcome(relay).to_message(&event, &jiff::tz::TimeZone::UTC);
+            assert_eq!(msg.data.get("relay").and_then(Value::as_bool), Some(relay));
+            assert_eq!(Control::parse(&msg), Some(Ok(welcome(relay))));
+        }
+        // An older server (or the Python origin) does not send the key.
+        let old = Data::new()
+            .with("control", "welcome")
+            .with("protocol", 1u64)
+            .with("client_id", "c1")
+            .with("allow_client_send", true)
+            .with("event_name", "t")
+            .with("server", "x");
+        let msg = SocketMessage::new(event, MessageType::Control, old);
+        assert_eq!(Control::parse(&msg), Some(Ok(welcome(false))));
         Ok(())
     }
 }

@@ -943,6 +943,7 @@ async fn relay(cx: &Ctx) -> CaseResult {
     let b = cx.connect().await?;
     let c = cx.connect().await?;
     let a_id: ClientId = a.client_id().ok_or_else(|| Failure::new("no client id"))?.parse()?;
+    ensure!(a.server_relays(), "welcome of a relaying server does not say relay");
     let msg = SocketMessage::new(cx.event(), MessageType::Control, Data::new().with("app", "x").with("n", 42u64));
     cx.send(&a, &msg).await?;
     for (name, client) in [("b", &b), ("c", &c)] {
@@ -1344,12 +1345,13 @@ async fn welcome_is_first_frame(cx: &Ctx) -> CaseResult {
     raw.send_msg(&hello).await?;
     match raw.next(SOON).await? {
         RawEvent::Message(m) => match Control::parse(&m) {
-            Some(Ok(Control::Welcome { protocol, client_id, allow_client_send, event_name, server: name })) => {
+            Some(Ok(Control::Welcome { protocol, client_id, allow_client_send, event_name, server: name, relay })) => {
                 ensure!(protocol == 1, "welcome protocol {protocol}");
                 ensure!(client_id.parse::<ClientId>().is_ok(), "welcome client_id {client_id:?}");
                 ensure!(allow_client_send, "welcome says no client send");
                 ensure!(event_name == "conformance", "welcome event_name {event_name}");
                 ensure!(!name.is_empty(), "welcome has no server name");
+                ensure!(!relay, "welcome says relay on a server started without it");
             }
             _ => return Err(Failure::new(format!("first frame is not welcome: {m:?}"))),
         },

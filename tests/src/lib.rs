@@ -49,3 +49,4 @@
 pub mod conformance;
 pub mod faulty;
 pub mod memory;
+pub mod nats_server;

@@ -47,7 +47,7 @@ fn socket_core_has_no_platform_specific_code() {
 /// Architecture invariant: library crates never print; they emit `tracing` events.
 #[test]
 fn library_crates_never_print() {
-    for dir in ["socket-core/src", "socket-unix/src", "socket-tcp/src", "socket-factory/src"] {
+    for dir in ["socket-core/src", "socket-unix/src", "socket-tcp/src", "socket-factory/src", "socket-nats/src"] {
         let hits = offenders(dir, &["println!", "eprintln!", "print!(", "eprint!(", "dbg!("]);
         assert!(hits.is_empty(), "printing in a library crate:\n{}", hits.join("\n"));
     }
@@ -113,4 +113,16 @@ fn every_public_item_of_socket_factory_has_an_example() {
     }
     assert!(items >= 30, "only {items} public items found: the check would be vacuous");
     assert!(missing.is_empty(), "public items of socket-factory without an example:\n{}", missing.join("\n"));
+}
+
+/// Architecture invariant: the NATS bridge is written on the public API of socket-core only
+/// (no transport crate, no factory among its normal dependencies).
+#[test]
+fn the_nats_bridge_depends_on_socket_core_only() {
+    let manifest = std::fs::read_to_string(root().join("socket-nats/Cargo.toml")).expect("socket-nats/Cargo.toml");
+    let deps = manifest.split("[dependencies]").nth(1).and_then(|rest| rest.split("\n[").next()).unwrap_or("");
+    assert!(deps.contains("socket-core"), "socket-nats does not depend on socket-core");
+    for other in ["socket-unix", "socket-tcp", "socket-factory", "socket-cli"] {
+        assert!(!deps.contains(other), "socket-nats depends on {other}: it must use socket-core's public API only");
+    }
 }

@@ -1,5 +1,7 @@
 //! One module per command.
 
+#[cfg(feature = "nats")]
+pub(crate) mod bridge;
 pub(crate) mod completions;
 pub(crate) mod config;
 pub(crate) mod list;

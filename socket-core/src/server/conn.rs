@@ -438,11 +438,12 @@ impl Conn {
                 }
                 if inner.wants_events() {
                     let ev = ServerEvent::Message { from: ClientId(self.id), message: msg };
-                    if opts.relay {
+                    if opts.relay && !opts.relay_events_backpressure {
                         // Relayed already: the event stream is a side channel that never holds up reading.
                         inner.emit_lossy(ev);
                     } else {
-                        // The application is the only recipient: back-pressure, nothing lost.
+                        // The application is the only recipient (or, with
+                        // `relay_events_backpressure`, a delivery path): back-pressure, nothing lost.
                         let _ = inner.events_tx.send(ev).await;
                     }
                 }
@@ -498,6 +499,7 @@ impl Conn {
             allow_client_send: inner.opts.allow_client_send,
             event_name: inner.event.to_string(),
             server: SERVER_NAME.to_owned(),
+            relay: inner.opts.relay,
         }
         .to_message(&inner.event, &inner.opts.timezone);
         encode_frame(&welcome, usize::MAX).ok()

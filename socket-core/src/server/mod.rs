@@ -197,6 +197,13 @@ pub struct ServerOptions {
     pub outbound_queue_bytes: usize,
     /// Server events buffered for the application.
     pub inbound_queue_size: usize,
+    /// Relay mode only: a full event buffer holds up reading from clients (`true`) instead
+    /// of dropping its oldest events with a counted [`ServerEvent::EventsDropped`] (`false`,
+    /// the default, so that an application that does not read its events never holds up
+    /// relaying). Set it when the event stream is itself a delivery path whose reader
+    /// never blocks for long, as the NATS bridge's is: messages then wait instead of being
+    /// dropped. Not a configuration key.
+    pub relay_events_backpressure: bool,
     /// Read buffer size.
     pub buffer_size: usize,
     /// Frame and nesting limits.
@@ -228,6 +235,7 @@ impl ServerOptions {
             outbound_queue_size: s.outbound_queue_size,
             outbound_queue_bytes: s.outbound_queue_bytes,
             inbound_queue_size: s.inbound_queue_size,
+            relay_events_backpressure: false,
             buffer_size: s.buffer_size,
             limits: Limits { max_frame_len: s.max_message_size, max_depth: s.max_nesting_depth },
             timezone: config.time_zone()?,
@@ -977,7 +985,7 @@ impl Inner {
         if !self.wants_events() {
             return;
         }
-        if self.opts.relay {
+        if self.opts.relay && !self.opts.relay_events_backpressure {
             self.emit_lossy(ev);
             return;
         }

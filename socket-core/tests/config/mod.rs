@@ -589,6 +589,9 @@ fn the_key_table_covers_every_field() {
     let mut c = Config::default();
     c.socket.tcp.port = Some(9000);
     c.socket.reconnect_max_retries = Some(1);
+    c.socket.nats.credentials_file = Some("user.creds".into());
+    c.socket.nats.token_file = Some("token".into());
+    c.socket.nats.tls_ca_file = Some("ca.pem".into());
     let mut serialized = BTreeSet::new();
     flatten("", &c.to_table().unwrap(), &mut serialized);
     let listed: BTreeSet<String> = KEYS.iter().map(|k| k.key.to_owned()).collect();
@@ -621,7 +624,14 @@ fn every_key_can_be_set_from_the_environment() {
         }
         let text = match v {
             toml::Value::String(s) => s.clone(),
-            toml::Value::Array(a) => a.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            toml::Value::Array(a) => a
+                .iter()
+                .map(|item| match item {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
             other => other.to_string(),
         };
         env.push((k.env_var(), text));
@@ -656,6 +666,39 @@ fn json_is_nested_like_the_toml() {
     assert_eq!(socket["socket_dir"], "/tmp/sockets");
     assert!(socket["tcp"]["port"].is_null());
     assert_eq!(json.as_object().unwrap().len(), 1);
+}
+
+#[test]
+fn nats_table_loads_and_each_key_is_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "nats.toml",
+        "[socket.nats]\nurl = [\"nats://a:4222\", \"tls://b\"]\nsubject_prefix = \"home.desk\"\nretain = true\noutbound_buffer = 10\ntoken_file = \"tok\"\n",
+    );
+    let c = loader(&[]).file(&path).load().unwrap();
+    assert_eq!(c.socket.nats.url, ["nats://a:4222", "tls://b"]);
+    assert_eq!(c.socket.nats.subject_prefix, "home.desk");
+    assert!(c.socket.nats.retain);
+    assert_eq!(c.socket.nats.outbound_buffer, 10);
+    assert_eq!(c.socket.nats.token_file.as_deref(), Some(std::path::Path::new("tok")));
+    let c = loader(&[("SOCKET__NATS__URL", "nats://x:1, nats://y:2")]).load().unwrap();
+    assert_eq!(c.socket.nats.url, ["nats://x:1", "nats://y:2"]);
+    for (var, value, needle) in [
+        ("SOCKET__NATS__URL", "http://x:1", "socket.nats.url"),
+        ("SOCKET__NATS__URL", "nats://x:99999", "socket.nats.url"),
+        ("SOCKET__NATS__SUBJECT_PREFIX", "a.>", "socket.nats.subject_prefix"),
+        ("SOCKET__NATS__OUTBOUND_BUFFER", "0", "socket.nats.outbound_buffer"),
+        ("SOCKET__NATS__OUTBOUND_BUFFER", "1000000000", "socket.nats.outbound_buffer"),
+        ("SOCKET__NATS__RETAIN", "maybe", "socket.nats.retain"),
+    ] {
+        let err = loader(&[(var, value)]).load().unwrap_err();
+        let text = format!("{err}: {:?}", std::error::Error::source(&err));
+        assert!(text.contains(needle), "{var}={value}: {text}");
+    }
+    let path = write(dir.path(), "typo.toml", "[socket.nats]\nurls = [\"nats://a\"]\n");
+    let err = loader(&[]).file(&path).load().unwrap_err();
+    assert!(format!("{:?}", std::error::Error::source(&err)).contains("socket.nats.urls"), "{err:?}");
 }
 
 #[test]

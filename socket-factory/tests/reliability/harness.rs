@@ -1068,6 +1068,7 @@ fn fake_conn(mut s: Stream, ctx: FakeCtx) {
                 allow_client_send: true,
                 event_name: named,
                 server: "fake".to_owned(),
+                relay: false,
             }
             .to_message(&event, &tz);
             let _ = s.write_all(&frame_of(&msg));
@@ -1086,6 +1087,7 @@ fn fake_conn(mut s: Stream, ctx: FakeCtx) {
                 allow_client_send: true,
                 event_name: event.to_string(),
                 server: "fake".to_owned(),
+                relay: false,
             }
             .to_message(&event, &tz);
             let _ = s.write_all(&frame_of(&msg));
@@ -1102,6 +1104,7 @@ fn fake_conn(mut s: Stream, ctx: FakeCtx) {
                 allow_client_send: true,
                 event_name: event.to_string(),
                 server: "fake".to_owned(),
+                relay: false,
             }
             .to_message(&event, &tz);
             let _ = s.write_all(&frame_of(&msg));
