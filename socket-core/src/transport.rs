@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use futures_lite::{AsyncRead, AsyncWrite};
 
-use crate::config::Config;
+use crate::config::{check_transport_table, Config, KeySpec};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::EventName;
 
@@ -93,14 +93,24 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     /// The scheme this transport registers under (`"unix"`, `"tcp"`, ...).
     fn scheme(&self) -> &str;
 
-    /// Checks this transport's settings in `config` (its `[socket.<scheme>]` table).
+    /// The keys of this transport's table `[socket.<scheme>]`: name, type, default, bounds
+    /// and help text. They are checked by the default [`validate`](Self::validate) with the
+    /// errors and wording of the core keys, and listed in the configuration reference. The
+    /// default declares none (the transport then checks its table itself, if it has one).
+    fn settings(&self) -> &'static [KeySpec] {
+        &[]
+    }
+
+    /// Checks this transport's settings in `config` (its `[socket.<scheme>]` table). The
+    /// default checks the table against [`settings`](Self::settings)
+    /// ([`check_transport_table`]); a transport that overrides this to check more should
+    /// call that too.
     ///
     /// # Errors
     ///
     /// [`ErrorKind::Config`] naming the key, the value and the rule.
     fn validate(&self, config: &Config) -> Result<()> {
-        let _ = config;
-        Ok(())
+        check_transport_table(self.scheme(), self.settings(), config).map_err(Error::from)
     }
 
     /// The connection limit for servers of this transport (`max_connections` of its table).

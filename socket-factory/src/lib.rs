@@ -568,7 +568,36 @@ pub fn validate_config(registry: &TransportRegistry, config: &Config) -> Result<
     validate_for(registry, &config.socket.transport, config).map(drop)
 }
 
+/// Checks the table `[socket.<scheme>]` of every transport in `registry` against the keys that
+/// transport declares ([`Transport::settings`]), with the errors and wording of the core keys.
+/// This is the part of [`validate_config`] that looks at values only (no file system, no
+/// choice of transport): `socketctl config` runs it on the configuration it prints.
+///
+/// # Errors
+///
+/// [`ErrorKind::Config`] naming the first invalid key, its value and its rule.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "unix")] {
+/// let registry = socket_factory::default_registry();
+/// let mut config = socket_factory::Config::default();
+/// config.socket.unix.socket_permissions = "0400".to_owned();
+/// let err = socket_factory::check_settings(&registry, &config).unwrap_err();
+/// assert!(err.to_string().contains("socket.unix.socket_permissions"));
+/// # }
+/// ```
+pub fn check_settings(registry: &TransportRegistry, config: &Config) -> Result<()> {
+    for scheme in registry.schemes() {
+        let transport = registry.get(&scheme)?;
+        socket_core::config::check_transport_table(&scheme, transport.settings(), config)?;
+    }
+    Ok(())
+}
+
 fn validate_for(registry: &TransportRegistry, scheme: &str, config: &Config) -> Result<Arc<dyn Transport>> {
+    check_settings(registry, config)?;
     for table in config.socket.plugins.keys() {
         let lower = table.to_ascii_lowercase();
         if BUILT_IN.iter().any(|(name, _)| *name == lower) {

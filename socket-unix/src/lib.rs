@@ -101,6 +101,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use socket_core::config::{check_transport_table, ConfigError, KeySpec, ValueType, MAX_CONNECTIONS};
 use socket_core::{Config, Connection, Endpoint, Error, ErrorKind, EventName, Listener, PeerInfo, Result, Transport};
 
 use crate::peer::{peer_creds, PeerPolicy};
@@ -281,8 +282,8 @@ impl Settings {
     }
 }
 
-/// Parses an octal mode such as `"0600"`, `"600"` or `"0o600"`, with the one rule that
-/// configuration validation applies too ([`socket_core::config::check_permissions`]): a value
+/// Parses an octal mode such as `"0600"`, `"600"` or `"0o600"` with [`check_permissions`], the
+/// one rule that the key declaration of `socket_permissions` ([`SETTINGS`]) applies too: a value
 /// that validates also binds.
 ///
 /// # Errors
@@ -290,10 +291,84 @@ impl Settings {
 /// [`ErrorKind::Config`] naming `socket.unix.socket_permissions` if the value is not octal, has
 /// bits above `0777`, or does not let the owner read and write.
 pub fn parse_permissions(value: &str) -> Result<u32> {
-    socket_core::config::check_permissions(value).map_err(|rule| {
-        Error::new(ErrorKind::Config, format!("invalid value {value:?} for key socket.unix.socket_permissions: {rule}"))
+    check_permissions(value).map_err(|why| {
+        Error::from(ConfigError::InvalidValue {
+            key: "socket.unix.socket_permissions".to_owned(),
+            value: format!("{value:?}"),
+            rule: format!("{PERMISSIONS_RULE} ({why})"),
+            origin: String::new(),
+        })
     })
 }
+
+/// The one rule for `socket.unix.socket_permissions`, applied by the key's declaration
+/// ([`SETTINGS`], so by validation) and when the transport binds: 1 to 4 octal digits
+/// (`"0600"`, `"600"`, `"0o600"`), at most `0777`, letting the owner read and write (a
+/// server must be able to use its own socket). The mode, or why the value breaks the rule.
+///
+/// # Errors
+///
+/// The rule the value breaks: not octal, above `0777`, or not letting the owner read and write.
+///
+/// # Examples
+///
+/// ```
+/// use socket_unix::check_permissions;
+/// assert_eq!(check_permissions("0660"), Ok(0o660));
+/// assert!(check_permissions("0400").unwrap_err().contains("owner read and write"));
+/// ```
+pub fn check_permissions(s: &str) -> std::result::Result<u32, &'static str> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err("must be an octal mode such as \"0600\"");
+    }
+    let mode = u32::from_str_radix(digits, 8).map_err(|_| "must be an octal mode such as \"0600\"")?;
+    if mode > 0o777 {
+        return Err("must be at most \"0777\" (no setuid, setgid or sticky bits)");
+    }
+    if mode & 0o600 != 0o600 {
+        return Err("must let the owner read and write, e.g. \"0600\"");
+    }
+    Ok(mode)
+}
+
+fn check_permissions_value(value: &toml::Value) -> std::result::Result<(), String> {
+    let text = value.as_str().unwrap_or_default();
+    check_permissions(text).map(drop).map_err(str::to_owned)
+}
+
+const PERMISSIONS_RULE: &str =
+    "an octal file mode such as \"0600\" (1 to 4 digits 0-7, at most 0777) that lets the owner read and write (0600 to 0777)";
+
+/// The keys of `[socket.unix]`, as [`UnixTransport`] declares them
+/// ([`Transport::settings`]).
+pub static SETTINGS: &[KeySpec] = &[
+    KeySpec::new(
+        "max_connections",
+        ValueType::Integer,
+        "an integer in 1..=65536",
+        "Clients a Unix-socket server serves at once; one more receives a `max_connections` error and is closed.",
+    )
+    .with_default("10")
+    .with_bounds(1, MAX_CONNECTIONS as i64),
+    KeySpec::new(
+        "socket_permissions",
+        ValueType::String,
+        PERMISSIONS_RULE,
+        "Mode of the socket file, applied before `listen()`. Granting group or others access also lets other users connect.",
+    )
+    .with_default("\"0600\"")
+    .with_check(check_permissions_value),
+    KeySpec::new("auto_remove_socket", ValueType::Boolean, "true or false", "Remove the socket file when the server stops.")
+        .with_default("true"),
+    KeySpec::new(
+        "allowed_uids",
+        ValueType::IntegerList,
+        "a list of user ids (integers in 0..=4294967295)",
+        "Extra user ids allowed to connect, besides the server's own user and root.",
+    )
+    .with_default("[]"),
+];
 
 #[async_trait]
 impl Transport for UnixTransport {
@@ -301,7 +376,12 @@ impl Transport for UnixTransport {
         SCHEME
     }
 
+    fn settings(&self) -> &'static [KeySpec] {
+        SETTINGS
+    }
+
     fn validate(&self, config: &Config) -> Result<()> {
+        check_transport_table(SCHEME, SETTINGS, config)?;
         Settings::from_config(config).map(drop)
     }
 

@@ -1,7 +1,9 @@
 //! Socket paths, endpoints and settings validation (S1, S2).
 
+use socket_core::config::ConfigError;
+use socket_core::Config;
 use socket_core::{ErrorKind, EventName, Transport};
-use socket_unix::{parse_permissions, socket_path, UnixTransport, MAX_PATH_LEN};
+use socket_unix::{check_permissions, parse_permissions, socket_path, UnixTransport, MAX_PATH_LEN, SETTINGS};
 
 use crate::util::*;
 
@@ -19,7 +21,7 @@ fn endpoint_is_the_socket_path_and_explicit() -> TestResult {
 /// S1: names that could escape the directory never become an `EventName`, the only way to reach
 /// the transport; the longest valid name works end to end.
 #[test]
-fn s1_invalid_names_cannot_reach_the_transport() -> TestResult {
+fn invalid_event_names_cannot_reach_the_transport() -> TestResult {
     let bad = ["../x", "/abs", "a/b", "", ".hidden", "nul\0byte", "caf\u{e9}", &"x".repeat(65)];
     for name in bad {
         assert_err(EventName::new(name), ErrorKind::Validation, &["event name"])?;
@@ -34,7 +36,7 @@ fn s1_invalid_names_cannot_reach_the_transport() -> TestResult {
 
 /// S2: a path of 108 bytes is refused with its length, before any file system call; 107 bytes binds.
 #[test]
-fn s2_path_too_long_is_a_validation_error() -> TestResult {
+fn socket_path_too_long_is_a_validation_error() -> TestResult {
     let tmp = tempfile::tempdir()?;
     let ev = event("ev");
     // "{dir}/ev.sock": dir + 8 bytes.
@@ -91,12 +93,52 @@ fn socket_permissions_that_validate_are_the_ones_bind_accepts() {
     for value in values {
         let mut config = socket_core::Config::default();
         config.socket.unix.socket_permissions = value.clone();
-        let validates = config.validate().is_ok();
+        let validates = UnixTransport.validate(&config).is_ok();
         let binds = parse_permissions(&value);
         assert_eq!(validates, binds.is_ok(), "{value:?}: validate {validates}, bind {binds:?}");
         if let Ok(mode) = binds {
-            assert_eq!(config.socket.unix.socket_mode().ok(), Some(mode), "{value:?}");
+            assert_eq!(check_permissions(&value), Ok(mode), "{value:?}");
             assert_eq!(mode & 0o600, 0o600, "{value:?}: the owner reads and writes");
         }
+    }
+}
+
+/// Validation of `socket_permissions` through the Unix transport's key declaration: the value,
+/// the key and the declared rule, worded like a core key's error.
+fn assert_permissions_refused(value: &str) {
+    let mut c = Config::default();
+    c.socket.unix.socket_permissions = value.into();
+    let err = UnixTransport.validate(&c).expect_err("invalid value");
+    let e = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<ConfigError>()).expect("a ConfigError");
+    assert_eq!(e.key(), Some("socket.unix.socket_permissions"));
+    let rule = SETTINGS.iter().find(|k| k.name == "socket_permissions").map(|k| k.rule).unwrap_or_default();
+    let shown = format!("{value:?}");
+    assert!(
+        err.to_string().starts_with(&format!(
+            "invalid configuration: invalid value {shown} for key socket.unix.socket_permissions: expected {rule}"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn socket_permissions_must_be_octal_and_let_the_owner_read_and_write() {
+    for bad in ["0999", "rw", "", "01777"] {
+        assert_permissions_refused(bad);
+    }
+    // The owner must be able to read and write its socket: the rule bind applies too.
+    for bad in ["0", "0400", "0200", "0066", "\"0600\""] {
+        assert_permissions_refused(bad);
+        assert_eq!(check_permissions(bad).ok(), None, "{bad}");
+    }
+    for (ok, mode) in
+        [("0600", 0o600), ("600", 0o600), ("0660", 0o660), ("0o644", 0o644), ("0700", 0o700), ("0777", 0o777)]
+    {
+        assert_eq!(check_permissions(ok), Ok(mode), "{ok}");
+        let mut c = Config::default();
+        c.socket.unix.socket_permissions = ok.into();
+        c.validate().unwrap();
+        UnixTransport.validate(&c).unwrap();
+        assert_eq!(parse_permissions(&c.socket.unix.socket_permissions).unwrap(), mode);
     }
 }

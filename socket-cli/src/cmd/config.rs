@@ -2,7 +2,7 @@
 //! nested like the TOML: `{"socket": {..., "unix": {...}, "tcp": {...}}}`.
 
 use crate::args::{ConfigArgs, GlobalArgs};
-use crate::exit::{CliError, Exit};
+use crate::exit::{describe, CliError, Exit};
 use crate::output::{print_json, print_line};
 use crate::settings::{load_config, Overrides};
 
@@ -13,6 +13,9 @@ use crate::settings::{load_config, Overrides};
 /// Exit 2 for an invalid configuration.
 pub(crate) fn run(global: &GlobalArgs, args: &ConfigArgs) -> Result<Exit, CliError> {
     let config = load_config(global, &Overrides::new())?;
+    // The transports' own tables, checked against the keys they declare.
+    socket_factory::check_settings(&crate::transports::registry(), &config)
+        .map_err(|e| CliError::usage(describe(&e)))?;
     if args.json {
         // Nested like the file, keys in the order of the settings structs, plug-in tables
         // included; unset optional keys are null.

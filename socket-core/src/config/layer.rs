@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::error::invalid;
 use super::keys::{key_info, KeyInfo, ValueType, CORE_TABLES};
 use super::load::OVERRIDE_ORIGIN;
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, Origins};
 
 /// Where a value came from, for messages.
 fn origin_of(key: &str, value: &config::Value) -> String {
@@ -173,6 +173,7 @@ pub(super) fn from_root(
 ) -> std::result::Result<Config, ConfigError> {
     let mut socket_out = toml::Table::new();
     let mut plugins = BTreeMap::new();
+    let mut plugin_origins = Origins::default();
     // Sorted, so that the first error reported does not depend on hash order.
     let root: BTreeMap<_, _> = root.into_iter().collect();
     for (name, value) in root {
@@ -209,6 +210,7 @@ pub(super) fn from_root(
             } else if key_info(&full).is_some() {
                 put(&full, &name, value, &mut socket_out, origins)?;
             } else if let config::ValueKind::Table(_) = &value.kind {
+                record_origins(&full, &value, &mut plugin_origins);
                 if let Some(toml::Value::Table(t)) = to_toml(value) {
                     plugins.insert(name, t);
                 }
@@ -227,6 +229,7 @@ pub(super) fn from_root(
             origin: String::new(),
         })?;
     config.socket.plugins = plugins;
+    config.socket.plugin_origins = plugin_origins;
     Ok(config)
 }
 
@@ -245,4 +248,17 @@ fn put(
         out.insert(name.to_owned(), v);
     }
     Ok(())
+}
+
+/// Remembers where every leaf of the plug-in table `value` (at `key`) came from, so that the
+/// transport's check of its table names the file or variable like the core does.
+fn record_origins(key: &str, value: &config::Value, origins: &mut Origins) {
+    match &value.kind {
+        config::ValueKind::Table(t) => {
+            for (name, child) in t {
+                record_origins(&format!("{key}.{name}"), child, origins);
+            }
+        }
+        _ => origins.insert(key.to_owned(), origin_of(key, value)),
+    }
 }

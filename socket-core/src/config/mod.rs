@@ -39,6 +39,7 @@ mod keys;
 mod layer;
 mod load;
 mod nats;
+mod spec;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -57,7 +58,8 @@ pub use keys::{
 };
 pub use load::{ConfigLoader, MAX_CONFIG_FILE_LEN};
 pub use nats::{check_nats_url, is_valid_subject_prefix, NatsSettings, MAX_NATS_OUTBOUND_BUFFER};
-pub use validate::{check_permissions, is_valid_scheme, parse_permissions};
+pub use spec::{check_table, check_transport_table, KeyCheck, KeySpec, Origins};
+pub use validate::is_valid_scheme;
 
 use error::{invalid, show_str};
 
@@ -158,6 +160,10 @@ pub struct SocketSettings {
     /// validated by their transport. Written out beside `unix` and `tcp`.
     #[serde(flatten, skip_deserializing)]
     pub plugins: BTreeMap<String, toml::Table>,
+    /// Where the values of the plug-in tables came from, for error messages (filled by the
+    /// loader; not serialized, ignored by equality).
+    #[serde(skip)]
+    pub plugin_origins: Origins,
 }
 
 impl Default for SocketSettings {
@@ -193,6 +199,7 @@ impl Default for SocketSettings {
             tcp: TcpSettings::default(),
             nats: NatsSettings::default(),
             plugins: BTreeMap::new(),
+            plugin_origins: Origins::default(),
         }
     }
 }
@@ -351,17 +358,5 @@ impl Config {
     /// ```
     pub fn to_toml_string(&self) -> Result<String> {
         toml::to_string(self).map_err(|source| Error::from(ConfigError::Serialize { source }))
-    }
-}
-
-impl UnixSettings {
-    /// The socket file mode from `socket_permissions`.
-    ///
-    /// # Errors
-    ///
-    /// [`ErrorKind::Config`](crate::ErrorKind::Config) if it is not an octal mode (see [`parse_permissions`]).
-    pub fn socket_mode(&self) -> Result<u32> {
-        parse_permissions(&self.socket_permissions)
-            .ok_or_else(|| invalid("socket.unix.socket_permissions", show_str(&self.socket_permissions)).into())
     }
 }

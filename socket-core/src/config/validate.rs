@@ -28,46 +28,6 @@ fn port_ok(p: u16) -> bool {
     p >= 1024
 }
 
-/// Parses an octal mode string such as `"0600"`, `"600"` or `"0o600"`: 1 to 4
-/// octal digits, at most `0o777`, and letting the owner read and write (a
-/// server must be able to use its own socket). `None` when it is not one;
-/// [`check_permissions`] says why.
-pub fn parse_permissions(s: &str) -> Option<u32> {
-    check_permissions(s).ok()
-}
-
-/// The one rule for `socket.unix.socket_permissions`, applied by configuration
-/// validation and by the Unix transport when it binds (so a value that
-/// validates also binds): the mode, or the rule it breaks, as a phrase that
-/// fits "invalid value ... for key socket.unix.socket_permissions: {rule}".
-///
-/// # Errors
-///
-/// The rule the value breaks: not octal, above `0777`, or not letting the
-/// owner read and write.
-///
-/// # Examples
-///
-/// ```
-/// use socket_core::config::check_permissions;
-/// assert_eq!(check_permissions("0660"), Ok(0o660));
-/// assert!(check_permissions("0400").unwrap_err().contains("owner read and write"));
-/// ```
-pub fn check_permissions(s: &str) -> std::result::Result<u32, &'static str> {
-    let digits = s.strip_prefix("0o").unwrap_or(s);
-    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return Err("must be an octal mode such as \"0600\"");
-    }
-    let mode = u32::from_str_radix(digits, 8).map_err(|_| "must be an octal mode such as \"0600\"")?;
-    if mode > 0o777 {
-        return Err("must be at most \"0777\" (no setuid, setgid or sticky bits)");
-    }
-    if mode & 0o600 != 0o600 {
-        return Err("must let the owner read and write, e.g. \"0600\"");
-    }
-    Ok(mode)
-}
-
 /// True for a valid transport scheme: 1 to 32 characters from `[a-z0-9_-]`.
 pub fn is_valid_scheme(s: &str) -> bool {
     !s.is_empty()
@@ -125,11 +85,6 @@ impl Config {
         let s = &self.socket;
         let u = &s.unix;
         in_range("socket.unix.max_connections", u.max_connections, MAX_CONNECTIONS)?;
-        ensure(
-            parse_permissions(&u.socket_permissions).is_some(),
-            "socket.unix.socket_permissions",
-            show_str(&u.socket_permissions),
-        )?;
         let t = &s.tcp;
         ensure(!t.host.trim().is_empty(), "socket.tcp.host", show_str(&t.host))?;
         if let Some(port) = t.port {

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use socket_core::config::{key_info, parse_permissions, ConfigError, ConfigLoader, KEYS};
+use socket_core::config::{key_info, ConfigError, ConfigLoader, KEYS};
 use socket_core::{Config, Error, ErrorKind};
 
 const SEED: &str = r#"[socket]
@@ -508,32 +508,6 @@ fn rule_reconnect_delays_ordered() {
         "socket.reconnect_initial_delay",
         "6 (socket.reconnect_max_delay is 5)",
     );
-}
-
-#[test]
-fn rule_socket_permissions_octal() {
-    assert_rule(|c| c.socket.unix.socket_permissions = "0999".into(), "socket.unix.socket_permissions", "\"0999\"");
-    assert_rule(|c| c.socket.unix.socket_permissions = "rw".into(), "socket.unix.socket_permissions", "\"rw\"");
-    assert_rule(|c| c.socket.unix.socket_permissions = "".into(), "socket.unix.socket_permissions", "\"\"");
-    assert_rule(|c| c.socket.unix.socket_permissions = "01777".into(), "socket.unix.socket_permissions", "\"01777\"");
-    // The owner must be able to read and write its socket: the rule bind applies too.
-    for bad in ["0", "0400", "0200", "0066", "\"0600\""] {
-        assert_rule(
-            |c| c.socket.unix.socket_permissions = bad.into(),
-            "socket.unix.socket_permissions",
-            &format!("{bad:?}"),
-        );
-        assert_eq!(parse_permissions(bad), None, "{bad}");
-    }
-    for (ok, mode) in
-        [("0600", 0o600), ("600", 0o600), ("0660", 0o660), ("0o644", 0o644), ("0700", 0o700), ("0777", 0o777)]
-    {
-        assert_eq!(parse_permissions(ok), Some(mode), "{ok}");
-        let mut c = Config::default();
-        c.socket.unix.socket_permissions = ok.into();
-        c.validate().unwrap();
-        assert_eq!(c.socket.unix.socket_mode().unwrap(), mode);
-    }
 }
 
 #[test]
