@@ -7,13 +7,15 @@
 //! the transport instance; [`MemoryTransport::global`] shares one hub per
 //! process.
 //!
-//! Its table `[socket.memory]` has three keys:
+//! Its table `[socket.memory]` has three keys, declared in [`SETTINGS`]
+//! ([`Transport::settings`]) and so checked with the core's errors, from a file
+//! and from the environment (`SOCKET__MEMORY__MAX_CONNECTIONS`) alike:
 //!
-//! | key | default | meaning |
-//! |---|---|---|
-//! | `namespace` | `"default"` | separates servers of the same event (one per test) |
-//! | `pipe_capacity` | 65536 | bytes buffered in each direction of a connection |
-//! | `max_connections` | 10 | clients served at once |
+//! | key | default | valid values | meaning |
+//! |---|---|---|---|
+//! | `namespace` | `"default"` | a non-empty string | separates servers of the same event (one per test) |
+//! | `pipe_capacity` | 65536 | 1..=1073741824 | bytes buffered in each direction of a connection |
+//! | `max_connections` | 10 | 1..=65536 | clients served at once |
 //!
 //! # Examples
 //!
@@ -32,7 +34,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use async_channel::{Receiver, Sender};
 use async_trait::async_trait;
-use socket_core::config::Config;
+use socket_core::config::{check_table, Config, KeySpec, Origins, ValueType, MAX_CONNECTIONS, MAX_QUEUE_BYTES};
 use socket_core::{Connection, Endpoint, Error, ErrorKind, EventName, Listener, PeerInfo, Result, Transport};
 
 /// The scheme this transport registers under.
@@ -104,33 +106,47 @@ fn table(config: &Config) -> Option<&toml::Table> {
     config.socket.plugins.get(SCHEME)
 }
 
+/// The keys of `[socket.memory]` (and of `[socket.faulty]`), declared like a built-in
+/// transport's: checked with the core's errors and listed with their types and bounds.
+pub static SETTINGS: &[KeySpec] = &[
+    KeySpec::new(
+        "namespace",
+        ValueType::String,
+        "a non-empty string",
+        "Separates servers of the same event (one namespace per test).",
+    )
+    .with_default("\"default\"")
+    .with_check(non_empty),
+    KeySpec::new(
+        "pipe_capacity",
+        ValueType::Integer,
+        "an integer in 1..=1073741824 (1 GiB)",
+        "Bytes buffered in each direction of a connection.",
+    )
+    .with_default("65536")
+    .with_bounds(1, MAX_QUEUE_BYTES as i64),
+    KeySpec::new(
+        "max_connections",
+        ValueType::Integer,
+        "an integer in 1..=65536",
+        "Clients a server of this transport serves at once.",
+    )
+    .with_default("10")
+    .with_bounds(1, MAX_CONNECTIONS as i64),
+];
+
+fn non_empty(value: &toml::Value) -> std::result::Result<(), String> {
+    match value.as_str() {
+        Some("") => Err("empty".to_owned()),
+        _ => Ok(()),
+    }
+}
+
 /// Checks a `[socket.<scheme>]` table of the in-process test transports
-/// (`memory`, `faulty`): `namespace`, `pipe_capacity`, `max_connections`.
+/// (`memory`, `faulty`) against [`SETTINGS`].
 pub(crate) fn validate_table(scheme: &str, table: Option<&toml::Table>) -> Result<()> {
     let Some(t) = table else { return Ok(()) };
-    for (key, value) in t {
-        let ok = match key.as_str() {
-            "namespace" => value.as_str().is_some_and(|s| !s.is_empty()),
-            "pipe_capacity" | "max_connections" => value.as_integer().is_some_and(|n| n > 0),
-            _ => {
-                return Err(Error::new(
-                    ErrorKind::Config,
-                    format!(
-                        "unknown key socket.{scheme}.{key}: the {scheme} transport knows namespace, pipe_capacity and max_connections"
-                    ),
-                ))
-            }
-        };
-        if !ok {
-            return Err(Error::new(
-                ErrorKind::Config,
-                format!(
-                    "invalid value {value} for key socket.{scheme}.{key}: namespace must be a non-empty string, sizes positive integers"
-                ),
-            ));
-        }
-    }
-    Ok(())
+    check_table(scheme, SETTINGS, t, &Origins::default()).map_err(Error::from)
 }
 
 fn namespace(config: &Config) -> &str {
@@ -155,8 +171,8 @@ impl Transport for MemoryTransport {
         SCHEME
     }
 
-    fn validate(&self, config: &Config) -> Result<()> {
-        validate_table(SCHEME, table(config))
+    fn settings(&self) -> &'static [KeySpec] {
+        SETTINGS
     }
 
     async fn bind(&self, event: &EventName, config: &Config) -> Result<Box<dyn Listener>> {
@@ -246,5 +262,125 @@ impl Listener for MemoryListener {
 impl Drop for MemoryListener {
     fn drop(&mut self) {
         let _ = self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use socket_core::config::{key_info, ConfigError, ConfigLoader};
+
+    use super::*;
+
+    /// The key, value, rule and origin of a configuration error, and its message.
+    fn parts(err: &Error) -> (Option<String>, String) {
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        let source = std::error::Error::source(err).and_then(|s| s.downcast_ref::<ConfigError>());
+        let source = source.unwrap_or_else(|| panic!("no ConfigError behind {err}"));
+        assert!(matches!(source, ConfigError::InvalidValue { .. }), "{source:?}");
+        (source.key().map(str::to_owned), err.to_string())
+    }
+
+    fn memory_rule(name: &str) -> &'static str {
+        SETTINGS.iter().find(|k| k.name == name).map(|k| k.rule).unwrap_or_default()
+    }
+
+    /// A memory key out of its bound is refused with the same error as a core key out of its
+    /// bound: kind, error type, key and the message "invalid value V for key K (from ORIGIN):
+    /// expected RULE", from a file and from the environment.
+    #[test]
+    fn an_out_of_bound_plugin_key_is_refused_like_a_core_key_from_file_and_environment() {
+        let core_rule = key_info("socket.message_queue_size").map(|k| k.rule).unwrap_or_default();
+        let registry = socket_core::TransportRegistry::new();
+        register(&registry);
+        let memory = registry.get(SCHEME).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let core_file = dir.path().join("core.toml");
+        std::fs::write(&core_file, "[socket]\nmessage_queue_size = 0\n").unwrap();
+        let plugin_file = dir.path().join("plugin.toml");
+        std::fs::write(&plugin_file, "[socket.memory]\nmax_connections = 70000\n").unwrap();
+        let load =
+            |file: &std::path::Path| ConfigLoader::new().env(std::iter::empty::<(String, String)>()).file(file).load();
+
+        let core = load(&core_file).unwrap_err();
+        let from = |p: &std::path::Path| std::path::absolute(p).unwrap().display().to_string();
+        assert_eq!(
+            parts(&core),
+            (
+                Some("socket.message_queue_size".to_owned()),
+                format!("invalid configuration: invalid value 0 for key socket.message_queue_size (from {}): expected {core_rule}", from(&core_file)),
+            )
+        );
+        let config = load(&plugin_file).unwrap();
+        let plugin = memory.validate(&config).unwrap_err();
+        assert_eq!(
+            parts(&plugin),
+            (
+                Some("socket.memory.max_connections".to_owned()),
+                format!(
+                    "invalid configuration: invalid value 70000 for key socket.memory.max_connections (from {}): expected {}",
+                    from(&plugin_file),
+                    memory_rule("max_connections")
+                ),
+            )
+        );
+
+        let env =
+            |var: &str, value: &str| ConfigLoader::new().no_file_discovery().env([(var.to_owned(), value.to_owned())]);
+        let core = env("SOCKET__MESSAGE_QUEUE_SIZE", "0").load().unwrap_err();
+        assert_eq!(
+            parts(&core).1,
+            format!("invalid configuration: invalid value 0 for key socket.message_queue_size (from environment variable SOCKET__MESSAGE_QUEUE_SIZE): expected {core_rule}")
+        );
+        let config = env("SOCKET__MEMORY__MAX_CONNECTIONS", "0").load().unwrap();
+        let plugin = memory.validate(&config).unwrap_err();
+        assert_eq!(
+            parts(&plugin),
+            (
+                Some("socket.memory.max_connections".to_owned()),
+                format!(
+                    "invalid configuration: invalid value 0 for key socket.memory.max_connections (from environment variable SOCKET__MEMORY__MAX_CONNECTIONS): expected {}",
+                    memory_rule("max_connections")
+                ),
+            )
+        );
+
+        // In bounds, from either layer, the transport serves with it.
+        let config = env("SOCKET__MEMORY__MAX_CONNECTIONS", "65536").load().unwrap();
+        memory.validate(&config).unwrap();
+        assert_eq!(memory.max_connections(&config), 65536);
+    }
+
+    #[test]
+    fn memory_keys_have_their_declared_types_and_an_unknown_key_is_refused() {
+        let memory = MemoryTransport::new();
+        for (key, value, shown) in [
+            ("namespace", toml::Value::from(""), "\"\""),
+            ("namespace", toml::Value::from(5), "5"),
+            ("pipe_capacity", toml::Value::from(0), "0"),
+            ("pipe_capacity", toml::Value::from("big"), "\"big\""),
+        ] {
+            let mut config = Config::default();
+            set_option(&mut config, key, value);
+            let err = memory.validate(&config).unwrap_err();
+            let (k, message) = parts(&err);
+            assert_eq!(k.as_deref(), Some(format!("socket.memory.{key}").as_str()));
+            assert!(
+                message.starts_with(&format!(
+                    "invalid configuration: invalid value {shown} for key socket.memory.{key}: expected {}",
+                    memory_rule(key)
+                )),
+                "{message}"
+            );
+        }
+        let mut config = Config::default();
+        set_option(&mut config, "colour", "blue");
+        let err = memory.validate(&config).unwrap_err();
+        assert!(err.to_string().contains("unknown key socket.memory.colour"), "{err}");
+        let mut config = Config::default();
+        for (key, spec) in SETTINGS.iter().map(|k| (k.name, k)) {
+            set_option(&mut config, key, spec.default_value().unwrap());
+        }
+        memory.validate(&config).unwrap();
     }
 }
