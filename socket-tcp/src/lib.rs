@@ -85,6 +85,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use socket2::{SockRef, TcpKeepalive};
+use socket_core::config::{check_transport_table, KeySpec, ValueType, MAX_CONNECTIONS};
 use socket_core::{Config, Connection, Endpoint, Error, ErrorKind, EventName, PeerInfo, Result, Transport};
 
 pub use listener::TcpListener;
@@ -111,6 +112,65 @@ pub struct TcpTransport;
 /// Registers [`TcpTransport`] in `registry` under `"tcp"`.
 pub fn register(registry: &socket_core::TransportRegistry) {
     registry.register(TcpTransport);
+}
+
+/// The keys of `[socket.tcp]`, as [`TcpTransport`] declares them ([`Transport::settings`]):
+/// the default of each, its type and bounds, checked with the core's errors. The rule that the
+/// range is not reversed spans two keys and is checked by [`Transport::validate`].
+pub static SETTINGS: &[KeySpec] = &[
+    KeySpec::new(
+        "host",
+        ValueType::String,
+        "a non-empty host name or IP address",
+        "Address to bind or connect to; binding a non-loopback address needs `allow_remote`.",
+    )
+    .with_default("\"127.0.0.1\"")
+    .with_check(non_blank),
+    KeySpec::new(
+        "port",
+        ValueType::OptionalPort,
+        "a port in 1024..=65535, or absent",
+        "Fixed port; absent means discovery: the port `start + fnv1a_32(event) % (end - start + 1)` first, then upward with wrap-around.",
+    )
+    .with_bounds(MIN_PORT as i64, u16::MAX as i64),
+    KeySpec::new(
+        "port_range_start",
+        ValueType::Port,
+        "a port in 1024..=65535, at most socket.tcp.port_range_end",
+        "First port of the discovery range.",
+    )
+    .with_default("9000")
+    .with_bounds(MIN_PORT as i64, u16::MAX as i64),
+    KeySpec::new(
+        "port_range_end",
+        ValueType::Port,
+        "a port in 1024..=65535, at least socket.tcp.port_range_start",
+        "Last port of the discovery range.",
+    )
+    .with_default("9100")
+    .with_bounds(MIN_PORT as i64, u16::MAX as i64),
+    KeySpec::new(
+        "max_connections",
+        ValueType::Integer,
+        "an integer in 1..=65536",
+        "Clients a TCP server serves at once; one more receives a `max_connections` error and is closed.",
+    )
+    .with_default("10")
+    .with_bounds(1, MAX_CONNECTIONS as i64),
+    KeySpec::new(
+        "allow_remote",
+        ValueType::Boolean,
+        "true or false",
+        "Allow binding a non-loopback address (protocol v1 has no authentication).",
+    )
+    .with_default("false"),
+];
+
+fn non_blank(value: &toml::Value) -> std::result::Result<(), String> {
+    match value.as_str() {
+        Some(s) if s.trim().is_empty() => Err("blank".to_owned()),
+        _ => Ok(()),
+    }
 }
 
 /// The checked `[socket.tcp]` settings.
@@ -369,7 +429,12 @@ impl Transport for TcpTransport {
         SCHEME
     }
 
+    fn settings(&self) -> &'static [KeySpec] {
+        SETTINGS
+    }
+
     fn validate(&self, config: &Config) -> Result<()> {
+        check_transport_table(SCHEME, SETTINGS, config)?;
         Settings::from_config(config).map(drop)
     }
 

@@ -187,3 +187,18 @@ fn settings_are_validated() -> TestResult {
     TcpTransport.validate(&config)?;
     Ok(())
 }
+
+#[test]
+fn declared_keys_match_the_core_key_table() {
+    // Until the core stops typing [socket.tcp] itself, its key table and the transport's
+    // declaration describe the same keys: same type, rule, help text and default.
+    let core: Vec<_> = socket_core::config::KEYS.iter().filter(|k| k.key.starts_with("socket.tcp.")).collect();
+    assert_eq!(core.len(), socket_tcp::SETTINGS.len());
+    for spec in socket_tcp::SETTINGS {
+        let key = spec.key("tcp");
+        let info = socket_core::config::key_info(&key).unwrap_or_else(|| panic!("{key} not in KEYS"));
+        assert_eq!((info.ty, info.rule, info.description), (spec.ty, spec.rule, spec.description), "{key}");
+        assert_eq!(info.default_toml(), spec.default_value().map(|v| v.to_string()), "{key}");
+        assert_eq!(info.env_var(), spec.env_var("tcp"));
+    }
+}

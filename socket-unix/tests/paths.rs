@@ -142,3 +142,18 @@ fn socket_permissions_must_be_octal_and_let_the_owner_read_and_write() {
         assert_eq!(parse_permissions(&c.socket.unix.socket_permissions).unwrap(), mode);
     }
 }
+
+#[test]
+fn declared_keys_match_the_core_key_table() {
+    // Until the core stops typing [socket.unix] itself, its key table and the transport's
+    // declaration describe the same keys: same type, rule, help text and default.
+    let core: Vec<_> = socket_core::config::KEYS.iter().filter(|k| k.key.starts_with("socket.unix.")).collect();
+    assert_eq!(core.len(), SETTINGS.len());
+    for spec in SETTINGS {
+        let key = spec.key("unix");
+        let info = socket_core::config::key_info(&key).unwrap_or_else(|| panic!("{key} not in KEYS"));
+        assert_eq!((info.ty, info.rule, info.description), (spec.ty, spec.rule, spec.description), "{key}");
+        assert_eq!(info.default_toml(), spec.default_value().map(|v| v.to_string()), "{key}");
+        assert_eq!(info.env_var(), spec.env_var("unix"));
+    }
+}
