@@ -352,6 +352,16 @@ mod tests {
     }
 
     #[test]
+    fn memory_keys_are_listed_in_the_reference_like_built_in_keys() {
+        let md = socket_core::config::reference_markdown_with(&[("memory", SETTINGS)]);
+        assert!(md.contains("## `[socket.memory]`"), "{md}");
+        assert!(md.contains(
+            "| [`max_connections`](#socketmemorymax_connections) | integer | `10` | `SOCKET__MEMORY__MAX_CONNECTIONS` | an integer in 1..=65536 |"
+        ));
+        assert!(md.contains("### `socket.memory.pipe_capacity`\n\nBytes buffered in each direction of a connection."));
+    }
+
+    #[test]
     fn memory_keys_have_their_declared_types_and_an_unknown_key_is_refused() {
         let memory = MemoryTransport::new();
         for (key, value, shown) in [

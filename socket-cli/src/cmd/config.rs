@@ -13,9 +13,11 @@ use crate::settings::{load_config, Overrides};
 /// Exit 2 for an invalid configuration.
 pub(crate) fn run(global: &GlobalArgs, args: &ConfigArgs) -> Result<Exit, CliError> {
     let config = load_config(global, &Overrides::new())?;
-    // The transports' own tables, checked against the keys they declare.
-    socket_factory::check_settings(&crate::transports::registry(), &config)
-        .map_err(|e| CliError::usage(describe(&e)))?;
+    // The transports' own tables, checked against the keys they declare, with their declared
+    // defaults shown like those of the built-in tables.
+    let registry = crate::transports::registry();
+    socket_factory::check_settings(&registry, &config).map_err(|e| CliError::usage(describe(&e)))?;
+    let config = socket_factory::with_declared_defaults(&registry, &config);
     if args.json {
         // Nested like the file, keys in the order of the settings structs, plug-in tables
         // included; unset optional keys are null.

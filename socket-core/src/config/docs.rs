@@ -2,8 +2,9 @@
 
 use std::fmt::Write as _;
 
-use super::keys::{KeyInfo, KEYS};
+use super::keys::KEYS;
 use super::Config;
+use super::KeySpec;
 
 pub(super) fn lookup<'t>(table: &'t toml::Table, key: &str) -> Option<&'t toml::Value> {
     let mut parts = key.split('.');
@@ -23,8 +24,9 @@ pub(super) fn render_toml(value: &toml::Value) -> String {
 
 const DOC_INTRO: &str = r#"# Configuration reference
 
-<!-- Generated from the key table of socket-core/src/config.rs (`socket_core::config::reference_markdown`).
-     Do not edit by hand: run `cargo xtask codegen` (or `cargo run -p socket-core --example gen_config_docs > docs/configuration.md`). -->
+<!-- Generated from the core key table (socket-core/src/config/keys.rs) and the keys each registered
+     transport declares (`Transport::settings`), by `socket_factory::reference_markdown`.
+     Do not edit by hand: run `cargo xtask doc` (or `cargo run -p socket-factory --features unix,tcp --example gen_config_docs > docs/configuration.md`). -->
 
 Every setting lives under `[socket]` (with `[socket.unix]` and `[socket.tcp]`
 for the two built-in transports, and `[socket.nats]` for the NATS bridge). Values are taken, lowest to highest
@@ -76,47 +78,107 @@ max_connections = 10
 ```
 "#;
 
-/// Renders `docs/configuration.md`: every key of [`KEYS`] with its type,
-/// default, environment variable, rule and description.
+/// One row of the reference: a key with its type, default, variable, rule and help.
+struct Row<'a> {
+    key: String,
+    ty: &'static str,
+    default: Option<String>,
+    env_var: String,
+    rule: &'a str,
+    description: &'a str,
+}
+
+fn core_rows(prefix: &str, defaults: &toml::Table) -> Vec<Row<'static>> {
+    KEYS.iter()
+        .filter(|k| k.key.rsplit_once('.').map(|(table, _)| table) == Some(prefix))
+        .map(|k| Row {
+            key: k.key.to_owned(),
+            ty: k.ty.name(),
+            default: lookup(defaults, k.key).map(render_toml),
+            env_var: k.env_var(),
+            rule: k.rule,
+            description: k.description,
+        })
+        .collect()
+}
+
+fn transport_rows<'a>(scheme: &str, specs: &'a [KeySpec]) -> Vec<Row<'a>> {
+    specs
+        .iter()
+        .map(|s| Row {
+            key: s.key(scheme),
+            ty: s.ty.name(),
+            default: s.default_value().as_ref().map(render_toml),
+            env_var: s.env_var(scheme),
+            rule: s.rule,
+            description: s.description,
+        })
+        .collect()
+}
+
+fn section(out: &mut String, title: &str, rows: &[Row<'_>]) {
+    let _ = writeln!(out, "\n## {title}\n");
+    out.push_str("| Key | Type | Default | Environment variable | Valid values |\n");
+    out.push_str("|---|---|---|---|---|\n");
+    for r in rows {
+        let name = r.key.rsplit_once('.').map_or(r.key.as_str(), |(_, n)| n);
+        let default = r.default.as_ref().map_or_else(|| "absent".to_owned(), |v| format!("`{v}`"));
+        let _ = writeln!(
+            out,
+            "| [`{name}`](#{anchor}) | {} | {default} | `{}` | {} |",
+            r.ty,
+            r.env_var,
+            r.rule.replace('|', "\\|"),
+            anchor = r.key.replace('.', ""),
+        );
+    }
+    out.push('\n');
+    for r in rows {
+        let _ = writeln!(out, "### `{}`\n\n{}\n", r.key, r.description);
+    }
+}
+
+/// Renders `docs/configuration.md` from what `socket-core` alone knows: every key of
+/// [`KEYS`] (the `[socket.unix]` and `[socket.tcp]` tables included) with its type, default,
+/// environment variable, rule and description.
 pub fn reference_markdown() -> String {
+    render(None)
+}
+
+/// Renders `docs/configuration.md` from the core keys and the keys each transport declares
+/// ([`Transport::settings`](crate::Transport::settings)): `transports` lists each scheme with
+/// its keys, in the order of the sections. A plug-in's table is documented like a built-in one.
+/// `socket_factory::reference_markdown` passes the transports of a registry.
+pub fn reference_markdown_with(transports: &[(&str, &[KeySpec])]) -> String {
+    render(Some(transports))
+}
+
+fn render(transports: Option<&[(&str, &[KeySpec])]>) -> String {
     let defaults = Config::default().to_table().unwrap_or_default();
     let mut out = String::from(DOC_INTRO);
-    let sections = [
-        ("socket", "`[socket]`"),
-        ("socket.unix", "`[socket.unix]`"),
-        ("socket.tcp", "`[socket.tcp]`"),
-        ("socket.nats", "`[socket.nats]` (the multi-host bridge, `docs/multi-host.md`)"),
-    ];
-    for (prefix, title) in sections {
-        let _ = writeln!(out, "\n## {title}\n");
-        out.push_str("| Key | Type | Default | Environment variable | Valid values |\n");
-        out.push_str("|---|---|---|---|---|\n");
-        let keys: Vec<&KeyInfo> =
-            KEYS.iter().filter(|k| k.key.rsplit_once('.').map(|(table, _)| table) == Some(prefix)).collect();
-        for k in &keys {
-            let name = k.key.rsplit_once('.').map_or(k.key, |(_, n)| n);
-            let default =
-                lookup(&defaults, k.key).map_or_else(|| "absent".to_owned(), |v| format!("`{}`", render_toml(v)));
-            let _ = writeln!(
-                out,
-                "| [`{name}`](#{anchor}) | {} | {default} | `{}` | {} |",
-                k.ty.name(),
-                k.env_var(),
-                k.rule.replace('|', "\\|"),
-                anchor = k.key.replace('.', ""),
-            );
+    section(&mut out, "`[socket]`", &core_rows("socket", &defaults));
+    match transports {
+        Some(transports) => {
+            for (scheme, specs) in transports {
+                section(&mut out, &format!("`[socket.{scheme}]`"), &transport_rows(scheme, specs));
+            }
         }
-        out.push('\n');
-        for k in &keys {
-            let _ = writeln!(out, "### `{}`\n\n{}\n", k.key, k.description);
+        None => {
+            for prefix in ["socket.unix", "socket.tcp"] {
+                section(&mut out, &format!("`[{prefix}]`"), &core_rows(prefix, &defaults));
+            }
         }
     }
+    let nats = core_rows("socket.nats", &defaults);
+    section(&mut out, "`[socket.nats]` (the multi-host bridge, `docs/multi-host.md`)", &nats);
     out.push_str(
         "## Plug-in transport tables\n\n\
          `[socket.<scheme>]` (for example `[socket.memory]`) holds the settings of the plug-in transport \
          registered under `<scheme>`; a plug-in's `max_connections` key is read by the core as that transport's \
          connection limit (default 10). Environment variables reach these tables too: \
-         `SOCKET__MEMORY__MAX_CONNECTIONS` sets `socket.memory.max_connections`.\n",
+         `SOCKET__MEMORY__MAX_CONNECTIONS` sets `socket.memory.max_connections`. A plug-in that declares its \
+         keys (`Transport::settings`) has them checked with the same errors as the keys above, and listed \
+         in this reference when it is generated with that transport registered.\n",
     );
     out
 }

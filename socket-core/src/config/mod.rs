@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::Limits;
 use crate::error::{Error, Result};
 
-pub use docs::reference_markdown;
+pub use docs::{reference_markdown, reference_markdown_with};
 pub use error::ConfigError;
 pub use keys::{
     key_info, KeyInfo, ValueType, KEYS, MAX_BUFFER_SIZE, MAX_CONNECTIONS, MAX_QUEUE_BYTES, MAX_QUEUE_LEN, MAX_SECONDS,

@@ -15,8 +15,8 @@ fn configuration_md_is_generated_from_the_key_table() {
     let actual = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         actual == expected,
-        "docs/configuration.md is out of date with socket-core/src/config.rs: run `cargo xtask codegen` \
-         (or `cargo run -p socket-core --example gen_config_docs > docs/configuration.md`)"
+        "docs/configuration.md is out of date with socket-core/src/config/: run `cargo xtask doc` \
+         (or `cargo run -p socket-factory --features unix,tcp --example gen_config_docs > docs/configuration.md`)"
     );
 }
 
