@@ -1,11 +1,19 @@
 //! Configuration: defaults < TOML file < environment < code.
 //!
 //! The keys live under `[socket]`, `[socket.unix]` and `[socket.tcp]`; a
-//! plug-in transport reads its own table `[socket.<scheme>]` (kept raw in
-//! [`SocketSettings::plugins`] and validated by that transport). Every key,
-//! its type, default, environment variable and rule is listed in one table,
-//! [`KEYS`]: the loader, [`Config::validate`] and the generated reference
-//! `docs/configuration.md` ([`reference_markdown`]) all read it.
+//! plug-in transport reads its own table `[socket.<scheme>]` (kept as written
+//! in [`SocketSettings::plugins`]). Every core key, its type, default,
+//! environment variable and rule is listed in one table, [`KEYS`]: the loader,
+//! [`Config::validate`] and the generated reference `docs/configuration.md`
+//! ([`reference_markdown`]) all read it. A transport declares the keys of its
+//! table as [`KeySpec`]s ([`Transport::settings`](crate::Transport::settings)),
+//! checked by [`check_transport_table`] with the same [`ConfigError`] and
+//! wording, and listed by [`reference_markdown_with`].
+//!
+//! The module is split by stage: `load` (the file, the environment, values set
+//! in code), `layer` (the merged tree checked key by key and typed), `validate`
+//! (the rules of the core keys), `keys` (the key table), `spec` (transport key
+//! declarations), `error`, `nats` (the bridge's table) and `docs` (the reference).
 //!
 //! # Layers
 //!
@@ -156,8 +164,8 @@ pub struct SocketSettings {
     pub tcp: TcpSettings,
     /// The `[socket.nats]` table: the multi-host bridge (`socket-nats`, `socketctl bridge`).
     pub nats: NatsSettings,
-    /// Tables of plug-in transports, `[socket.<scheme>]`, kept raw and
-    /// validated by their transport. Written out beside `unix` and `tcp`.
+    /// Tables of plug-in transports, `[socket.<scheme>]`, kept as written and
+    /// validated by their transport (against its declared [`KeySpec`]s). Written out beside `unix` and `tcp`.
     #[serde(flatten, skip_deserializing)]
     pub plugins: BTreeMap<String, toml::Table>,
     /// Where the values of the plug-in tables came from, for error messages (filled by the

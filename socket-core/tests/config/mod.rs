@@ -682,3 +682,65 @@ fn limits_come_from_the_config() {
     assert_eq!(c.limits().max_frame_len, 4096);
     assert_eq!(c.limits().max_depth, 64);
 }
+
+#[test]
+fn transport_key_declarations_are_checked_with_the_core_wording() {
+    use socket_core::config::{check_transport_table, KeySpec, ValueType};
+
+    fn no_x(value: &toml::Value) -> Result<(), String> {
+        match value.as_str() {
+            Some(s) if s.contains('x') => Err("no x".to_owned()),
+            _ => Ok(()),
+        }
+    }
+    static SPECS: &[KeySpec] = &[
+        KeySpec::new("speed", ValueType::Integer, "an integer in 1..=120", "Birds per minute.")
+            .with_default("10")
+            .with_bounds(1, 120),
+        KeySpec::new("name", ValueType::String, "a name without x", "The flock.").with_check(no_x),
+        KeySpec::new("fast", ValueType::Boolean, "true or false", "Hurry."),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "settings.toml", "[socket.pigeon]\nspeed = 121\n");
+    let config = loader(&[]).file(&path).load().unwrap();
+    let err = Error::from(check_transport_table("pigeon", SPECS, &config).unwrap_err());
+    assert_eq!(config_error(&err).key(), Some("socket.pigeon.speed"));
+    let shown = std::path::absolute(&path).unwrap().display().to_string();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "invalid configuration: invalid value 121 for key socket.pigeon.speed (from {shown}): expected an integer in 1..=120"
+        )
+    );
+
+    let config = loader(&[("SOCKET__PIGEON__FAST", "maybe")]).load().unwrap();
+    let err = Error::from(check_transport_table("pigeon", SPECS, &config).unwrap_err());
+    assert_eq!(
+        err.to_string(),
+        "invalid configuration: invalid value \"maybe\" for key socket.pigeon.fast (from environment variable SOCKET__PIGEON__FAST): expected true or false"
+    );
+
+    let config = loader(&[("SOCKET__PIGEON__NAME", "xena")]).load().unwrap();
+    let err = Error::from(check_transport_table("pigeon", SPECS, &config).unwrap_err());
+    assert!(err.to_string().ends_with("expected a name without x (no x)"), "{err}");
+
+    let config = loader(&[("SOCKET__PIGEON__COLOUR", "grey")]).load().unwrap();
+    let err = Error::from(check_transport_table("pigeon", SPECS, &config).unwrap_err());
+    assert!(matches!(config_error(&err), ConfigError::UnknownKey { .. }), "{err}");
+    assert!(
+        err.to_string().contains("unknown key socket.pigeon.colour (from environment variable SOCKET__PIGEON__COLOUR)"),
+        "{err}"
+    );
+
+    let config = loader(&[
+        ("SOCKET__PIGEON__SPEED", "120"),
+        ("SOCKET__PIGEON__NAME", "flock"),
+        ("SOCKET__PIGEON__FAST", "true"),
+    ])
+    .load()
+    .unwrap();
+    check_transport_table("pigeon", SPECS, &config).unwrap();
+    // No declarations: the transport checks its table itself.
+    check_transport_table("pigeon", &[], &loader(&[("SOCKET__PIGEON__COLOUR", "grey")]).load().unwrap()).unwrap();
+    assert_eq!(SPECS[0].default_value(), Some(toml::Value::Integer(10)));
+}
