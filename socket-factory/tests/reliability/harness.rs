@@ -79,10 +79,7 @@ impl Net {
     }
 }
 
-/// A free port on 127.0.0.1 (the kernel's pick).
-pub(crate) fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+pub(crate) use socket_tests::util::free_port;
 
 /// The configuration of a test: its own socket dir or port, and short deadlines (frame 1 s,
 /// write stall 1 s, reconnects from 50 ms to 500 ms) so scenarios stay fast.
