@@ -11,7 +11,7 @@ use crate::util::*;
 /// T1: a wildcard or LAN address without `allow_remote` is refused, naming the key; loopback
 /// addresses need no opt-in.
 #[test]
-fn t1_non_loopback_needs_allow_remote() -> TestResult {
+fn non_loopback_needs_allow_remote() -> TestResult {
     let (mut config, port) = port_config()?;
     for host in ["0.0.0.0", "::", "192.168.1.10", "[::]", "example.invalid"] {
         config.socket.tcp.host = host.to_owned();
@@ -60,7 +60,7 @@ fn ipv6_loopback() -> TestResult {
 /// The first server of an event gets its preferred port; T3: a second one gets EADDRINUSE there
 /// (no SO_REUSEPORT sharing) and binds the next port of the sequence, wrapping around.
 #[test]
-fn t3_second_server_takes_the_next_port() -> TestResult {
+fn second_server_takes_the_next_port() -> TestResult {
     let (start, end) = free_ports(3)?;
     let config = range_config(start, end);
     let ev = event("t3_event");
@@ -99,7 +99,7 @@ fn explicit_port_in_use() -> TestResult {
 /// T4: a restart right after stop rebinds the same port although a connection of the old
 /// server is in TIME_WAIT on it.
 #[test]
-fn t4_rebind_while_time_wait() -> TestResult {
+fn rebind_while_time_wait() -> TestResult {
     let (config, port) = port_config()?;
     let ev = event("t4");
     let endpoint = TcpTransport.endpoints(&ev, &config)?.remove(0);

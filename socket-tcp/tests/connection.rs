@@ -85,7 +85,7 @@ fn connect_without_server_is_a_connection_error() -> TestResult {
 /// T7: thousands of connect/close cycles through the traits leave no CLOSE_WAIT on the server's
 /// port: dropping a `Connection` (both halves) closes the socket.
 #[test]
-fn t7_no_close_wait_after_many_cycles() -> TestResult {
+fn no_close_wait_after_many_cycles() -> TestResult {
     let (config, port) = port_config()?;
     let ev = event("t7");
     let listener = async_io::block_on(TcpTransport.bind(&ev, &config))?;

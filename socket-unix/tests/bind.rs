@@ -27,7 +27,7 @@ impl Drop for UmaskGuard {
 /// S7: under umask 000, a thread that `lstat`s the path in a tight loop never sees a mode other
 /// than 0600, and a connect that succeeds always finds the final mode.
 #[test]
-fn s7_mode_is_0600_from_creation() -> TestResult {
+fn mode_is_0600_from_creation() -> TestResult {
     let (tmp, config) = fresh()?;
     let dir = tmp.path().join("sockets");
     let path = dir.join("observed.sock");
@@ -84,7 +84,7 @@ fn s7_mode_is_0600_from_creation() -> TestResult {
 
 /// S8: a regular file, directory, FIFO or symlink at the socket path is refused and left as it was.
 #[test]
-fn s8_non_socket_paths_refused_and_untouched() -> TestResult {
+fn non_socket_paths_refused_and_untouched() -> TestResult {
     let (tmp, config) = fresh()?;
     let dir = tmp.path().join("sockets");
     fs::create_dir(&dir)?;
@@ -130,7 +130,7 @@ async fn exchange(listener: &dyn Listener, path: &Path) -> TestResult {
 
 /// S9: a second server of a live event gets AddrInUse and the first keeps serving.
 #[test]
-fn s9_live_server_keeps_its_path() -> TestResult {
+fn live_server_keeps_its_path() -> TestResult {
     let (_tmp, config) = fresh()?;
     let ev = event("live");
     let first = bind(&ev, &config)?;
@@ -149,7 +149,7 @@ fn s9_live_server_keeps_its_path() -> TestResult {
 /// S9: a live server that takes no lock (like the Python origin) is detected by the connect
 /// probe; its socket is not touched and it keeps accepting.
 #[test]
-fn s9_lockless_live_server_is_not_taken_over() -> TestResult {
+fn lockless_live_server_is_not_taken_over() -> TestResult {
     let (tmp, config) = fresh()?;
     let dir = tmp.path().join("sockets");
     fs::create_dir(&dir)?;
@@ -182,7 +182,7 @@ fn s9_lockless_live_server_is_not_taken_over() -> TestResult {
 /// S10: a stale socket (its server died without unlinking) and a stale lock file are reclaimed
 /// at once.
 #[test]
-fn s10_stale_socket_reclaimed() -> TestResult {
+fn stale_socket_reclaimed() -> TestResult {
     let (tmp, config) = fresh()?;
     let dir = tmp.path().join("sockets");
     fs::create_dir(&dir)?;
@@ -203,7 +203,7 @@ fn s10_stale_socket_reclaimed() -> TestResult {
 
 /// S11: two binds of one event racing, 100 times: exactly one wins, the other gets AddrInUse.
 #[test]
-fn s11_concurrent_binds_exactly_one_wins() -> TestResult {
+fn concurrent_binds_exactly_one_wins() -> TestResult {
     let (tmp, config) = fresh()?;
     let ev = event("race");
     for round in 0..100 {
@@ -239,7 +239,7 @@ fn s11_concurrent_binds_exactly_one_wins() -> TestResult {
 
 /// S12: when the path was replaced by another server's socket, our close leaves that socket alone.
 #[test]
-fn s12_close_never_removes_a_replaced_socket() -> TestResult {
+fn close_never_removes_a_replaced_socket() -> TestResult {
     let (_tmp, config) = fresh()?;
     let listener = bind(&event("replaced"), &config)?;
     let path = std::path::PathBuf::from(listener.address());
@@ -257,7 +257,7 @@ fn s12_close_never_removes_a_replaced_socket() -> TestResult {
 /// S13: close and drop both remove the socket and the lock; close is idempotent; without
 /// `auto_remove_socket` the socket stays (and is reclaimed as stale next time).
 #[test]
-fn s13_cleanup_on_close_and_drop() -> TestResult {
+fn cleanup_on_close_and_drop() -> TestResult {
     let (tmp, mut config) = fresh()?;
     let dir = tmp.path().join("sockets");
     let ev = event("cleanup");

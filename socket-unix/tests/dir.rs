@@ -13,7 +13,7 @@ fn mode(path: &std::path::Path) -> TestResult<u32> {
 
 /// S5: a missing directory (and its missing parent) is created with mode 0700 exactly.
 #[test]
-fn s5_created_dir_is_0700() -> TestResult {
+fn created_dir_is_0700() -> TestResult {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("parent").join("sockets");
     let listener = bind(&event("created"), &config_in(&dir))?;
@@ -25,7 +25,7 @@ fn s5_created_dir_is_0700() -> TestResult {
 
 /// S5: group- or other-writable directories are refused, named, and left as they were; 0755 is fine.
 #[test]
-fn s5_writable_dirs_refused_0755_accepted() -> TestResult {
+fn writable_dirs_refused_0755_accepted() -> TestResult {
     let tmp = tempfile::tempdir()?;
     for bad in [0o777, 0o770, 0o720, 0o702] {
         let dir = tmp.path().join(format!("d{bad:o}"));
@@ -47,7 +47,7 @@ fn s5_writable_dirs_refused_0755_accepted() -> TestResult {
 
 /// S3: a symlinked socket dir is refused, whether it points to our own directory or elsewhere.
 #[test]
-fn s3_symlink_dir_refused() -> TestResult {
+fn symlink_dir_refused() -> TestResult {
     let tmp = tempfile::tempdir()?;
     let target = tmp.path().join("real");
     fs::create_dir(&target)?;
@@ -79,7 +79,7 @@ fn dir_that_is_a_file_refused() -> TestResult {
 /// S4: a directory owned by another uid is refused and never changed. As root the test makes
 /// such a directory; otherwise it uses `/`, which belongs to root.
 #[test]
-fn s4_foreign_owner_refused() -> TestResult {
+fn foreign_owner_refused() -> TestResult {
     if !is_root() {
         let err = bind(&event("ev"), &config_in(std::path::Path::new("/")));
         return assert_err(err, ErrorKind::Config, &["owned by uid 0"]);

@@ -19,7 +19,7 @@ fn endpoint_is_the_socket_path_and_explicit() -> TestResult {
 /// S1: names that could escape the directory never become an `EventName`, the only way to reach
 /// the transport; the longest valid name works end to end.
 #[test]
-fn s1_invalid_names_cannot_reach_the_transport() -> TestResult {
+fn invalid_names_cannot_reach_the_transport() -> TestResult {
     let bad = ["../x", "/abs", "a/b", "", ".hidden", "nul\0byte", "caf\u{e9}", &"x".repeat(65)];
     for name in bad {
         assert_err(EventName::new(name), ErrorKind::Validation, &["event name"])?;
@@ -34,7 +34,7 @@ fn s1_invalid_names_cannot_reach_the_transport() -> TestResult {
 
 /// S2: a path of 108 bytes is refused with its length, before any file system call; 107 bytes binds.
 #[test]
-fn s2_path_too_long_is_a_validation_error() -> TestResult {
+fn path_too_long_is_a_validation_error() -> TestResult {
     let tmp = tempfile::tempdir()?;
     let ev = event("ev");
     // "{dir}/ev.sock": dir + 8 bytes.

@@ -58,7 +58,7 @@ fn bound(config: &Config, name: &str) -> TestResult<(Box<dyn Listener>, PathBuf)
 /// P1: a peer of another uid that gets through the file permissions is closed after the
 /// credential check, never handed to the engine; the next same-user peer is served.
 #[test]
-fn p1_other_uid_refused_by_server() -> TestResult {
+fn other_uid_refused_by_server() -> TestResult {
     if !is_root() {
         eprintln!("p1: not root, cannot switch user; checked nothing");
         return Ok(());
@@ -81,7 +81,7 @@ fn p1_other_uid_refused_by_server() -> TestResult {
 
 /// P3: the same, with the uid in `allowed_uids`: served, with its uid reported.
 #[test]
-fn p3_allowed_uid_served() -> TestResult {
+fn allowed_uid_served() -> TestResult {
     if !is_root() {
         eprintln!("p3: not root, cannot switch user; checked nothing");
         return Ok(());
@@ -121,7 +121,7 @@ fn open_socket_mode_serves_other_users() -> TestResult {
 /// P2: another user binds the path first; our client refuses it before sending a byte, unless
 /// that uid is allowed.
 #[test]
-fn p2_squatter_refused_by_client() -> TestResult {
+fn squatter_refused_by_client() -> TestResult {
     if !is_root() {
         eprintln!("p2: not root, cannot switch user; checked nothing");
         return Ok(());

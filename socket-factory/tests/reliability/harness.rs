@@ -36,8 +36,12 @@ macro_rules! ensure {
 pub(crate) use ensure;
 
 /// One `#[test]` per compiled-in transport for a function `fn(Net) -> TestResult`, in a module
-/// named after the scenario: `<module>::unix` and `<module>::tcp`.
+/// named after the scenario: `<module>::unix` and `<module>::tcp`. With one name, the module and
+/// the function share it.
 macro_rules! on_both {
+    ($name:ident) => {
+        $crate::reliability::harness::on_both!($name, $name);
+    };
     ($name:ident, $f:ident) => {
         mod $name {
             #[cfg(feature = "unix")]
