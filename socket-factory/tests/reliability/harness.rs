@@ -449,6 +449,11 @@ pub(crate) fn expect_event(
     }
 }
 
+/// The next item of `rx` within `timeout`; `None` when the time runs out or `rx` is closed.
+pub(crate) fn recv_within<T>(rx: &async_channel::Receiver<T>, timeout: Duration) -> Option<T> {
+    socket_factory::runtime::block_on(futures_lite_or(rx.recv(), timeout)).and_then(Result::ok)
+}
+
 /// `fut` or `None` after `t`.
 async fn futures_lite_or<T>(fut: impl std::future::Future<Output = T>, t: Duration) -> Option<T> {
     let timer = async {
@@ -459,8 +464,8 @@ async fn futures_lite_or<T>(fut: impl std::future::Future<Output = T>, t: Durati
     race(fut, timer).await
 }
 
-/// The first of two futures to finish.
-async fn race<T>(a: impl std::future::Future<Output = T>, b: impl std::future::Future<Output = T>) -> T {
+/// The first of two futures to finish (`a` is polled first).
+pub(crate) async fn race<T>(a: impl std::future::Future<Output = T>, b: impl std::future::Future<Output = T>) -> T {
     let mut a = std::pin::pin!(a);
     let mut b = std::pin::pin!(b);
     std::future::poll_fn(|cx| {

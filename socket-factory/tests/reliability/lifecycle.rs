@@ -186,13 +186,7 @@ fn stop_with_ten_clients(net: Net, _name: &str) -> TestResult {
         for s in &states {
             loop {
                 let left = Duration::from_secs(1).saturating_sub(t.elapsed());
-                let st = socket_factory::runtime::block_on(async {
-                    let timer = async {
-                        async_io::Timer::after(left).await;
-                        None
-                    };
-                    futures_race(async { s.recv().await.ok() }, timer).await
-                });
+                let st = recv_within(s, left);
                 match st {
                     Some(ConnectionState::Reconnecting) => break,
                     Some(_) => {}
@@ -218,19 +212,6 @@ fn stop_with_ten_clients(net: Net, _name: &str) -> TestResult {
         again.stop()?;
         Ok(())
     })
-}
-
-/// The first of two futures.
-async fn futures_race<T>(a: impl std::future::Future<Output = T>, b: impl std::future::Future<Output = T>) -> T {
-    let mut a = std::pin::pin!(a);
-    let mut b = std::pin::pin!(b);
-    std::future::poll_fn(|cx| {
-        if let std::task::Poll::Ready(v) = a.as_mut().poll(cx) {
-            return std::task::Poll::Ready(v);
-        }
-        b.as_mut().poll(cx)
-    })
-    .await
 }
 
 // L-4 ------------------------------------------------------------------------------------------

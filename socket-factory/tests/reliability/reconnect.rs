@@ -260,13 +260,7 @@ fn protocol_mismatch_on_reconnect_closes_the_client(net: Net, _name: &str) -> Te
         while !seen.contains(&ConnectionState::Closed) {
             let left = deadline.saturating_duration_since(Instant::now());
             ensure!(!left.is_zero(), "the client did not close within 5 s; states {seen:?}");
-            let s = socket_factory::runtime::block_on(async {
-                futures_lite::future::or(async { states.recv().await.ok() }, async {
-                    async_io::Timer::after(left).await;
-                    None
-                })
-                .await
-            });
+            let s = recv_within(&states, left);
             match s {
                 Some(s) => seen.push(s),
                 None => return Err(format!("no state change; states {seen:?}").into()),

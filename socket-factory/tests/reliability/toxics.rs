@@ -146,13 +146,7 @@ fn wait_state(states: &Receiver<ConnectionState>, want: ConnectionState, timeout
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         ensure!(!left.is_zero(), "no {want:?} within {timeout:?}; states {seen:?}");
-        let s = socket_factory::runtime::block_on(async {
-            futures_lite::future::or(async { states.recv().await.ok() }, async {
-                async_io::Timer::after(left).await;
-                None
-            })
-            .await
-        });
+        let s = recv_within(states, left);
         match s {
             Some(s) if s == want => return Ok(()),
             Some(s) => seen.push(s),
