@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use socket_core::config::{MAX_CONNECTIONS, MAX_QUEUE_LEN, MAX_SECONDS};
+use socket_factory::config::{MAX_CONNECTIONS, MAX_QUEUE_LEN, MAX_SECONDS};
 
 /// Serve, listen to and send socket events from shells and status bars.
 ///
@@ -358,7 +358,7 @@ mod tests {
 
     #[test]
     fn defaults_in_the_help_are_the_configuration_defaults() {
-        use socket_core::config::Config;
+        use socket_factory::config::Config;
         let d = Config::default().socket;
         let mut cli = Cli::command();
         cli.build();

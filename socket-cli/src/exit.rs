@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use socket_core::ErrorKind;
+use socket_factory::ErrorKind;
 
 /// A process exit code of `socketctl`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +91,7 @@ impl CliError {
     }
 
     /// A library error raised in `phase`, with its exit code from [`exit_for`].
-    pub(crate) fn from_core(err: &socket_core::Error, phase: Phase) -> Self {
+    pub(crate) fn from_core(err: &socket_factory::Error, phase: Phase) -> Self {
         let exit = exit_for(err.kind(), phase);
         let text = describe(err);
         let message =
@@ -100,7 +100,7 @@ impl CliError {
     }
 
     /// A library error from connecting (see [`Phase::Connect`]).
-    pub(crate) fn connect(err: &socket_core::Error) -> Self {
+    pub(crate) fn connect(err: &socket_factory::Error) -> Self {
         Self::from_core(err, Phase::Connect)
     }
 
@@ -116,7 +116,7 @@ impl CliError {
 /// For a configuration error whose first cause already contains the root cause and adds
 /// context to it ("cannot read configuration file /abs/path: duplicate key ..."), the first
 /// cause is kept whole instead, so the file is not lost.
-pub(crate) fn describe(err: &socket_core::Error) -> String {
+pub(crate) fn describe(err: &socket_factory::Error) -> String {
     let mut text = err.message().to_owned();
     let first: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
     let mut root = first;
@@ -144,8 +144,8 @@ impl fmt::Display for CliError {
 
 impl std::error::Error for CliError {}
 
-impl From<socket_core::Error> for CliError {
-    fn from(err: socket_core::Error) -> Self {
+impl From<socket_factory::Error> for CliError {
+    fn from(err: socket_factory::Error) -> Self {
         CliError::from_core(&err, Phase::Other)
     }
 }
@@ -178,7 +178,7 @@ mod tests {
 
     #[test]
     fn no_server_message_says_so() {
-        let err = socket_core::Error::new(ErrorKind::Connection, "cannot connect to /tmp/x/a.sock");
+        let err = socket_factory::Error::new(ErrorKind::Connection, "cannot connect to /tmp/x/a.sock");
         let cli = CliError::connect(&err);
         assert_eq!(cli.exit, Exit::NoServer);
         assert_eq!(cli.message, "no server: cannot connect to /tmp/x/a.sock");
@@ -190,18 +190,18 @@ mod tests {
     #[test]
     fn describe_keeps_the_message_and_the_root_cause() {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
-        let middle = socket_core::Error::new(ErrorKind::Connection, "nothing at /x.sock, start one").with_source(io);
-        let top = socket_core::Error::new(ErrorKind::Connection, "no server for event x").with_source(middle);
+        let middle = socket_factory::Error::new(ErrorKind::Connection, "nothing at /x.sock, start one").with_source(io);
+        let top = socket_factory::Error::new(ErrorKind::Connection, "no server for event x").with_source(middle);
         assert_eq!(describe(&top), "no server for event x: no such file");
-        let plain = socket_core::Error::new(ErrorKind::Validation, "bad name");
+        let plain = socket_factory::Error::new(ErrorKind::Validation, "bad name");
         assert_eq!(describe(&plain), "bad name");
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
-        let says_it = socket_core::Error::new(ErrorKind::Connection, "read failed: gone").with_source(io);
+        let says_it = socket_factory::Error::new(ErrorKind::Connection, "read failed: gone").with_source(io);
         assert_eq!(describe(&says_it), "read failed: gone");
         // A first cause that wraps the root with context (the file) is kept whole.
         let root = std::io::Error::new(std::io::ErrorKind::InvalidData, "duplicate key `a`");
         let wraps = std::io::Error::other(WithContext(root));
-        let top = socket_core::Error::new(ErrorKind::Config, "invalid configuration").with_source(wraps);
+        let top = socket_factory::Error::new(ErrorKind::Config, "invalid configuration").with_source(wraps);
         assert_eq!(describe(&top), "invalid configuration: in /abs/settings.toml: duplicate key `a`");
     }
 

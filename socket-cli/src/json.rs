@@ -25,7 +25,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use rmpv::Value;
 use serde_json::{Map, Number, Value as Json};
-use socket_core::{Data, SocketMessage};
+use socket_factory::{Data, SocketMessage};
 
 /// Key of the object that stands for a MessagePack bin value.
 pub(crate) const BINARY_KEY: &str = "$binary";
@@ -239,7 +239,7 @@ pub(crate) fn message_to_json(msg: &SocketMessage) -> Json {
 mod tests {
     use super::*;
     use serde_json::json;
-    use socket_core::{EventName, MessageType};
+    use socket_factory::{EventName, MessageType};
 
     #[test]
     fn scalars_map_to_json() {
@@ -374,7 +374,7 @@ mod tests {
     }
 
     #[test]
-    fn message_has_the_five_wire_keys_in_order() -> Result<(), socket_core::Error> {
+    fn message_has_the_five_wire_keys_in_order() -> Result<(), socket_factory::Error> {
         let event = EventName::new("system_status")?;
         let data = Data::new().with("cpu", 12).with("raw", Value::Binary(vec![1]));
         let msg = SocketMessage::at(
@@ -382,7 +382,7 @@ mod tests {
             MessageType::Error,
             data,
             jiff::Timestamp::from_millisecond(1_700_000_000_123).map_err(|e| {
-                socket_core::Error::new(socket_core::ErrorKind::Validation, "bad test timestamp").with_source(e)
+                socket_factory::Error::new(socket_factory::ErrorKind::Validation, "bad test timestamp").with_source(e)
             })?,
             &jiff::tz::TimeZone::UTC,
         );

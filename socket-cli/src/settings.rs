@@ -1,10 +1,10 @@
 //! The effective configuration of one `socketctl` run.
 //!
 //! Layers, lowest first: defaults < TOML file < environment (`SOCKET__A__B`) < command line.
-//! The layering and validation are the library's ([`socket_core::config::ConfigLoader`]);
+//! The layering and validation are the library's ([`socket_factory::config::ConfigLoader`]);
 //! the command line is its top layer, "values set in code".
 
-use socket_core::config::{Config, ConfigLoader};
+use socket_factory::config::{Config, ConfigLoader};
 use toml::Value;
 
 use crate::args::GlobalArgs;
@@ -182,14 +182,14 @@ mod tests {
                 crate::args::Command::Listen(listen) => {
                     if let Some(timeout) = listen.timeout {
                         proptest::prop_assert!(timeout.after(std::time::Instant::now()).is_some(), "{value}");
-                        proptest::prop_assert!(timeout.value > 0.0 && timeout.value <= socket_core::config::MAX_SECONDS);
+                        proptest::prop_assert!(timeout.value > 0.0 && timeout.value <= socket_factory::config::MAX_SECONDS);
                     }
                     Overrides::new()
                 }
                 crate::args::Command::Serve(serve) => crate::cmd::serve::overrides(serve),
                 _ => Overrides::new(),
             };
-            let loader = socket_core::config::Config::loader().no_file_discovery().env(std::iter::empty::<(String, String)>());
+            let loader = socket_factory::config::Config::loader().no_file_discovery().env(std::iter::empty::<(String, String)>());
             // Whatever parsed is a valid configuration value too.
             let loaded = load_with(loader, &cli.global, &overrides);
             proptest::prop_assert!(loaded.is_ok(), "{value}: {:?}", loaded.err());

@@ -1,9 +1,11 @@
-//! The transports compiled into `socketctl`, looked up by the configured scheme.
+//! Everything `socketctl` builds, built through `socket-factory` like any user does: the
+//! registry of compiled-in transports, the configured transport with its settings checked,
+//! servers and clients.
 
 use std::sync::Arc;
 
-use socket_core::config::Config;
-use socket_core::{Client, ClientOptions, EventName, Transport, TransportRegistry};
+use socket_factory::config::Config;
+use socket_factory::{Client, ClientOptions, EventName, Server, Transport, TransportRegistry};
 
 use crate::exit::{describe, CliError};
 
@@ -12,7 +14,8 @@ pub(crate) fn registry() -> TransportRegistry {
     socket_factory::default_registry()
 }
 
-/// The transport named by `socket.transport`, with its settings checked.
+/// The transport named by `socket.transport`, with the configuration checked against the
+/// registry ([`socket_factory::validate_config`]).
 ///
 /// # Errors
 ///
@@ -33,7 +36,21 @@ pub(crate) fn event_name(name: &str) -> Result<EventName, CliError> {
     EventName::new(name).map_err(|e| CliError::usage(describe(&e)))
 }
 
-/// Connects a client named `client_name` (shown by servers in `connected` events).
+/// A server for `event` over the transport named by `socket.transport`
+/// ([`socket_factory::create_server`]; not started).
+///
+/// # Errors
+///
+/// The errors of [`socket_factory::create_server`].
+pub(crate) fn create_server(config: &Config, event: &EventName) -> socket_factory::Result<Server> {
+    socket_factory::create_server(&registry(), config, event.as_str())
+}
+
+/// Connects a client named `client_name` (shown by servers in `connected` events) over
+/// `transport` (from [`transport_for`]).
+///
+/// `socket-factory` builds clients with the options of the configuration only; the name and
+/// `receive_only` are per command, so this sets them on [`ClientOptions::from_config`].
 ///
 /// # Errors
 ///
@@ -44,7 +61,7 @@ pub(crate) async fn connect_client(
     config: &Config,
     client_name: &str,
     receive_only: bool,
-) -> socket_core::Result<Client> {
+) -> socket_factory::Result<Client> {
     let mut options = ClientOptions::from_config(config)?;
     options.client_name = Some(client_name.to_owned());
     options.receive_only = receive_only;

@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value as Json};
-use socket_tests::nats_server::{free_port, Cluster, NatsServer, NodeOptions};
+use socket_tests::nats_server::{Cluster, NatsServer, NodeOptions};
+use socket_tests::util::free_port;
 
 use crate::util::{fail, Proc, TestEnv, TestResult};
 

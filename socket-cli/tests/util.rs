@@ -453,19 +453,9 @@ pub(crate) fn check_wire_keys(msg: &Json, event: &str, message_type: &str) -> Te
 }
 
 /// Finds `n` consecutive free TCP ports on 127.0.0.1 below the usual ephemeral range and
-/// returns the first; each test uses its own range.
+/// returns the first; each test uses its own range ([`socket_tests::util::free_ports`]).
 pub(crate) fn free_port_range(n: u16) -> TestResult<u16> {
-    let seed = u32::from(std::process::id() as u16)
-        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
-    let span = 30_000 - 20_000 - u32::from(n);
-    for attempt in 0..200u32 {
-        let start = 20_000 + ((seed.wrapping_add(attempt.wrapping_mul(7919))) % span) as u16;
-        let all_free = (start..start + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
-        if all_free {
-            return Ok(start);
-        }
-    }
-    Err(fail("no free port range found"))
+    Ok(socket_tests::util::free_ports(n)?.0)
 }
 
 impl Proc {

@@ -57,7 +57,7 @@ fn pigeon_table(speed: i64) -> toml::Table {
 /// S1 at the facade: invalid event names are validation errors before the transport is even
 /// looked up, and nothing is created on disk.
 #[test]
-fn s1_invalid_event_names_rejected_first() -> TestResult {
+fn invalid_event_names_rejected_first() -> TestResult {
     let tmp = tempfile::tempdir()?;
     let mut config = Config::default();
     config.socket.socket_dir = tmp.path().join("sockets");

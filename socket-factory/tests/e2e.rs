@@ -66,10 +66,7 @@ mod unix {
 mod tcp {
     use super::*;
 
-    /// A free port on 127.0.0.1 (the kernel's pick).
-    fn free_port() -> TestResult<u16> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-    }
+    use socket_tests::util::free_port;
 
     #[test]
     fn tcp_explicit_port_broadcast_arrives() -> TestResult {

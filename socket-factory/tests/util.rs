@@ -23,24 +23,4 @@ pub(crate) fn with_watchdog<T: Send + 'static>(f: impl FnOnce() -> TestResult<T>
     }
 }
 
-/// Asserts `result` is an error of `kind` whose message contains every one of `needles`.
-pub(crate) fn assert_err<T>(
-    result: socket_factory::Result<T>,
-    kind: socket_factory::ErrorKind,
-    needles: &[&str],
-) -> TestResult {
-    let err = match result {
-        Ok(_) => return Err(format!("expected a {kind} error, got Ok").into()),
-        Err(e) => e,
-    };
-    if err.kind() != kind {
-        return Err(format!("expected a {kind} error, got {:?}: {err}", err.kind()).into());
-    }
-    let text = err.to_string();
-    for needle in needles {
-        if !text.contains(needle) {
-            return Err(format!("error {text:?} does not mention {needle:?}").into());
-        }
-    }
-    Ok(())
-}
+pub(crate) use socket_tests::util::assert_err;

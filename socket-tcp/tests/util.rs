@@ -2,8 +2,6 @@
 
 use std::error::Error as StdError;
 use std::future::Future;
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures_lite::future;
@@ -26,24 +24,12 @@ pub(crate) fn event(name: &str) -> EventName {
     EventName::new(name).expect("test event names are valid")
 }
 
-/// A block of `len` consecutive ports, free right now on 127.0.0.1 and never handed to another
-/// test of this process. Blocks come from 20000..32000, below Linux's ephemeral range, starting
-/// at a random place so that concurrent test processes rarely meet.
+pub(crate) use socket_tests::util::assert_err;
+
+/// A block of `len` consecutive free ports, never handed to another test of this process
+/// ([`socket_tests::util::free_ports`]).
 pub(crate) fn free_ports(len: u16) -> TestResult<(u16, u16)> {
-    static NEXT: OnceLock<AtomicU16> = OnceLock::new();
-    let next = NEXT.get_or_init(|| AtomicU16::new(20_000 + fastrand::u16(..10_000)));
-    for _ in 0..200 {
-        let mut start = next.fetch_add(len, Ordering::Relaxed);
-        if start > 32_000 - len {
-            next.store(20_000, Ordering::Relaxed);
-            start = next.fetch_add(len, Ordering::Relaxed);
-        }
-        let end = start + len - 1;
-        if (start..=end).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
-            return Ok((start, end));
-        }
-    }
-    Err(format!("no free block of {len} ports").into())
+    Ok(socket_tests::util::free_ports(len)?)
 }
 
 /// A config discovering in `start..=end`.
@@ -60,28 +46,6 @@ pub(crate) fn port_config() -> TestResult<(Config, u16)> {
     let mut config = Config::default();
     config.socket.tcp.port = Some(port);
     Ok((config, port))
-}
-
-/// Asserts `result` is an error of `kind` whose message contains every one of `needles`.
-pub(crate) fn assert_err<T: std::fmt::Debug>(
-    result: socket_core::Result<T>,
-    kind: socket_core::ErrorKind,
-    needles: &[&str],
-) -> TestResult {
-    let err = match result {
-        Ok(v) => return Err(format!("expected a {kind} error, got Ok({v:?})").into()),
-        Err(e) => e,
-    };
-    if err.kind() != kind {
-        return Err(format!("expected a {kind} error, got {:?}: {err}", err.kind()).into());
-    }
-    let text = err.to_string();
-    for needle in needles {
-        if !text.contains(needle) {
-            return Err(format!("error {text:?} does not mention {needle:?}").into());
-        }
-    }
-    Ok(())
 }
 
 /// Sockets of local port `port` in TCP state `state` (hex code of /proc/net/tcp: 06 TIME_WAIT,

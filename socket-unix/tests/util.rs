@@ -94,24 +94,4 @@ pub(crate) fn entries(dir: &Path) -> TestResult<Vec<String>> {
     Ok(names)
 }
 
-/// Asserts `result` is an error of `kind` whose message contains every one of `needles`.
-pub(crate) fn assert_err<T: std::fmt::Debug>(
-    result: socket_core::Result<T>,
-    kind: socket_core::ErrorKind,
-    needles: &[&str],
-) -> TestResult {
-    let err = match result {
-        Ok(v) => return Err(format!("expected a {kind} error, got Ok({v:?})").into()),
-        Err(e) => e,
-    };
-    if err.kind() != kind {
-        return Err(format!("expected a {kind} error, got {:?}: {err}", err.kind()).into());
-    }
-    let text = err.to_string();
-    for needle in needles {
-        if !text.contains(needle) {
-            return Err(format!("error {text:?} does not mention {needle:?}").into());
-        }
-    }
-    Ok(())
-}
+pub(crate) use socket_tests::util::assert_err;

@@ -193,42 +193,52 @@ macro_rules! cases {
     };
 }
 
-cases![
-    start_stop_idempotent,
-    stop_wakes_clients_and_frees_address,
-    drop_stops_server,
-    broadcast_one_client,
-    broadcast_three_clients,
-    unicast,
-    unicast_unknown_id,
-    offline_queue_order_overflow_and_drain,
-    offline_queue_byte_limit,
-    retain_last_without_duplicates,
-    relay,
-    client_send_not_allowed,
-    max_connections,
-    client_ids_unique_under_burst,
-    events_report_connects_and_disconnects,
-    reconnect_after_server_restart,
-    end_of_stream_detected_at_once,
-    receive_timeout,
-    concurrent_sends_keep_order,
-    slow_consumer_disconnected,
-    welcome_is_first_frame,
-    legacy_client_served,
-    ping_answered_with_pong,
-    malformed_frame_keeps_connection,
-    bad_frame_headers_close_connection,
-    unfinished_frame_closes_connection,
-    blocking_mode_start,
-    stream_and_iterator_end_with_reason,
-    legacy_server_mode,
-    receive_only_client,
-    connect_errors_and_wait_for_server,
-    write_stall_disconnects,
-    inbound_backpressure,
-    hello_with_wrong_protocol_refused,
-];
+/// Every case name of the suite, in a stable order, handed to `$callback!` after `$prefix`: the
+/// one list behind [`cases`] and [`conformance_tests!`](crate::conformance_tests).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_case_names {
+    ([$($callback:tt)*] $($prefix:tt)*) => {
+        $($callback)*!($($prefix)*
+            start_stop_idempotent,
+            stop_wakes_clients_and_frees_address,
+            drop_stops_server,
+            broadcast_one_client,
+            broadcast_three_clients,
+            unicast,
+            unicast_unknown_id,
+            offline_queue_order_overflow_and_drain,
+            offline_queue_byte_limit,
+            retain_last_without_duplicates,
+            relay,
+            client_send_not_allowed,
+            max_connections,
+            client_ids_unique_under_burst,
+            events_report_connects_and_disconnects,
+            reconnect_after_server_restart,
+            end_of_stream_detected_at_once,
+            receive_timeout,
+            concurrent_sends_keep_order,
+            slow_consumer_disconnected,
+            welcome_is_first_frame,
+            legacy_client_served,
+            ping_answered_with_pong,
+            malformed_frame_keeps_connection,
+            bad_frame_headers_close_connection,
+            unfinished_frame_closes_connection,
+            blocking_mode_start,
+            stream_and_iterator_end_with_reason,
+            legacy_server_mode,
+            receive_only_client,
+            connect_errors_and_wait_for_server,
+            write_stall_disconnects,
+            inbound_backpressure,
+            hello_with_wrong_protocol_refused,
+        );
+    };
+}
+
+crate::__conformance_case_names!([cases]);
 
 /// Runs the case called `name`.
 ///
@@ -1791,42 +1801,7 @@ async fn hello_with_wrong_protocol_refused(cx: &Ctx) -> CaseResult {
 #[macro_export]
 macro_rules! conformance_tests {
     ($harness:expr) => {
-        $crate::conformance_tests!(@cases $harness;
-            start_stop_idempotent,
-            stop_wakes_clients_and_frees_address,
-            drop_stops_server,
-            broadcast_one_client,
-            broadcast_three_clients,
-            unicast,
-            unicast_unknown_id,
-            offline_queue_order_overflow_and_drain,
-            offline_queue_byte_limit,
-            retain_last_without_duplicates,
-            relay,
-            client_send_not_allowed,
-            max_connections,
-            client_ids_unique_under_burst,
-            events_report_connects_and_disconnects,
-            reconnect_after_server_restart,
-            end_of_stream_detected_at_once,
-            receive_timeout,
-            concurrent_sends_keep_order,
-            slow_consumer_disconnected,
-            welcome_is_first_frame,
-            legacy_client_served,
-            ping_answered_with_pong,
-            malformed_frame_keeps_connection,
-            bad_frame_headers_close_connection,
-            unfinished_frame_closes_connection,
-            blocking_mode_start,
-            stream_and_iterator_end_with_reason,
-            legacy_server_mode,
-            receive_only_client,
-            connect_errors_and_wait_for_server,
-            write_stall_disconnects,
-            inbound_backpressure,
-            hello_with_wrong_protocol_refused,
-        );
+        $crate::__conformance_case_names!([$crate::conformance_tests] @cases $harness;);
     };
     (@cases $harness:expr; $($name:ident),* $(,)?) => {
         $(

@@ -50,3 +50,4 @@ pub mod conformance;
 pub mod faulty;
 pub mod memory;
 pub mod nats_server;
+pub mod util;

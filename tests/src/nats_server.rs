@@ -8,26 +8,18 @@
 //! A [`Cluster`] is two or three routed nodes.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::util::free_port;
 
 /// Error type of the helpers.
 pub type NatsError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How long a node may take to be ready, or a route to come up.
 pub const NATS_DEADLINE: Duration = Duration::from_secs(15);
-
-/// A free TCP port on 127.0.0.1 (bound and released at once).
-///
-/// # Errors
-///
-/// If no port can be bound.
-pub fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
 
 /// True if the `nats-server` binary is on `PATH`.
 pub fn nats_server_available() -> bool {

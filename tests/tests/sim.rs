@@ -647,13 +647,13 @@ fn clients_to_server_run(seed: u64, schedule: &Schedule) -> Outcome {
 }
 
 #[test]
-fn r5_server_to_clients_under_seeded_faults() {
-    run_seeds("r5_server_to_clients", server_to_clients);
+fn server_to_clients_under_seeded_faults() {
+    run_seeds("server_to_clients", server_to_clients);
 }
 
 #[test]
-fn r5_clients_to_server_under_seeded_faults() {
-    run_seeds("r5_clients_to_server", clients_to_server);
+fn clients_to_server_under_seeded_faults() {
+    run_seeds("clients_to_server", clients_to_server);
 }
 
 #[test]

@@ -1,7 +1,6 @@
 //! Every conformance case on the real transports, Unix and TCP, through both API faces.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use socket_core::Config;
 use socket_tests::conformance::{Harness, Mode};
@@ -18,22 +17,17 @@ fn unix_harness(mode: Mode) -> Harness {
     .mode(mode)
 }
 
-/// Ports below the ephemeral range, a range of 8 per case so discovery has room to probe.
-///
-/// The first range is random per process: a test runner that runs each case in
-/// its own process (cargo-nextest) must not give two cases running at once the
-/// same ports, or a client's discovery finds the other case's server.
-static NEXT_RANGE: OnceLock<AtomicU32> = OnceLock::new();
-
+/// A block of 8 ports per case, free when the case starts, so discovery has room to probe
+/// ([`socket_tests::util::free_ports`]: below the ephemeral range, never handed to another case
+/// of this process, from a random start so that cases in other processes, as under
+/// cargo-nextest, rarely meet).
 fn tcp_harness(mode: Mode) -> Harness {
     Harness::new(Arc::new(socket_tcp::TcpTransport), || {
-        let next = NEXT_RANGE.get_or_init(|| AtomicU32::new(8 * fastrand::u32(..1_000)));
-        // Within 21000..32000, wrapping around.
-        let start = 21_000 + (next.fetch_add(8, Ordering::Relaxed) % 11_000) as u16;
+        let (start, end) = socket_tests::util::free_ports(8).expect("a free block of 8 ports");
         let mut config = Config::default();
         config.socket.transport = "tcp".to_owned();
         config.socket.tcp.port_range_start = start;
-        config.socket.tcp.port_range_end = start + 7;
+        config.socket.tcp.port_range_end = end;
         config
     })
     .mode(mode)

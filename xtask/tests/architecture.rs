@@ -126,3 +126,21 @@ fn the_nats_bridge_depends_on_socket_core_only() {
         assert!(!deps.contains(other), "socket-nats depends on {other}: it must use socket-core's public API only");
     }
 }
+
+/// Architecture invariant: `socketctl` builds everything through socket-factory, like every
+/// user (no direct dependency on socket-core or a transport crate, no engine built by hand).
+#[test]
+fn socketctl_builds_everything_through_the_factory() {
+    let manifest = std::fs::read_to_string(root().join("socket-cli/Cargo.toml")).expect("socket-cli/Cargo.toml");
+    let deps = manifest.split("[dependencies]").nth(1).and_then(|rest| rest.split("\n[").next()).unwrap_or("");
+    assert!(deps.contains("socket-factory"), "socket-cli does not depend on socket-factory");
+    for other in ["socket-core", "socket-unix", "socket-tcp"] {
+        assert!(!deps.contains(other), "socket-cli depends on {other}: it must go through socket-factory");
+    }
+    let hits = offenders("socket-cli/src", &["Server::new(", "Server::with_options(", "Client::connect("]);
+    assert!(
+        hits.is_empty(),
+        "socket-cli builds an engine by hand instead of through socket-factory:\n{}",
+        hits.join("\n")
+    );
+}

@@ -187,7 +187,7 @@ fn config(transport: &str, dir: &Path, port: u16) -> Config {
 }
 
 fn free_port() -> Res<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(socket_tests::util::free_port()?)
 }
 
 /// Checks one client's stream: strictly increasing, gaps only across a lost connection.

@@ -189,6 +189,6 @@ mod tests {
         assert_eq!(exit_of(ErrorKind::Config).code(), 2);
         assert_eq!(exit_of(ErrorKind::Auth).code(), 4);
         assert_eq!(exit_of(ErrorKind::Tls).code(), 1);
-        assert_eq!(exit_of(ErrorKind::Local(socket_core::ErrorKind::AddrInUse)).code(), 1);
+        assert_eq!(exit_of(ErrorKind::Local(socket_factory::ErrorKind::AddrInUse)).code(), 1);
     }
 }

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use socket_core::message::validate_event_name;
+use socket_factory::message::validate_event_name;
 use socket_factory::unix::{socket_state, SocketState};
 
 use crate::args::{GlobalArgs, ListArgs};

@@ -11,10 +11,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_lite::Stream;
-use socket_core::client::MessageStream;
-use socket_core::config::Config;
-use socket_core::control::Control;
-use socket_core::{Client, ErrorKind, EventName, SocketMessage, Transport};
+use socket_factory::client::MessageStream;
+use socket_factory::config::Config;
+use socket_factory::control::Control;
+use socket_factory::{Client, ErrorKind, EventName, SocketMessage, Transport};
 
 use crate::args::{FormatArg, GlobalArgs, ListenArgs};
 use crate::exit::{describe, CliError, Exit};
@@ -47,7 +47,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &ListenArgs) -> Result<Exit, CliErr
     let transport = transport_for(&config)?;
     // `Secs` is at most a year, so the deadline always exists; `None` would mean "no deadline".
     let deadline = args.timeout.and_then(|t| t.after(started));
-    socket_core::runtime::block_on(listen(transport, &events, &config, args, deadline))
+    socket_factory::runtime::block_on(listen(transport, &events, &config, args, deadline))
 }
 
 /// The event names, validated, each once, in the order given.
@@ -232,7 +232,7 @@ impl Merged<'_> {
 }
 
 /// The error for a client that closed without a server shutdown.
-fn lost(err: &socket_core::Error) -> CliError {
+fn lost(err: &socket_factory::Error) -> CliError {
     match err.kind() {
         ErrorKind::Closed | ErrorKind::Connection => CliError::runtime(format!("connection lost: {}", describe(err))),
         _ => CliError::from_core(err, crate::exit::Phase::Other),
@@ -243,7 +243,7 @@ fn lost(err: &socket_core::Error) -> CliError {
 ///
 /// The error kind (`Closed`) does not say whether the server shut down cleanly or the
 /// connection was lost, so this matches the engine's message: it names the shutdown.
-fn is_shutdown(err: &socket_core::Error) -> bool {
+fn is_shutdown(err: &socket_factory::Error) -> bool {
     let text = err.to_string();
     err.kind() == ErrorKind::Closed && (text.contains("shutdown") || text.contains("shut down"))
 }

@@ -1,7 +1,7 @@
 //! `socketctl send EVENT`: send one message (`--data`) or one per stdin line.
 
-use socket_core::control::Control;
-use socket_core::{Client, Data, EventName, MessageType, SocketMessage};
+use socket_factory::control::Control;
+use socket_factory::{Client, Data, EventName, MessageType, SocketMessage};
 
 use crate::args::{GlobalArgs, SendArgs, TypeArg};
 use crate::cmd::serve::too_long;
@@ -53,7 +53,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &SendArgs) -> Result<Exit, CliError
     let tz = config.time_zone().map_err(|e| CliError::usage(describe(&e)))?;
 
     let client =
-        socket_core::runtime::block_on(connect_client(transport, event.clone(), &config, "socketctl send", false))
+        socket_factory::runtime::block_on(connect_client(transport, event.clone(), &config, "socketctl send", false))
             .map_err(|e| CliError::connect(&e))?;
     // `send` shows nothing the server sends (relayed messages, for instance), but it reads
     // and discards it: a client whose receive buffer stays full is cut off as a slow

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value as Json};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use socket_core::{EventName, Server, ServerEvent, SocketMessage};
+use socket_factory::{EventName, Server, ServerEvent, SocketMessage};
 
 use crate::args::{GlobalArgs, ServeArgs};
 use crate::exit::{describe, CliError, Exit};
@@ -19,7 +19,7 @@ use crate::lines::{BoundedLines, Line};
 use crate::output::{print_error, print_json, print_line};
 use crate::settings::{load_config, Overrides};
 use crate::stdout_queue::{Lines, Next};
-use crate::transports::{event_name, transport_for};
+use crate::transports::{create_server, event_name, transport_for};
 
 /// How long `serve` waits, after stopping, for the last server events to be printed.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -66,7 +66,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<Exit, CliErro
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| CliError::runtime(format!("cannot install the SIGINT/SIGTERM/SIGHUP handlers: {e}")))?;
 
-    let server = Server::new(transport.clone(), event.clone(), &config)?;
+    let server = create_server(&config, &event)?;
     let events = server.events();
     let events_closer = events.clone();
     server.start()?;
@@ -191,7 +191,7 @@ fn broadcast_stdin(server: &Server, event: &EventName, tz: &jiff::tz::TimeZone, 
         }
         match parse_data(text) {
             Ok(data) => {
-                let msg = SocketMessage::new_in(event.clone(), socket_core::MessageType::Data, data, tz);
+                let msg = SocketMessage::new_in(event.clone(), socket_factory::MessageType::Data, data, tz);
                 if let Err(e) = server.broadcast(&msg) {
                     print_error(&format!("stdin line {line_no} not broadcast: {}", describe(&e)));
                 }

@@ -29,7 +29,7 @@ fn body_error(body: &[u8]) -> DecodeError {
 // ---- M1: oversize lengths ----
 
 #[test]
-fn m1_oversize_lengths_fail_on_the_header_with_little_heap() {
+fn oversize_lengths_fail_on_the_header_with_little_heap() {
     for len in [DEFAULT_MAX_FRAME_LEN as u64 + 1, 1 << 31, u32::MAX as u64] {
         let mut dec = FrameDecoder::new(limits());
         let mut result = None;
@@ -52,7 +52,7 @@ fn m1_oversize_lengths_fail_on_the_header_with_little_heap() {
 }
 
 #[test]
-fn m1_the_limit_itself_is_accepted() {
+fn the_limit_itself_is_accepted() {
     let mut dec = FrameDecoder::new(Limits { max_frame_len: 100, ..limits() });
     let mut bytes = frame(&[0xc0; 100]);
     bytes.extend_from_slice(&frame(&[0xc0; 101]));
@@ -62,14 +62,14 @@ fn m1_the_limit_itself_is_accepted() {
 }
 
 #[test]
-fn m1_error_comes_before_any_body_byte() {
+fn error_comes_before_any_body_byte() {
     let mut dec = FrameDecoder::new(limits());
     dec.feed(&(u32::MAX).to_be_bytes());
     assert!(matches!(dec.next_frame(), Err(DecodeError::FrameTooLarge { .. })));
 }
 
 #[test]
-fn m1_http_request_read_as_a_length() {
+fn http_request_read_as_a_length() {
     // "GET " is 0x47455420 = 1,195,725,856 bytes.
     let mut dec = FrameDecoder::new(limits());
     dec.feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -81,7 +81,7 @@ fn m1_http_request_read_as_a_length() {
 // ---- M2: zero length ----
 
 #[test]
-fn m2_zero_length_is_a_fatal_protocol_error() {
+fn zero_length_is_a_fatal_protocol_error() {
     let mut dec = FrameDecoder::new(limits());
     dec.feed(&[0, 0, 0, 0]);
     dec.feed(encode_frame(&golden_messages()[0].1, 1 << 20).unwrap().as_bytes());
@@ -97,7 +97,7 @@ fn m2_zero_length_is_a_fatal_protocol_error() {
 // ---- M3: truncation ----
 
 #[test]
-fn m3_truncated_frames_never_yield_a_message() {
+fn truncated_frames_never_yield_a_message() {
     for (name, msg) in golden_messages() {
         let frame = encode_frame(&msg, 1 << 20).unwrap();
         let bytes = frame.as_bytes();
@@ -122,7 +122,7 @@ fn m3_truncated_frames_never_yield_a_message() {
 }
 
 #[test]
-fn m3_half_a_header_is_in_frame_but_no_message() {
+fn half_a_header_is_in_frame_but_no_message() {
     let mut dec = FrameDecoder::new(limits());
     dec.feed(&[0, 0]);
     assert_eq!(dec.next_frame().unwrap(), None);
@@ -133,7 +133,7 @@ fn m3_half_a_header_is_in_frame_but_no_message() {
 // ---- M4: not MessagePack, not a map ----
 
 #[test]
-fn m4_reserved_byte_is_malformed_and_the_stream_stays_in_sync() {
+fn reserved_byte_is_malformed_and_the_stream_stays_in_sync() {
     let good = encode_frame(&golden_messages()[0].1, 1 << 20).unwrap();
     let mut bytes = frame(&[0xc1]);
     bytes.extend_from_slice(good.as_bytes());
@@ -148,14 +148,14 @@ fn m4_reserved_byte_is_malformed_and_the_stream_stays_in_sync() {
 }
 
 #[test]
-fn m4_reserved_byte_inside_data_names_the_path() {
+fn reserved_byte_inside_data_names_the_path() {
     let err = body_error(&body_with_data(&[0x81, 0xa1, b'k', 0x91, 0xc1], &[]));
     assert_eq!(err.path(), Some("data.k[0]"));
     assert_eq!(err.field(), Some("data"));
 }
 
 #[test]
-fn m4_top_level_not_a_map() {
+fn top_level_not_a_map() {
     for (body, found) in [
         (vec![0xc0], "nil"),
         (vec![0x01], "an integer"),
@@ -188,7 +188,7 @@ fn fastest<T>(mut f: impl FnMut() -> T) -> (T, Duration) {
 }
 
 #[test]
-fn m5_huge_declared_lengths_fail_fast_without_allocating() {
+fn huge_declared_lengths_fail_fast_without_allocating() {
     let max = u32::MAX.to_be_bytes();
     let headers: Vec<(&str, Vec<u8>)> = vec![
         ("array", [&[0xdd][..], &max].concat()),
@@ -227,7 +227,7 @@ fn m5_huge_declared_lengths_fail_fast_without_allocating() {
 }
 
 #[test]
-fn m5_nested_array16_chains_are_cheap() {
+fn nested_array16_chains_are_cheap() {
     // 60 nested arrays each claiming 65,535 elements, in a 1 MiB frame whose
     // innermost array starts with a string filling the frame: every claim
     // fits the bytes left, so each level is entered, then the data runs out.
@@ -254,7 +254,7 @@ fn m5_nested_array16_chains_are_cheap() {
 }
 
 #[test]
-fn m5_map_length_counts_two_bytes_per_entry() {
+fn map_length_counts_two_bytes_per_entry() {
     // A map of 3 entries needs at least 6 bytes: 5 are not enough.
     let err = body_error(&body_with_data(&[0x83, 0xc0, 0xc0, 0xc0, 0xc0, 0xc0], &[]));
     assert_eq!(err, DecodeError::LengthExceedsBody { kind: "map", len: 3, remaining: 5, path: "data".to_owned() });
@@ -276,7 +276,7 @@ fn nested_body(depth: usize) -> Vec<u8> {
 }
 
 #[test]
-fn m6_depth_limits_on_a_2_mib_stack() {
+fn depth_limits_on_a_2_mib_stack() {
     run_with_stack(2 << 20, Duration::from_secs(60), || {
         let msg = decode(&nested_body(64)).expect("depth 64 is accepted");
         // Re-encoding the accepted message works too.
@@ -303,7 +303,7 @@ fn m6_depth_limits_on_a_2_mib_stack() {
 }
 
 #[test]
-fn m6_configured_depth_and_the_ceiling() {
+fn configured_depth_and_the_ceiling() {
     run_with_stack(2 << 20, Duration::from_secs(60), || {
         // The ceiling is the one limit of SPEC §4 (64), shared with the encoder: a limit
         // above it counts as the ceiling.
@@ -322,7 +322,7 @@ fn m6_configured_depth_and_the_ceiling() {
 }
 
 #[test]
-fn m6_error_path_is_bounded() {
+fn error_path_is_bounded() {
     let err = decode(&nested_body(100_000)).unwrap_err();
     let path = err.path().unwrap();
     assert!(path.starts_with("data.v[0][0]"), "{path}");
@@ -333,7 +333,7 @@ fn m6_error_path_is_bounded() {
 // ---- M7: non-string keys ----
 
 #[test]
-fn m7_non_string_key_at_the_top_level() {
+fn non_string_key_at_the_top_level() {
     let mut fields = scalar_fields();
     fields.push((mp_str("data"), vec![0x80]));
     fields.push((vec![0x01], vec![0xc0]));
@@ -346,7 +346,7 @@ fn m7_non_string_key_at_the_top_level() {
 }
 
 #[test]
-fn m7_non_string_keys_inside_data() {
+fn non_string_keys_inside_data() {
     let cases: Vec<(Vec<u8>, &str, &str)> = vec![
         (vec![0x81, 0x01, 0xc0], "an integer", "data"),
         (vec![0x81, 0xc0, 0xc0], "nil", "data"),
@@ -363,7 +363,7 @@ fn m7_non_string_keys_inside_data() {
 }
 
 #[test]
-fn m7_key_names_in_paths_are_quoted_when_unusual() {
+fn key_names_in_paths_are_quoted_when_unusual() {
     let err = body_error(&body_with_data(&[0x81, 0xa3, b'a', b'.', b'b', 0x81, 0x01, 0xc0], &[]));
     assert_eq!(err.path(), Some("data[\"a.b\"]"));
 }
@@ -371,7 +371,7 @@ fn m7_key_names_in_paths_are_quoted_when_unusual() {
 // ---- M8: schema ----
 
 #[test]
-fn m8_each_missing_field_is_named() {
+fn each_missing_field_is_named() {
     for skip in ["event_name", "timestamp_ms", "timestamp_iso", "message_type", "data"] {
         let mut fields = scalar_fields();
         fields.push((mp_str("data"), vec![0x80]));
@@ -384,7 +384,7 @@ fn m8_each_missing_field_is_named() {
 }
 
 #[test]
-fn m8_each_wrong_type_is_named() {
+fn each_wrong_type_is_named() {
     let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
         ("event_name", vec![0x01], "a string", "an integer"),
         ("timestamp_ms", mp_str("1"), "an unsigned integer", "a string"),
@@ -410,7 +410,7 @@ fn m8_each_wrong_type_is_named() {
 }
 
 #[test]
-fn m8_message_type_must_be_exact() {
+fn message_type_must_be_exact() {
     for bad in ["ping", "DATA", "Data", "", "data "] {
         let mut fields = scalar_fields();
         fields[3].1 = mp_str(bad);
@@ -428,7 +428,7 @@ fn m8_message_type_must_be_exact() {
 }
 
 #[test]
-fn m8_invalid_event_name_and_negative_timestamp() {
+fn invalid_event_name_and_negative_timestamp() {
     let mut fields = scalar_fields();
     fields[0].1 = mp_str("../etc/passwd");
     fields.push((mp_str("data"), vec![0x80]));
@@ -450,7 +450,7 @@ fn m8_invalid_event_name_and_negative_timestamp() {
 }
 
 #[test]
-fn m8_unknown_keys_are_ignored_up_to_the_cap() {
+fn unknown_keys_are_ignored_up_to_the_cap() {
     let mut fields = scalar_fields();
     fields.push((mp_str("data"), vec![0x80]));
     for i in 0..MAX_UNKNOWN_KEYS {
@@ -465,7 +465,7 @@ fn m8_unknown_keys_are_ignored_up_to_the_cap() {
 // ---- M9: trailing bytes ----
 
 #[test]
-fn m9_trailing_bytes_are_rejected() {
+fn trailing_bytes_are_rejected() {
     let body = encode_frame(&golden_messages()[0].1, 1 << 20).unwrap().body().to_vec();
     for extra in [&[0xc0][..], &[0x00, 0x00], &body[..]] {
         let err = body_error(&[&body[..], extra].concat());
@@ -476,7 +476,7 @@ fn m9_trailing_bytes_are_rejected() {
 // ---- M10: UTF-8, ext types, duplicate keys ----
 
 #[test]
-fn m10_invalid_utf8_is_rejected_everywhere() {
+fn invalid_utf8_is_rejected_everywhere() {
     let bad = [0xa2, 0xc3, 0x28];
     let err = body_error(&body_with_data(&[&[0x81, 0xa1, b'k'][..], &bad].concat(), &[]));
     assert_eq!(err, DecodeError::InvalidUtf8 { path: "data.k".to_owned() });
@@ -494,7 +494,7 @@ fn m10_invalid_utf8_is_rejected_everywhere() {
 }
 
 #[test]
-fn m10_ext_types_are_rejected() {
+fn ext_types_are_rejected() {
     let cases: Vec<(Vec<u8>, i8)> = vec![
         (vec![0xd6, 0xff, 0, 0, 0, 0], -1),                       // timestamp 32
         (vec![0xd7, 0xff, 0, 0, 0, 0, 0, 0, 0, 0], -1),           // timestamp 64
@@ -514,7 +514,7 @@ fn m10_ext_types_are_rejected() {
 }
 
 #[test]
-fn m10_duplicate_keys_are_rejected() {
+fn duplicate_keys_are_rejected() {
     // In `data`.
     let err = body_error(&body_with_data(&[0x82, 0xa1, b'k', 0x01, 0xa1, b'k', 0x02], &[]));
     assert_eq!(err, DecodeError::DuplicateKey { key: "k".to_owned(), path: "data".to_owned() });

@@ -22,11 +22,11 @@ fn partial_frame(len: u32, have: usize) -> Vec<u8> {
 
 // F1 -------------------------------------------------------------------------------------------
 
-on_both!(f1_silent_connection_is_a_legacy_subscriber, f1);
+on_both!(silent_connection_is_a_legacy_subscriber);
 
 /// A connection that never sends a byte is a legacy subscriber: served, never closed for
 /// silence (well past `hello_grace` and `frame_timeout`), and counted against `max_connections`.
-fn f1(net: Net, _name: &str) -> TestResult {
+fn silent_connection_is_a_legacy_subscriber(net: Net, _name: &str) -> TestResult {
     watchdog(30, move || {
         let fx = Fx::new(net)?;
         let server = fx.server_with(|o| o.max_connections = 2)?;
@@ -62,7 +62,7 @@ fn f1(net: Net, _name: &str) -> TestResult {
 
 // F2 -------------------------------------------------------------------------------------------
 
-on_both!(f2_hundred_connections_at_once, f2);
+on_both!(hundred_connections_at_once);
 
 /// What one of the 100 connections saw.
 #[derive(Debug)]
@@ -76,7 +76,7 @@ enum Seen {
 /// 100 connections at once, every tenth starting a frame it never finishes: 10 served, 90
 /// refused with `max_connections`, the served unfinished ones closed at the frame deadline, and
 /// every descriptor released afterwards.
-fn f2(net: Net, name: &str) -> TestResult {
+fn hundred_connections_at_once(net: Net, name: &str) -> TestResult {
     isolated(name, 90, || {
         watchdog(60, move || {
             let fx = Fx::new(net)?;
@@ -166,12 +166,12 @@ fn f2(net: Net, name: &str) -> TestResult {
 
 // F3 -------------------------------------------------------------------------------------------
 
-on_both!(f3_slow_loris_closed_at_frame_deadline, f3);
+on_both!(slow_loris_closed_at_frame_deadline);
 
 /// A header for a 1 MiB frame, then one byte every 100 ms: closed with `protocol` at the frame
 /// deadline (1 s here), holding at most one frame's buffer meanwhile; the heap returns to its
 /// baseline afterwards.
-fn f3(net: Net, name: &str) -> TestResult {
+fn slow_loris_closed_at_frame_deadline(net: Net, name: &str) -> TestResult {
     isolated(name, 60, || {
         watchdog(40, move || {
             let fx = Fx::new(net)?;
@@ -221,11 +221,11 @@ fn f3(net: Net, name: &str) -> TestResult {
 
 // F4 -------------------------------------------------------------------------------------------
 
-on_both!(f4_http_request_rejected_without_allocating, f4);
+on_both!(http_request_rejected_without_allocating);
 
 /// `GET / HTTP/1.1` read as a length is about 1.19 GB: `message_too_large`, close, and no
 /// allocation of that size (peak heap grows by less than 256 KiB).
-fn f4(net: Net, name: &str) -> TestResult {
+fn http_request_rejected_without_allocating(net: Net, name: &str) -> TestResult {
     isolated(name, 60, || {
         watchdog(30, move || {
             let fx = Fx::new(net)?;
@@ -256,12 +256,12 @@ fn f4(net: Net, name: &str) -> TestResult {
 
 // F5 -------------------------------------------------------------------------------------------
 
-on_both!(f5_client_eleven_refused_and_backs_off, f5);
+on_both!(client_eleven_refused_and_backs_off);
 
 /// Client 11 of 10 gets `MaxConnections` (not a success). A client whose reconnects meet a full
 /// server backs off: at most one attempt per backoff step, never a hot loop, and it gets in once
 /// a server has room.
-fn f5(net: Net, _name: &str) -> TestResult {
+fn client_eleven_refused_and_backs_off(net: Net, _name: &str) -> TestResult {
     watchdog(40, move || {
         let fx = Fx::new(net)?;
         let server = fx.server_with(|o| o.max_connections = 10)?;
@@ -310,12 +310,12 @@ fn f5(net: Net, _name: &str) -> TestResult {
 
 // F6 -------------------------------------------------------------------------------------------
 
-on_both!(f6_blasting_client_without_send_right, f6);
+on_both!(blasting_client_without_send_right);
 
 /// `allow_client_send = false`: every data frame is answered with `send_not_allowed` and
 /// dropped, the application never sees one, and the server's heap stays flat while a client
 /// blasts 20,000 frames.
-fn f6(net: Net, name: &str) -> TestResult {
+fn blasting_client_without_send_right(net: Net, name: &str) -> TestResult {
     isolated(name, 90, || {
         watchdog(60, move || {
             let fx = Fx::new(net)?;
@@ -392,12 +392,12 @@ fn f6(net: Net, name: &str) -> TestResult {
 
 // F7 -------------------------------------------------------------------------------------------
 
-on_both!(f7_flooding_client_is_back_pressured, f7);
+on_both!(flooding_client_is_back_pressured);
 
 /// `allow_client_send = true`, the application reads slower than a client sends: the server
 /// stops reading that client (its sends block), other clients' broadcasts flow, the application
 /// gets every frame in order once it reads, and the heap stays bounded.
-fn f7(net: Net, name: &str) -> TestResult {
+fn flooding_client_is_back_pressured(net: Net, name: &str) -> TestResult {
     isolated(name, 120, || {
         watchdog(90, move || {
             const N: u64 = 4000;
@@ -472,10 +472,10 @@ fn f7(net: Net, name: &str) -> TestResult {
 
 // F8 -------------------------------------------------------------------------------------------
 
-on_both!(f8_wrong_protocol_version_rejected_by_server, f8_server_version);
+on_both!(wrong_protocol_version_rejected_by_server);
 
 /// A `hello` with protocol 2: ERROR `protocol` naming the versions, then close.
-fn f8_server_version(net: Net, _name: &str) -> TestResult {
+fn wrong_protocol_version_rejected_by_server(net: Net, _name: &str) -> TestResult {
     watchdog(20, move || {
         let fx = Fx::new(net)?;
         let server = fx.server()?;
@@ -497,7 +497,7 @@ fn f8_server_version(net: Net, _name: &str) -> TestResult {
 /// disconnects the client. (TCP loopback would absorb ~4 MiB of answers first: Unix only.)
 #[cfg(feature = "unix")]
 #[test]
-fn f6_dropped_replies_are_counted() -> TestResult {
+fn dropped_replies_are_counted() -> TestResult {
     watchdog(30, || {
         let fx = Fx::new(Net::Unix)?;
         let server = fx.server_with(|o| {
@@ -529,12 +529,12 @@ fn f6_dropped_replies_are_counted() -> TestResult {
     })
 }
 
-on_both!(f8_wrong_protocol_version_rejected_by_client, f8_client_version);
+on_both!(wrong_protocol_version_rejected_by_client);
 
 /// A server answering with protocol 2: `connect` fails (typed, at once); a reconnecting client
 /// meeting it closes after that one attempt (no loop; the close itself is tested by
-/// `reconnect::l15_protocol_mismatch_on_reconnect_closes_the_client`).
-fn f8_client_version(net: Net, _name: &str) -> TestResult {
+/// `reconnect::protocol_mismatch_on_reconnect_closes_the_client`).
+fn wrong_protocol_version_rejected_by_client(net: Net, _name: &str) -> TestResult {
     watchdog(30, move || {
         let fx = Fx::new(net)?;
         let fake = FakeServer::start(
@@ -569,11 +569,11 @@ fn f8_client_version(net: Net, _name: &str) -> TestResult {
     })
 }
 
-on_both!(f8_welcome_for_another_event_rejected_by_client, f8_client_event);
+on_both!(welcome_for_another_event_rejected_by_client);
 
 /// A server whose `welcome` names another event is refused, also at an explicit address (a
 /// fixed port or path): the client would otherwise deliver foreign events (L9).
-fn f8_client_event(net: Net, _name: &str) -> TestResult {
+fn welcome_for_another_event_rejected_by_client(net: Net, _name: &str) -> TestResult {
     watchdog(20, move || {
         let fx = Fx::new(net)?;
         let fake = FakeServer::start(
@@ -590,11 +590,11 @@ fn f8_client_event(net: Net, _name: &str) -> TestResult {
     })
 }
 
-on_both!(f8_hello_for_another_event_rejected_by_server, f8_server_event);
+on_both!(hello_for_another_event_rejected_by_server);
 
 /// A `hello` stamped with another event's name is refused by the server (ERROR `protocol`,
 /// close): that client reached the wrong server (L9, "typed rejection on both sides").
-fn f8_server_event(net: Net, _name: &str) -> TestResult {
+fn hello_for_another_event_rejected_by_server(net: Net, _name: &str) -> TestResult {
     watchdog(20, move || {
         let fx = Fx::new(net)?;
         let server = fx.server()?;
@@ -608,11 +608,11 @@ fn f8_server_event(net: Net, _name: &str) -> TestResult {
     })
 }
 
-on_both!(f8_self_connect_simulation_rejected, f8_echo);
+on_both!(self_connect_simulation_rejected);
 
 /// A peer that echoes (what a self-connected TCP socket does): the client reads its own `hello`
 /// back instead of `welcome` and refuses, typed and at once.
-fn f8_echo(net: Net, _name: &str) -> TestResult {
+fn self_connect_simulation_rejected(net: Net, _name: &str) -> TestResult {
     watchdog(20, move || {
         let fx = Fx::new(net)?;
         let fake = FakeServer::start(&fx.addr(), fx.event.clone(), Fake::Echo)?;
@@ -629,11 +629,11 @@ fn f8_echo(net: Net, _name: &str) -> TestResult {
 
 // F9 -------------------------------------------------------------------------------------------
 
-on_both!(f9_burst_does_not_starve_others, f9);
+on_both!(burst_does_not_starve_others);
 
 /// One client sends tiny frames as fast as it can; meanwhile another client's 50 messages all
 /// reach the application, and a subscriber gets all 100 broadcasts, while the burst still runs.
-fn f9(net: Net, _name: &str) -> TestResult {
+fn burst_does_not_starve_others(net: Net, _name: &str) -> TestResult {
     watchdog(60, move || {
         let fx = Fx::new(net)?;
         let server = fx.server()?;

@@ -41,7 +41,7 @@ fn expect_seqs(raw: &mut Raw, range: std::ops::Range<u64>, what: &str) -> TestRe
     Ok(())
 }
 
-on_both!(l7_late_hello_upgrades_a_legacy_connection, late_hello);
+on_both!(late_hello_upgrades_a_legacy_connection, late_hello);
 
 /// `hello` sent after `hello_grace` as the connection's first frame: the offline queue and the
 /// broadcast the connection got as a legacy client come first, then `welcome` (with its id);
@@ -80,7 +80,7 @@ fn late_hello(net: Net, _name: &str) -> TestResult {
     })
 }
 
-on_both!(l7_legacy_client_without_hello_unchanged, legacy_unchanged);
+on_both!(legacy_client_without_hello_unchanged, legacy_unchanged);
 
 /// A legacy client (never sends `hello`) is served as before: the offline queue, broadcasts, its
 /// own messages reach the application, no `welcome`, no `shutdown`, reported as not handshaken.
@@ -112,7 +112,7 @@ fn legacy_unchanged(net: Net, _name: &str) -> TestResult {
     })
 }
 
-on_both!(l7_hello_after_another_frame_is_ignored, hello_after_frame);
+on_both!(hello_after_another_frame_is_ignored, hello_after_frame);
 
 /// A `hello` that is not the connection's first frame is ignored, as before the late-hello
 /// fix: no `welcome`, still legacy (no `shutdown` on stop).
@@ -140,7 +140,7 @@ fn hello_after_frame(net: Net, _name: &str) -> TestResult {
     })
 }
 
-on_both!(l7_second_hello_is_ignored, second_hello);
+on_both!(second_hello_is_ignored, second_hello);
 
 /// A second `hello` gets no second `welcome` and changes nothing.
 fn second_hello(net: Net, _name: &str) -> TestResult {
@@ -165,7 +165,7 @@ fn second_hello(net: Net, _name: &str) -> TestResult {
     })
 }
 
-on_both!(l7_late_hello_in_another_protocol_refused, late_hello_bad_version);
+on_both!(late_hello_in_another_protocol_refused, late_hello_bad_version);
 
 /// A late `hello` is checked like one within the grace period: another protocol version is
 /// answered with ERROR `protocol` and the connection is closed.

@@ -36,8 +36,12 @@ macro_rules! ensure {
 pub(crate) use ensure;
 
 /// One `#[test]` per compiled-in transport for a function `fn(Net) -> TestResult`, in a module
-/// named after the scenario: `<module>::unix` and `<module>::tcp`.
+/// named after the scenario: `<module>::unix` and `<module>::tcp`. With one name, the module and
+/// the function share it.
 macro_rules! on_both {
+    ($name:ident) => {
+        $crate::reliability::harness::on_both!($name, $name);
+    };
     ($name:ident, $f:ident) => {
         mod $name {
             #[cfg(feature = "unix")]
@@ -79,10 +83,7 @@ impl Net {
     }
 }
 
-/// A free port on 127.0.0.1 (the kernel's pick).
-pub(crate) fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+pub(crate) use socket_tests::util::free_port;
 
 /// The configuration of a test: its own socket dir or port, and short deadlines (frame 1 s,
 /// write stall 1 s, reconnects from 50 ms to 500 ms) so scenarios stay fast.
@@ -448,6 +449,11 @@ pub(crate) fn expect_event(
     }
 }
 
+/// The next item of `rx` within `timeout`; `None` when the time runs out or `rx` is closed.
+pub(crate) fn recv_within<T>(rx: &async_channel::Receiver<T>, timeout: Duration) -> Option<T> {
+    socket_factory::runtime::block_on(futures_lite_or(rx.recv(), timeout)).and_then(Result::ok)
+}
+
 /// `fut` or `None` after `t`.
 async fn futures_lite_or<T>(fut: impl std::future::Future<Output = T>, t: Duration) -> Option<T> {
     let timer = async {
@@ -458,8 +464,8 @@ async fn futures_lite_or<T>(fut: impl std::future::Future<Output = T>, t: Durati
     race(fut, timer).await
 }
 
-/// The first of two futures to finish.
-async fn race<T>(a: impl std::future::Future<Output = T>, b: impl std::future::Future<Output = T>) -> T {
+/// The first of two futures to finish (`a` is polled first).
+pub(crate) async fn race<T>(a: impl std::future::Future<Output = T>, b: impl std::future::Future<Output = T>) -> T {
     let mut a = std::pin::pin!(a);
     let mut b = std::pin::pin!(b);
     std::future::poll_fn(|cx| {

@@ -43,11 +43,11 @@ fn expect_state(c: &Client, want: ConnectionState, timeout: Duration) -> TestRes
 
 // L-1 ------------------------------------------------------------------------------------------
 
-on_both!(l1_peer_killed_mid_frame, l1);
+on_both!(peer_killed_mid_frame);
 
 /// A child process writes half a frame and is SIGKILLed: the server drops it at once (measured;
 /// asserted under 1 s), delivers nothing partial, and serves the others.
-fn l1(net: Net, name: &str) -> TestResult {
+fn peer_killed_mid_frame(net: Net, name: &str) -> TestResult {
     if let Some(r) = play_role(name) {
         return r;
     }
@@ -92,11 +92,11 @@ fn l1(net: Net, name: &str) -> TestResult {
 
 // L-2 ------------------------------------------------------------------------------------------
 
-on_both!(l2_clients_leave_during_broadcast, l2);
+on_both!(clients_leave_during_broadcast);
 
 /// Twenty raw clients disconnect (FIN, RST, half-close) while 3,000 broadcasts go out: every
 /// `broadcast` call returns fast, the registry answers, the six remaining clients get all.
-fn l2(net: Net, _name: &str) -> TestResult {
+fn clients_leave_during_broadcast(net: Net, _name: &str) -> TestResult {
     watchdog(60, move || {
         const N: u64 = 3000;
         let fx = Fx::new(net)?;
@@ -169,11 +169,11 @@ fn l2(net: Net, _name: &str) -> TestResult {
 
 // L-3 ------------------------------------------------------------------------------------------
 
-on_both!(l3_stop_with_ten_clients, l3);
+on_both!(stop_with_ten_clients);
 
 /// `stop()` with 10 clients: it returns within 1 s, every client sees the end within 1 s and
 /// moves to reconnecting, the address refuses connects, and a new server binds it at once.
-fn l3(net: Net, _name: &str) -> TestResult {
+fn stop_with_ten_clients(net: Net, _name: &str) -> TestResult {
     watchdog(40, move || {
         let fx = Fx::new(net)?;
         let server = fx.server()?;
@@ -186,13 +186,7 @@ fn l3(net: Net, _name: &str) -> TestResult {
         for s in &states {
             loop {
                 let left = Duration::from_secs(1).saturating_sub(t.elapsed());
-                let st = socket_factory::runtime::block_on(async {
-                    let timer = async {
-                        async_io::Timer::after(left).await;
-                        None
-                    };
-                    futures_race(async { s.recv().await.ok() }, timer).await
-                });
+                let st = recv_within(s, left);
                 match st {
                     Some(ConnectionState::Reconnecting) => break,
                     Some(_) => {}
@@ -220,26 +214,13 @@ fn l3(net: Net, _name: &str) -> TestResult {
     })
 }
 
-/// The first of two futures.
-async fn futures_race<T>(a: impl std::future::Future<Output = T>, b: impl std::future::Future<Output = T>) -> T {
-    let mut a = std::pin::pin!(a);
-    let mut b = std::pin::pin!(b);
-    std::future::poll_fn(|cx| {
-        if let std::task::Poll::Ready(v) = a.as_mut().poll(cx) {
-            return std::task::Poll::Ready(v);
-        }
-        b.as_mut().poll(cx)
-    })
-    .await
-}
-
 // L-4 ------------------------------------------------------------------------------------------
 
-on_both!(l4_server_process_killed, l4);
+on_both!(server_process_killed);
 
 /// The server process is SIGKILLed: clients notice at once (EOF or reset), back off, and come
 /// back when a server is started again (which reclaims a stale socket file).
-fn l4(net: Net, name: &str) -> TestResult {
+fn server_process_killed(net: Net, name: &str) -> TestResult {
     if let Some(r) = play_role(name) {
         return r;
     }
@@ -273,13 +254,13 @@ fn l4(net: Net, name: &str) -> TestResult {
 
 // L-5 ------------------------------------------------------------------------------------------
 
-on_both!(l5_restart_and_sequence_accounting, l5);
+on_both!(restart_and_sequence_accounting);
 
 /// The server stops; 1 s later a new one starts while the publisher goes on. The client comes
 /// back within the backoff cap plus a handshake, and every gap in its sequence numbers is
 /// accounted for: messages that could not be published (no server) plus the offline-queue drops
 /// the new server reports.
-fn l5(net: Net, _name: &str) -> TestResult {
+fn restart_and_sequence_accounting(net: Net, _name: &str) -> TestResult {
     watchdog(40, move || {
         let fx = Fx::new(net)?;
         let s1 = fx.server()?;
@@ -338,12 +319,12 @@ fn l5(net: Net, _name: &str) -> TestResult {
 
 // L-6 ------------------------------------------------------------------------------------------
 
-on_both!(l6_client_process_stopped, l6);
+on_both!(client_process_stopped);
 
 /// A client process is SIGSTOPped with its socket open: the server disconnects it as a slow
 /// consumer (queue bound or 1 s write stall), the other clients lose nothing, and after SIGCONT
 /// the child notices the close and reconnects.
-fn l6(net: Net, name: &str) -> TestResult {
+fn client_process_stopped(net: Net, name: &str) -> TestResult {
     if let Some(r) = play_role(name) {
         return r;
     }
@@ -411,12 +392,12 @@ fn l6(net: Net, name: &str) -> TestResult {
 
 // L-7 ------------------------------------------------------------------------------------------
 
-on_both!(l7_server_process_stopped, l7);
+on_both!(server_process_stopped);
 
 /// The server process is SIGSTOPped: `receive(timeout)` keeps returning timeouts on time (no
 /// hang; the connection is open, so the client still says connected: v1 has no heartbeat). Once
 /// the server dies the client says so at once.
-fn l7(net: Net, name: &str) -> TestResult {
+fn server_process_stopped(net: Net, name: &str) -> TestResult {
     if let Some(r) = play_role(name) {
         return r;
     }
@@ -446,11 +427,11 @@ fn l7(net: Net, name: &str) -> TestResult {
 
 // L-8 ------------------------------------------------------------------------------------------
 
-on_both!(l8_client_half_close, l8_client);
+on_both!(client_half_close);
 
 /// A client shuts down its write half: the server takes end-of-stream as a disconnect and
 /// closes its side (documented), at once, with no busy loop and no socket left in CLOSE_WAIT.
-fn l8_client(net: Net, name: &str) -> TestResult {
+fn client_half_close(net: Net, name: &str) -> TestResult {
     isolated(name, 60, || {
         watchdog(30, move || {
             let fx = Fx::new(net)?;
@@ -476,11 +457,11 @@ fn l8_client(net: Net, name: &str) -> TestResult {
     })
 }
 
-on_both!(l8_server_half_close, l8_server);
+on_both!(server_half_close);
 
 /// The server shuts down its write half after `welcome`: the client takes end-of-stream as a
 /// lost connection, closes its socket (no CLOSE_WAIT) and reconnects with backoff, no busy loop.
-fn l8_server(net: Net, name: &str) -> TestResult {
+fn server_half_close(net: Net, name: &str) -> TestResult {
     isolated(name, 60, || {
         watchdog(30, move || {
             let fx = Fx::new(net)?;
@@ -515,7 +496,7 @@ fn l8_server(net: Net, name: &str) -> TestResult {
 
 #[cfg(feature = "tcp")]
 #[test]
-fn l9_reset_mid_frame_like_l1() -> TestResult {
+fn reset_mid_frame_keeps_other_clients() -> TestResult {
     watchdog(30, || {
         let fx = Fx::new(Net::Tcp)?;
         let server = fx.server()?;
@@ -548,12 +529,12 @@ fn l9_reset_mid_frame_like_l1() -> TestResult {
 
 // L-10 -----------------------------------------------------------------------------------------
 
-on_both!(l10_event_consumer_panics, l10);
+on_both!(event_consumer_panics);
 
 /// v1 has no hooks that run inside the server: the application reads an event stream. A
 /// consumer thread that panics only drops its receiver; the server keeps serving, keeps counting
 /// and leaves no zombie entries.
-fn l10(net: Net, _name: &str) -> TestResult {
+fn event_consumer_panics(net: Net, _name: &str) -> TestResult {
     watchdog(30, move || {
         let fx = Fx::new(net)?;
         let server = fx.server()?;
@@ -582,11 +563,11 @@ fn l10(net: Net, _name: &str) -> TestResult {
 
 // L-11 -----------------------------------------------------------------------------------------
 
-on_both!(l11_thousand_connects_burst, l11);
+on_both!(thousand_connects_burst);
 
 /// 1,000 connections as fast as 8 threads can open them (in waves that fit the listen backlog): 1,000 distinct ids, an exact count,
 /// and afterwards no leaked descriptor or thread.
-fn l11(net: Net, name: &str) -> TestResult {
+fn thousand_connects_burst(net: Net, name: &str) -> TestResult {
     isolated(name, 120, || {
         watchdog(90, move || {
             use rustix::process::{getrlimit, setrlimit, Resource};
@@ -660,12 +641,12 @@ fn l11(net: Net, name: &str) -> TestResult {
 
 // L-12 -----------------------------------------------------------------------------------------
 
-on_both!(l12_replay_and_live_never_interleave, l12);
+on_both!(replay_and_live_never_interleave);
 
 /// The publisher sends continuously while five clients join one by one: every client's stream
 /// is frame-aligned (every frame decodes), `welcome` comes first, the replayed offline queue
 /// comes before live messages, and each client's sequence has no gap from its first message on.
-fn l12(net: Net, _name: &str) -> TestResult {
+fn replay_and_live_never_interleave(net: Net, _name: &str) -> TestResult {
     watchdog(60, move || {
         const N: u64 = 3000;
         let fx = Fx::new(net)?;

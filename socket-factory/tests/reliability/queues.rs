@@ -49,12 +49,12 @@ fn count(v: &Arc<Mutex<Vec<u64>>>) -> usize {
 
 // Q1 -------------------------------------------------------------------------------------------
 
-on_both!(q1_one_client_never_reads, q1);
+on_both!(one_client_never_reads);
 
 /// Ten clients, one never reads, the publisher goes at about 2,000 messages/s: the silent one
 /// is disconnected as a slow consumer, the nine others lose nothing, and the heap stays within
 /// the §6 bound (plus what the nine in-process clients buffer).
-fn q1(net: Net, name: &str) -> TestResult {
+fn one_client_never_reads(net: Net, name: &str) -> TestResult {
     isolated(name, 120, || {
         watchdog(90, move || {
             const N: u64 = 4000;
@@ -104,12 +104,12 @@ fn q1(net: Net, name: &str) -> TestResult {
 
 // Q3 -------------------------------------------------------------------------------------------
 
-on_both!(q3_no_premature_disconnect, q3);
+on_both!(no_premature_disconnect);
 
 /// A reader that keeps up on average but pauses for 60 % of the write-stall deadline at a time
 /// (its socket full meanwhile) is never disconnected; once it stops for good it is, within the
 /// deadline plus 3 s (plus what the kernel buffers absorb).
-fn q3(net: Net, _name: &str) -> TestResult {
+fn no_premature_disconnect(net: Net, _name: &str) -> TestResult {
     watchdog(60, move || {
         let stall = Duration::from_millis(500);
         let fx = Fx::new(net)?;
@@ -178,12 +178,12 @@ fn q3(net: Net, _name: &str) -> TestResult {
 
 // Q4 -------------------------------------------------------------------------------------------
 
-on_both!(q4_adversarial_worst_case_heap, q4);
+on_both!(adversarial_worst_case_heap);
 
 /// Offline queue full (8 MiB), then ten clients that each send a maximal frame header and stall
 /// and never read, then broadcasts of 64 KiB: the peak heap stays within the §6 bound, and it
 /// comes back to within 1 MiB of the baseline once everybody is gone.
-fn q4(net: Net, name: &str) -> TestResult {
+fn adversarial_worst_case_heap(net: Net, name: &str) -> TestResult {
     isolated(name, 90, || {
         watchdog(60, move || {
             let fx = Fx::new(net)?;
@@ -249,12 +249,12 @@ fn q4(net: Net, name: &str) -> TestResult {
 
 // Q5 -------------------------------------------------------------------------------------------
 
-on_both!(q5_ten_thousand_publishes_without_clients, q5);
+on_both!(ten_thousand_publishes_without_clients);
 
 /// 10,000 broadcasts with no client: the offline queue holds the last 100, 9,900 drops are
 /// counted, the first client gets those 100 in order before live messages, and the queue is
 /// then empty (the next client gets none of them).
-fn q5(net: Net, _name: &str) -> TestResult {
+fn ten_thousand_publishes_without_clients(net: Net, _name: &str) -> TestResult {
     watchdog(60, move || {
         let fx = Fx::new(net)?;
         let server = fx.server()?;
@@ -282,12 +282,12 @@ fn q5(net: Net, _name: &str) -> TestResult {
 
 // Q6 -------------------------------------------------------------------------------------------
 
-on_both!(q6_client_buffer_full_back_pressure, q6);
+on_both!(client_buffer_full_back_pressure);
 
 /// The application never calls `receive`: the client fills its buffer (32) and stops reading,
 /// the server's slow-consumer rule then drops it; nothing is dropped silently on the client:
 /// the application finds an unbroken run from the first message, then the server's verdict.
-fn q6(net: Net, _name: &str) -> TestResult {
+fn client_buffer_full_back_pressure(net: Net, _name: &str) -> TestResult {
     watchdog(60, move || {
         let fx = Fx::new(net)?;
         let server = fx.server_with(|o| o.outbound_queue_size = 64)?;
@@ -354,12 +354,12 @@ fn q6(net: Net, _name: &str) -> TestResult {
 
 // Q7 -------------------------------------------------------------------------------------------
 
-on_both!(q7_concurrent_broadcasts_while_clients_churn, q7);
+on_both!(concurrent_broadcasts_while_clients_churn);
 
 /// Eight threads broadcast at once while clients join and leave: every frame every client gets
 /// decodes (no interleaving) and each thread's order is kept per client; the two clients there
 /// for the whole run get everything.
-fn q7(net: Net, _name: &str) -> TestResult {
+fn concurrent_broadcasts_while_clients_churn(net: Net, _name: &str) -> TestResult {
     watchdog(60, move || {
         const PER: u64 = 500;
         let fx = Arc::new(Fx::new(net)?);
@@ -436,11 +436,11 @@ fn q7(net: Net, _name: &str) -> TestResult {
 
 // Q8 -------------------------------------------------------------------------------------------
 
-on_both!(q8_kernel_buffer_absorption, q8);
+on_both!(kernel_buffer_absorption);
 
 /// How many frames a connected socket whose reader never reads absorbs before a write would
 /// block (the slack in front of the outbound queue). Documented in docs/reliability.md.
-fn q8(net: Net, _name: &str) -> TestResult {
+fn kernel_buffer_absorption(net: Net, _name: &str) -> TestResult {
     watchdog(30, move || {
         for size in [64usize, 1024, 32 << 10] {
             let (mut w, _r) = pair(net)?;

@@ -58,7 +58,7 @@ fn gaps(times: &[Instant]) -> Vec<Duration> {
 /// jitter), and attempts after the first retry show no synchronized spike.
 #[cfg(feature = "unix")]
 #[test]
-fn r1_backoff_schedule_and_jitter() -> TestResult {
+fn backoff_schedule_and_jitter() -> TestResult {
     watchdog(60, || {
         let fx = Fx::new(Net::Unix)?;
         let initial = Duration::from_millis(100);
@@ -116,11 +116,11 @@ fn r1_backoff_schedule_and_jitter() -> TestResult {
 
 // R2 -------------------------------------------------------------------------------------------
 
-on_both!(r2_backoff_not_reset_by_a_bare_connect, r2);
+on_both!(backoff_not_reset_by_a_bare_connect);
 
 /// A server that accepts and closes at once (a crash loop, or a full server): the connect
 /// succeeds every time, yet the delay keeps doubling; only a completed handshake resets it.
-fn r2(net: Net, _name: &str) -> TestResult {
+fn backoff_not_reset_by_a_bare_connect(net: Net, _name: &str) -> TestResult {
     watchdog(30, move || {
         let fx = Fx::new(net)?;
         let initial = Duration::from_millis(50);
@@ -155,11 +155,11 @@ fn r2(net: Net, _name: &str) -> TestResult {
 
 // R3 -------------------------------------------------------------------------------------------
 
-on_both!(r3_disconnect_during_backoff, r3);
+on_both!(disconnect_during_backoff);
 
 /// `disconnect()` while backing off returns at once, closes the client for good and stops
 /// every further attempt.
-fn r3(net: Net, _name: &str) -> TestResult {
+fn disconnect_during_backoff(net: Net, _name: &str) -> TestResult {
     watchdog(30, move || {
         let fx = Fx::new(net)?;
         let server = fx.server()?;
@@ -188,13 +188,13 @@ fn r3(net: Net, _name: &str) -> TestResult {
 
 // R4 -------------------------------------------------------------------------------------------
 
-on_both!(r4_receiver_thread_survives_reconnect_and_can_disconnect, r4);
+on_both!(receiver_thread_survives_reconnect_and_can_disconnect);
 
 /// The origin's bug 5 shape: the thread blocked in `receive` is the one that would have to
 /// reconnect. Here the background task reconnects while a thread is blocked in `receive(None)`,
 /// that same call returns the first message of the new server; and a thread iterating the
 /// messages can call `disconnect()` from inside its loop (no self-join).
-fn r4(net: Net, _name: &str) -> TestResult {
+fn receiver_thread_survives_reconnect_and_can_disconnect(net: Net, _name: &str) -> TestResult {
     watchdog(30, move || {
         let fx = Fx::new(net)?;
         let s1 = fx.server()?;
@@ -236,13 +236,13 @@ fn r4(net: Net, _name: &str) -> TestResult {
 
 // L15: protocol mismatch on a reconnect -----------------------------------------------------------
 
-on_both!(l15_protocol_mismatch_on_reconnect_closes_the_client, l15_mismatch);
+on_both!(protocol_mismatch_on_reconnect_closes_the_client);
 
 /// L15 (docs/reliability.md open item 4): a client whose server comes back speaking another
 /// protocol version stops at the first such answer and closes, instead of retrying: the state
 /// becomes `Closed`, the fake server sees exactly one attempt, and `receive` and `send` fail
 /// with `ErrorKind::Closed` naming the server's version (also in `close_reason`).
-fn l15_mismatch(net: Net, _name: &str) -> TestResult {
+fn protocol_mismatch_on_reconnect_closes_the_client(net: Net, _name: &str) -> TestResult {
     watchdog(30, move || {
         let fx = Fx::new(net)?;
         let server = fx.server()?;
@@ -260,13 +260,7 @@ fn l15_mismatch(net: Net, _name: &str) -> TestResult {
         while !seen.contains(&ConnectionState::Closed) {
             let left = deadline.saturating_duration_since(Instant::now());
             ensure!(!left.is_zero(), "the client did not close within 5 s; states {seen:?}");
-            let s = socket_factory::runtime::block_on(async {
-                futures_lite::future::or(async { states.recv().await.ok() }, async {
-                    async_io::Timer::after(left).await;
-                    None
-                })
-                .await
-            });
+            let s = recv_within(&states, left);
             match s {
                 Some(s) => seen.push(s),
                 None => return Err(format!("no state change; states {seen:?}").into()),
@@ -294,7 +288,7 @@ fn l15_mismatch(net: Net, _name: &str) -> TestResult {
 /// `welcome` names the other event), finds the right one, and never delivers a foreign event.
 #[cfg(feature = "tcp")]
 #[test]
-fn r6_foreign_server_on_the_old_port() -> TestResult {
+fn foreign_server_on_the_old_port() -> TestResult {
     watchdog(60, || {
         let (p, q) = two_free_ports()?;
         let fx = Fx::new(Net::Tcp)?;

@@ -10,10 +10,10 @@ use super::harness::*;
 /// A client reconnecting to a port of the ephemeral range where nobody listens (the setting in
 /// which a TCP socket can connect to itself) is never reported connected; the self-connect case
 /// itself is simulated deterministically by an echoing peer in
-/// `abuse::f8_self_connect_simulation_rejected` and detected below the engine by socket-tcp.
+/// `abuse::self_connect_simulation_rejected` and detected below the engine by socket-tcp.
 #[cfg(feature = "tcp")]
 #[test]
-fn t2_never_connected_to_itself() -> TestResult {
+fn never_connected_to_itself() -> TestResult {
     watchdog(30, || {
         let fx = Fx::new(Net::Tcp)?;
         // `fx.port` came from the kernel's ephemeral range and nobody listens on it now.
@@ -37,7 +37,7 @@ fn t2_never_connected_to_itself() -> TestResult {
 /// T5 (and the same over Unix sockets for comparison): 1,000 request/response round trips
 /// (client `send`, the application answers with `send_to`): p99 far below the 40 ms of a Nagle
 /// / delayed-ACK stall.
-fn t5(net: Net, _name: &str) -> TestResult {
+fn request_response_latency(net: Net, _name: &str) -> TestResult {
     watchdog(60, move || {
         let fx = Fx::new(net)?;
         let server = fx.server()?;
@@ -74,4 +74,4 @@ fn t5(net: Net, _name: &str) -> TestResult {
     })
 }
 
-on_both!(t5_request_response_latency, t5);
+on_both!(request_response_latency);

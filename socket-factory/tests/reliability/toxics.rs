@@ -146,13 +146,7 @@ fn wait_state(states: &Receiver<ConnectionState>, want: ConnectionState, timeout
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         ensure!(!left.is_zero(), "no {want:?} within {timeout:?}; states {seen:?}");
-        let s = socket_factory::runtime::block_on(async {
-            futures_lite::future::or(async { states.recv().await.ok() }, async {
-                async_io::Timer::after(left).await;
-                None
-            })
-            .await
-        });
+        let s = recv_within(states, left);
         match s {
             Some(s) if s == want => return Ok(()),
             Some(s) => seen.push(s),
@@ -189,7 +183,7 @@ fn reconnects_and_delivers(s: &Setup, c: &Client, states: &Receiver<ConnectionSt
 /// trip takes at least the injected 80 ms, and 100 broadcasts arrive complete and in order.
 #[cfg(feature = "tcp")]
 #[test]
-fn t6_latency_delays_round_trips_and_keeps_order() -> TestResult {
+fn latency_delays_round_trips_and_keeps_order() -> TestResult {
     watchdog(30, || {
         let s = setup(1)?;
         let (c, id) = s.proxied("slow-link")?;
@@ -228,7 +222,7 @@ fn t6_latency_delays_round_trips_and_keeps_order() -> TestResult {
 /// deadline (a frame is never left unfinished for long).
 #[cfg(feature = "tcp")]
 #[test]
-fn t6_bandwidth_limits_throughput_without_loss() -> TestResult {
+fn bandwidth_limits_throughput_without_loss() -> TestResult {
     watchdog(30, || {
         let s = setup(2)?;
         let (c, _) = s.proxied("thin-pipe")?;
@@ -267,7 +261,7 @@ fn t6_bandwidth_limits_throughput_without_loss() -> TestResult {
 /// messages of varying sizes arrive intact and in order, through thousands of pieces.
 #[cfg(feature = "tcp")]
 #[test]
-fn t6_slicer_decoders_reassemble_every_frame() -> TestResult {
+fn slicer_decoders_reassemble_every_frame() -> TestResult {
     watchdog(40, || {
         let s = setup(0x5eed)?;
         for dir in [Dir::Up, Dir::Down] {
@@ -309,7 +303,7 @@ fn t6_slicer_decoders_reassemble_every_frame() -> TestResult {
 /// unaffected, and the cut client notices, reconnects and delivers its next message.
 #[cfg(feature = "tcp")]
 #[test]
-fn t6_limit_data_mid_frame_like_l1() -> TestResult {
+fn limit_data_mid_frame_drops_only_the_cut_client() -> TestResult {
     watchdog(30, || {
         let s = setup(3)?;
         let (other, other_id) = s.direct("other")?;
@@ -339,7 +333,7 @@ fn t6_limit_data_mid_frame_like_l1() -> TestResult {
 /// client notices the reset, reconnects and delivers its next message.
 #[cfg(feature = "tcp")]
 #[test]
-fn t6_reset_peer_mid_frame_like_l9() -> TestResult {
+fn reset_peer_mid_frame_drops_only_the_cut_client() -> TestResult {
     watchdog(30, || {
         let s = setup(4)?;
         let (other, other_id) = s.direct("other")?;
@@ -375,7 +369,7 @@ fn t6_reset_peer_mid_frame_like_l9() -> TestResult {
 /// toxic is gone the client reconnects.
 #[cfg(feature = "tcp")]
 #[test]
-fn t6_timeout_half_frame_hits_frame_deadline() -> TestResult {
+fn timeout_half_frame_hits_frame_deadline() -> TestResult {
     watchdog(30, || {
         let s = setup(5)?;
         let (other, other_id) = s.direct("other")?;
@@ -414,7 +408,7 @@ fn t6_timeout_half_frame_hits_frame_deadline() -> TestResult {
 /// finds an unbroken run of messages from the first one, then reconnects.
 #[cfg(feature = "tcp")]
 #[test]
-fn t6_timeout_towards_client_is_a_slow_consumer() -> TestResult {
+fn timeout_towards_client_is_a_slow_consumer() -> TestResult {
     watchdog(60, || {
         let s = setup(6)?;
         let (other, _) = s.direct("other")?;

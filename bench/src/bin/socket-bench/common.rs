@@ -369,8 +369,7 @@ pub(crate) fn sock_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub(crate) fn free_port() -> BenchResult<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(ctx("binding 127.0.0.1:0"))?;
-    Ok(l.local_addr().map_err(ctx("local_addr"))?.port())
+    socket_tests::util::free_port().map_err(ctx("binding 127.0.0.1:0"))
 }
 
 /// Resident set size of process `pid`, in KiB (`VmRSS` of `/proc/<pid>/status`).
