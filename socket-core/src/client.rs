@@ -50,8 +50,8 @@ use crate::control::{Control, ErrorCode};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{EventName, SocketMessage};
 use crate::runtime;
-use crate::server::wire::{write_all, Fill, FrameReader, StallTimer, WriteFail};
 use crate::transport::{BoxRead, BoxWrite, Endpoint, Transport};
+use crate::wire::{write_all, Fill, FrameReader, StallTimer, WriteFail};
 use crate::PROTOCOL_VERSION;
 
 mod inbox;

@@ -65,6 +65,7 @@ pub mod runtime;
 pub mod server;
 mod sync;
 pub mod transport;
+mod wire;
 
 pub use client::{Client, ClientOptions, ConnectionState};
 pub use config::Config;

@@ -10,13 +10,13 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use tracing::Instrument;
 
 use super::outlet::OutletWrite;
-use super::wire::{write_all, Fill, FrameReader, StallTimer, WriteFail};
 use super::{ClientId, ClientInfo, Closing, ConnShared, Inner, ServerEvent, CLOSE_LINGER, STOP_FLUSH};
 use crate::codec::{decode_body_for, encode_frame, Frame};
 use crate::control::{Control, ErrorCode};
 use crate::message::EventName;
 use crate::runtime;
 use crate::transport::{BoxRead, Connection, Listener};
+use crate::wire::{write_all, Fill, FrameReader, StallTimer, WriteFail};
 use crate::{PROTOCOL_VERSION, SERVER_NAME};
 
 /// Largest batch of queued frames copied into one write.

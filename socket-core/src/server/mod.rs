@@ -48,7 +48,6 @@ mod conn;
 mod models;
 mod outlet;
 mod registry;
-pub(crate) mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};

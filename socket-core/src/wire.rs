@@ -1,6 +1,10 @@
 //! Frame I/O shared by the server and the client engines: a zero-copy frame
 //! reader with a frame-completion deadline, and a write loop with a stall
 //! deadline that can be interrupted.
+//!
+//! It sits beside `codec`, not inside it: the codec is pure (bytes in,
+//! values out, no I/O and no clock), while this module drives an
+//! `AsyncRead`/`AsyncWrite` against the runtime's deadlines.
 
 use std::future::Future;
 use std::io;
