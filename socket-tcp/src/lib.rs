@@ -281,7 +281,7 @@ fn is_loopback(ip: IpAddr) -> bool {
 /// Sets `TCP_NODELAY` and keepalive on a connected or accepted stream (failures are logged).
 pub(crate) fn configure_stream(stream: &async_net::TcpStream) {
     let sock = SockRef::from(stream);
-    if let Err(e) = sock.set_nodelay(true).and_then(|()| sock.set_tcp_keepalive(&KEEPALIVE)) {
+    if let Err(e) = sock.set_tcp_nodelay(true).and_then(|()| sock.set_tcp_keepalive(&KEEPALIVE)) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY or keepalive");
     }
 }

@@ -31,11 +31,11 @@ fn endpoints_explicit_port_or_discovery_sequence() -> TestResult {
 }
 
 fn check_options(sock: SockRef<'_>) -> TestResult {
-    assert!(sock.nodelay()?, "TCP_NODELAY is off");
+    assert!(sock.tcp_nodelay()?, "TCP_NODELAY is off");
     assert!(sock.keepalive()?, "SO_KEEPALIVE is off");
-    assert_eq!(sock.keepalive_time()?.as_secs(), 30);
-    assert_eq!(sock.keepalive_interval()?.as_secs(), 10);
-    assert_eq!(sock.keepalive_retries()?, 3);
+    assert_eq!(sock.tcp_keepalive_time()?.as_secs(), 30);
+    assert_eq!(sock.tcp_keepalive_interval()?.as_secs(), 10);
+    assert_eq!(sock.tcp_keepalive_retries()?, 3);
     Ok(())
 }
 
