@@ -40,7 +40,8 @@ fn timeout_before_count_exits_5() -> TestResult {
 
     // One message of the three asked for: it is printed, then exit 5.
     let mut listen = env.spawn(&["listen", "timeout_ev", "--count", "3", "--timeout", "1.5"])?;
-    serve.expect_event("connected")?;
+    // This listener's own `connected` (the first listener's is also on serve's stdout).
+    serve.expect_connected(listen.pid())?;
     serve.write_line(r#"{"only": 1}"#)?;
     assert_eq!(data(&listen.json()?), &json!({"only": 1}));
     assert_eq!(listen.wait()?, 5);
