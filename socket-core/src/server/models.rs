@@ -138,8 +138,8 @@ mod loom_models {
     /// saw goes to the offline queue and then to the joiner); the counters
     /// return to zero.
     #[test]
-    fn c1_broadcast_while_one_client_leaves_and_one_joins() {
-        model("c1_broadcast_while_one_client_leaves_and_one_joins", || {
+    fn broadcast_while_one_client_leaves_and_one_joins() {
+        model("broadcast_while_one_client_leaves_and_one_joins", || {
             let reg = open_registry(bounds(4));
             let a = admit(&reg);
             let a_id = a.id;
@@ -201,8 +201,8 @@ mod loom_models {
     /// holds more than `outbound_frames`, and a broadcast that finds it full
     /// removes the client as a slow consumer and never reaches it again.
     #[test]
-    fn c1_bound_holds_between_broadcast_reply_and_writer() {
-        model("c1_bound_holds_between_broadcast_reply_and_writer", || {
+    fn bound_holds_between_broadcast_reply_and_writer() {
+        model("bound_holds_between_broadcast_reply_and_writer", || {
             let reg = open_registry(bounds(1));
             let a = admit(&reg);
             let (shared, rx) = (a.shared.clone(), a.rx.clone());
@@ -256,8 +256,8 @@ mod loom_models {
     /// second broadcaster; a client joining meanwhile gets each broadcast
     /// at most once and in each broadcaster's order.
     #[test]
-    fn c1_slow_consumer_removed_while_another_broadcaster_and_a_joiner_run() {
-        model("c1_slow_consumer_removed_while_another_broadcaster_and_a_joiner_run", || {
+    fn slow_consumer_removed_while_another_broadcaster_and_a_joiner_run() {
+        model("slow_consumer_removed_while_another_broadcaster_and_a_joiner_run", || {
             let reg = open_registry(bounds(1));
             let a = admit(&reg);
             let (a_shared, a_rx) = (a.shared.clone(), a.rx.clone());
@@ -325,8 +325,8 @@ mod loom_models {
     /// admitted after it, and the broadcast either reached an open queue or
     /// went to the offline queue (which survives a stop), never both.
     #[test]
-    fn c1_stop_while_a_client_joins_and_a_broadcast_runs() {
-        model("c1_stop_while_a_client_joins_and_a_broadcast_runs", || {
+    fn stop_while_a_client_joins_and_a_broadcast_runs() {
+        model("stop_while_a_client_joins_and_a_broadcast_runs", || {
             let reg = open_registry(bounds(4));
             let a = admit(&reg);
             let r = reg.clone();
@@ -365,8 +365,8 @@ mod loom_models {
     /// all four exactly once and in order (offline before live); the other
     /// gets a suffix of the live ones; the offline queue ends empty.
     #[test]
-    fn c2_offline_handoff_while_publishing_and_two_clients_connect() {
-        model("c2_offline_handoff_while_publishing_and_two_clients_connect", || {
+    fn offline_handoff_while_publishing_and_two_clients_connect() {
+        model("offline_handoff_while_publishing_and_two_clients_connect", || {
             let reg = open_registry(bounds(8));
             for s in 1..=2 {
                 assert!(reg.fan_out(&frame(s), None).offline);
@@ -410,8 +410,8 @@ mod loom_models {
     /// client goes offline and the newcomer takes it first: nothing is lost,
     /// duplicated or reordered.
     #[test]
-    fn c2_handoff_when_the_only_client_leaves_during_a_broadcast() {
-        model("c2_handoff_when_the_only_client_leaves_during_a_broadcast", || {
+    fn handoff_when_the_only_client_leaves_during_a_broadcast() {
+        model("handoff_when_the_only_client_leaves_during_a_broadcast", || {
             let reg = open_registry(bounds(8));
             let a = admit(&reg);
             let r = reg.clone();
@@ -555,7 +555,7 @@ mod shuttle_models {
 
     /// C3: three clients (one slow in its first connection) joining and
     /// leaving twice each, a broadcaster, a unicaster, and a stop/start.
-    fn c3_model() {
+    fn registry_model() {
         let reg = Arc::new(Registry::new(Bounds {
             max_clients: 3,
             outbound_frames: OUTBOUND,
@@ -655,16 +655,16 @@ mod shuttle_models {
 
     /// C3 with shuttle's random scheduler: 1,000 schedules from a fixed seed.
     #[test]
-    fn c3_registry_state_machine_random() {
-        run("random", || shuttle::check_random_with_seed(c3_model, seed(), iterations()));
+    fn registry_state_machine_random() {
+        run("random", || shuttle::check_random_with_seed(registry_model, seed(), iterations()));
     }
 
     /// C3 with shuttle's PCT scheduler (depth 3): 1,000 schedules from a fixed seed.
     #[test]
-    fn c3_registry_state_machine_pct() {
+    fn registry_state_machine_pct() {
         let scheduler = shuttle::scheduler::PctScheduler::new_from_seed(seed(), 3, iterations());
         run("pct", || {
-            shuttle::Runner::new(scheduler, shuttle::Config::default()).run(c3_model);
+            shuttle::Runner::new(scheduler, shuttle::Config::default()).run(registry_model);
         });
     }
 }
