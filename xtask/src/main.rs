@@ -23,7 +23,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("man", "regenerate docs/man/socketctl.1 from socketctl's clap definition (--check: fail if stale)"),
     ("examples", "build and run every example of socket-factory"),
     ("demo", "run the product demo (server, clients, broadcast, unicast, queue, limits, reconnect)"),
-    ("bench", "release-build benchmarks against a plain-socket ceiling and libzmq; prints a table"),
+    ("bench", "release-build benchmarks against a plain-socket ceiling and libzmq, then the cross-host NATS cell (--only nats: that cell alone); prints tables"),
     ("fuzz", "run each cargo-fuzz target for --seconds N (default 60; needs nightly and cargo-fuzz)"),
     ("soak", "long-running soak test: --minutes N (default 10), --restart-secs N (120), --rate N (500), --transport unix|tcp|both; reports RSS, fds and sequence accounting"),
 ];
@@ -291,8 +291,36 @@ fn demo() -> Result {
     ]))
 }
 
+/// `cargo xtask bench [ARGS]`: the single-host cells (socket-bench), then the cross-host
+/// cell of the NATS bridge (socket-bench-nats; `--quick` passes through). `--only nats
+/// [--quick] [--runs K] [--messages N] [--rss-seconds S]` runs only the cross-host cell.
 fn bench(extra: &[String]) -> Result {
+    let only_nats = extra.windows(2).any(|w| w[0] == "--only" && w[1] == "nats");
+    if only_nats {
+        let mut rest = Vec::new();
+        let mut it = extra.iter();
+        while let Some(a) = it.next() {
+            if a == "--only" {
+                let _ = it.next();
+            } else {
+                rest.push(a.clone());
+            }
+        }
+        return bench_nats(&rest);
+    }
     let mut cmd = cargo_with(&["run", "--release", "--locked", "-p", "socket-bench", "--bin", "socket-bench", "--"]);
+    cmd.args(extra);
+    run(cmd)?;
+    if extra.iter().any(|a| a == "--only") {
+        return Ok(());
+    }
+    let quick: Vec<String> = extra.iter().filter(|a| *a == "--quick").cloned().collect();
+    bench_nats(&quick)
+}
+
+fn bench_nats(extra: &[String]) -> Result {
+    let mut cmd =
+        cargo_with(&["run", "--release", "--locked", "-p", "socket-bench", "--bin", "socket-bench-nats", "--"]);
     cmd.args(extra);
     run(cmd)
 }
