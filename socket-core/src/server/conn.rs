@@ -438,7 +438,7 @@ impl Conn {
                 }
                 if inner.wants_events() {
                     let ev = ServerEvent::Message { from: ClientId(self.id), message: msg };
-                    if opts.relay && !opts.relay_events_backpressure {
+                    if inner.lossy_events() {
                         // Relayed already: the event stream is a side channel that never holds up reading.
                         inner.emit_lossy(ev);
                     } else {

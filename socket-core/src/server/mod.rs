@@ -744,6 +744,12 @@ impl Inner {
         }
     }
 
+    /// Relay mode without `relay_events_backpressure`: the event stream never holds up
+    /// reading, it drops its oldest events instead ([`Inner::emit_lossy`]).
+    pub(super) fn lossy_events(&self) -> bool {
+        self.opts.relay && !self.opts.relay_events_backpressure
+    }
+
     fn wants_events(&self) -> bool {
         // One receiver is ours; any other belongs to the application.
         self.events_tx.tx.receiver_count() > 1
@@ -957,9 +963,8 @@ impl Inner {
     /// event says how many.
     pub(super) fn emit_lossy(&self, ev: ServerEvent) {
         let mut unreported = self.events_unreported.lock().unwrap_or_else(|e| e.into_inner());
-        let cap = self.events_tx.cap;
         let need = if *unreported > 0 { 2 } else { 1 };
-        while cap.saturating_sub(self.events_tx.tx.len()) < need.min(cap) {
+        while self.events_tx.room() < need.min(self.events_tx.cap) {
             match self.events_rx.try_recv() {
                 Ok(ServerEvent::EventsDropped { count }) => *unreported += count,
                 Ok(_) => {
@@ -984,7 +989,7 @@ impl Inner {
         if !self.wants_events() {
             return;
         }
-        if self.opts.relay && !self.opts.relay_events_backpressure {
+        if self.lossy_events() {
             self.emit_lossy(ev);
             return;
         }
@@ -1014,12 +1019,17 @@ struct EventQueue {
 const EVENT_QUEUE_MAX_PAUSE: Duration = Duration::from_millis(20);
 
 impl EventQueue {
+    /// Events that fit before the buffer is full.
+    fn room(&self) -> usize {
+        self.cap.saturating_sub(self.tx.len())
+    }
+
     /// Sends `ev` now if there is room.
     fn try_send(&self, ev: ServerEvent) -> std::result::Result<(), TrySendError<ServerEvent>> {
         if self.tx.is_closed() {
             return Err(TrySendError::Closed(ev));
         }
-        if self.tx.len() >= self.cap {
+        if self.room() == 0 {
             return Err(TrySendError::Full(ev));
         }
         self.tx.try_send(ev)
