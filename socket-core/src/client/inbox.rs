@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use event_listener::{Event, EventListener};
 
-use super::Incoming;
+use super::receive::Incoming;
 use crate::runtime;
 
 /// A bounded FIFO between the reader (one producer) and any number of consumers.
@@ -232,7 +232,7 @@ fn wake(sleepers: Vec<Thread>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::Body;
+    use crate::client::receive::Body;
     use std::sync::Arc;
     use std::time::Duration;
 
