@@ -440,95 +440,33 @@ impl<'a> Reader<'a> {
         let mut timestamp_iso = None;
         let mut message_type = None;
         let mut data = None;
-        let mut unknown: [&str; MAX_UNKNOWN_KEYS] = [""; MAX_UNKNOWN_KEYS];
-        let mut n_unknown = 0;
+        let mut unknown = Unknown { keys: [""; MAX_UNKNOWN_KEYS], len: 0 };
         for _ in 0..len {
             let key = self.key()?;
-            let dup = || DecodeError::DuplicateKey { key: truncate(key), path: String::new() };
+            // A repeated key is an error before its value is read.
             match key {
                 "event_name" => {
-                    if event_name.is_some() {
-                        return Err(dup());
-                    }
-                    let s = self.str_field("event_name")?;
-                    let name = match self.known {
-                        Some(k) if k.as_str() == s => k.clone(),
-                        _ => EventName::new(s).map_err(|e| DecodeError::InvalidField {
-                            field: "event_name",
-                            reason: e.message().to_owned(),
-                        })?,
-                    };
-                    event_name = Some(name);
+                    let slot = vacant(&mut event_name, key)?;
+                    *slot = Some(self.event_name_field()?);
                 }
                 "timestamp_ms" => {
-                    if timestamp_ms.is_some() {
-                        return Err(dup());
-                    }
-                    timestamp_ms = Some(match self.field_head("timestamp_ms")? {
-                        Head::UInt(n) => n,
-                        Head::Int(n) => u64::try_from(n).map_err(|_| DecodeError::InvalidField {
-                            field: "timestamp_ms",
-                            reason: format!("{n} is negative: expected milliseconds since the Unix epoch"),
-                        })?,
-                        other => {
-                            return Err(DecodeError::WrongType {
-                                field: "timestamp_ms",
-                                expected: "an unsigned integer",
-                                found: other.type_name(),
-                            })
-                        }
-                    });
+                    let slot = vacant(&mut timestamp_ms, key)?;
+                    *slot = Some(self.timestamp_ms_field()?);
                 }
                 "timestamp_iso" => {
-                    if timestamp_iso.is_some() {
-                        return Err(dup());
-                    }
-                    timestamp_iso = Some(self.str_field("timestamp_iso")?.to_owned());
+                    let slot = vacant(&mut timestamp_iso, key)?;
+                    *slot = Some(self.str_field("timestamp_iso")?.to_owned());
                 }
                 "message_type" => {
-                    if message_type.is_some() {
-                        return Err(dup());
-                    }
-                    let s = self.str_field("message_type")?;
-                    message_type = Some(match s {
-                        "data" => MessageType::Data,
-                        "error" => MessageType::Error,
-                        "control" => MessageType::Control,
-                        other => {
-                            return Err(DecodeError::InvalidField {
-                                field: "message_type",
-                                reason: format!(
-                                    "unknown value {}: expected \"data\", \"error\" or \"control\"",
-                                    quote(other)
-                                ),
-                            })
-                        }
-                    });
+                    let slot = vacant(&mut message_type, key)?;
+                    *slot = Some(self.message_type_field()?);
                 }
                 "data" => {
-                    if data.is_some() {
-                        return Err(dup());
-                    }
-                    data = Some(match self.field_head("data")? {
-                        Head::Map(len) => self.data(len).map_err(|e| e.under_key("data"))?,
-                        other => {
-                            return Err(DecodeError::WrongType {
-                                field: "data",
-                                expected: "a map",
-                                found: other.type_name(),
-                            })
-                        }
-                    });
+                    let slot = vacant(&mut data, key)?;
+                    *slot = Some(self.data_field()?);
                 }
                 _ => {
-                    if unknown[..n_unknown].contains(&key) {
-                        return Err(dup());
-                    }
-                    if n_unknown == MAX_UNKNOWN_KEYS {
-                        return Err(DecodeError::TooManyUnknownKeys { max: MAX_UNKNOWN_KEYS });
-                    }
-                    unknown[n_unknown] = key;
-                    n_unknown += 1;
+                    unknown.add(key)?;
                     // Validated like any value, then ignored.
                     self.value(1).map_err(|e| e.under_key(key))?;
                 }
@@ -542,6 +480,82 @@ impl<'a> Reader<'a> {
             message_type: message_type.ok_or_else(|| missing("message_type"))?,
             data: data.ok_or_else(|| missing("data"))?,
         })
+    }
+
+    /// The value of `event_name`: a valid event name (the expected one is shared, not copied).
+    fn event_name_field(&mut self) -> Result<EventName, DecodeError> {
+        let s = self.str_field("event_name")?;
+        match self.known {
+            Some(k) if k.as_str() == s => Ok(k.clone()),
+            _ => EventName::new(s)
+                .map_err(|e| DecodeError::InvalidField { field: "event_name", reason: e.message().to_owned() }),
+        }
+    }
+
+    /// The value of `timestamp_ms`: milliseconds since the Unix epoch, not negative.
+    fn timestamp_ms_field(&mut self) -> Result<u64, DecodeError> {
+        match self.field_head("timestamp_ms")? {
+            Head::UInt(n) => Ok(n),
+            Head::Int(n) => u64::try_from(n).map_err(|_| DecodeError::InvalidField {
+                field: "timestamp_ms",
+                reason: format!("{n} is negative: expected milliseconds since the Unix epoch"),
+            }),
+            other => Err(DecodeError::WrongType {
+                field: "timestamp_ms",
+                expected: "an unsigned integer",
+                found: other.type_name(),
+            }),
+        }
+    }
+
+    /// The value of `message_type`: `"data"`, `"error"` or `"control"`.
+    fn message_type_field(&mut self) -> Result<MessageType, DecodeError> {
+        match self.str_field("message_type")? {
+            "data" => Ok(MessageType::Data),
+            "error" => Ok(MessageType::Error),
+            "control" => Ok(MessageType::Control),
+            other => Err(DecodeError::InvalidField {
+                field: "message_type",
+                reason: format!("unknown value {}: expected \"data\", \"error\" or \"control\"", quote(other)),
+            }),
+        }
+    }
+
+    /// The value of `data`: a map.
+    fn data_field(&mut self) -> Result<Data, DecodeError> {
+        match self.field_head("data")? {
+            Head::Map(len) => self.data(len).map_err(|e| e.under_key("data")),
+            other => Err(DecodeError::WrongType { field: "data", expected: "a map", found: other.type_name() }),
+        }
+    }
+}
+
+/// `slot` while it is empty; a repeated `key` is an error.
+fn vacant<'s, T>(slot: &'s mut Option<T>, key: &str) -> Result<&'s mut Option<T>, DecodeError> {
+    match slot {
+        Some(_) => Err(DecodeError::DuplicateKey { key: truncate(key), path: String::new() }),
+        None => Ok(slot),
+    }
+}
+
+/// The unknown top-level keys of one message, at most [`MAX_UNKNOWN_KEYS`].
+struct Unknown<'a> {
+    keys: [&'a str; MAX_UNKNOWN_KEYS],
+    len: usize,
+}
+
+impl<'a> Unknown<'a> {
+    /// Notes `key`: a repeated one, or one too many, is an error.
+    fn add(&mut self, key: &'a str) -> Result<(), DecodeError> {
+        if self.keys[..self.len].contains(&key) {
+            return Err(DecodeError::DuplicateKey { key: truncate(key), path: String::new() });
+        }
+        if self.len == MAX_UNKNOWN_KEYS {
+            return Err(DecodeError::TooManyUnknownKeys { max: MAX_UNKNOWN_KEYS });
+        }
+        self.keys[self.len] = key;
+        self.len += 1;
+        Ok(())
     }
 }
 

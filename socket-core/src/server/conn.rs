@@ -13,7 +13,7 @@ use super::outlet::OutletWrite;
 use super::{ClientId, ClientInfo, Closing, ConnShared, Inner, ServerEvent, CLOSE_LINGER, STOP_FLUSH};
 use crate::codec::{decode_body_for, encode_frame, Frame};
 use crate::control::{Control, ErrorCode};
-use crate::message::EventName;
+use crate::message::{EventName, SocketMessage};
 use crate::runtime;
 use crate::transport::{BoxRead, Connection, Listener};
 use crate::wire::{write_all, Fill, FrameReader, StallTimer, WriteFail};
@@ -87,10 +87,29 @@ impl WriterEnd {
     }
 }
 
+/// Why [`Conn::write_batch`] stopped short.
+enum Halt {
+    /// The connection is killed: the rest of the frames in flight are staged, the final
+    /// frame follows ([`Conn::finish`]).
+    Finish,
+    /// The writing side is done.
+    End(WriterEnd),
+}
+
 /// Which side ended a connection first.
 enum Ended {
     Read(String),
     Write(WriterEnd),
+}
+
+/// Where the reader of a connection stands in the handshake phase.
+struct Phase<'a> {
+    /// Hands the writer `welcome` (or `None`: legacy, nothing to send first).
+    hs_tx: &'a Sender<Option<Frame>>,
+    /// The reader decided between `hello` and legacy.
+    decided: bool,
+    /// The client sent a frame (valid or not).
+    spoke: bool,
 }
 
 /// One connection's task state.
@@ -225,24 +244,13 @@ impl Conn {
         let inner = &*self.inner;
         let outlet = &self.shared.outlet;
         let w = &mut outlet.writer();
-        let stall = inner.opts.write_stall_timeout;
         let mut st = StallTimer::new();
         let mut buf: Vec<u8> = Vec::new();
         let mut big: Option<Frame> = None;
         let mut frames = 0u64;
-        // Nothing goes out before the reader decided between `hello` and legacy.
-        let welcome = future::or(async { hs_rx.recv().await.ok().flatten() }, async {
-            self.kill_signal().await;
-            None
-        })
-        .await;
-        match welcome {
-            Some(welcome) => {
-                buf.extend_from_slice(welcome.as_bytes());
-                frames += 1;
-            }
-            // Nothing to send first: direct writes may go from now on.
-            None => outlet.end(),
+        if let Some(welcome) = self.wait_handshake(hs_rx).await {
+            buf.extend_from_slice(welcome.as_bytes());
+            frames += 1;
         }
         let mut rest: Vec<u8> = Vec::new();
         let mut closed = false;
@@ -278,36 +286,11 @@ impl Conn {
                 rest.extend_from_slice(&buf[..carried]);
                 break;
             }
-            let mut bytes = 0usize;
-            for part in 0..2 {
-                let data: &[u8] = match (part, &big) {
-                    (0, _) => &buf,
-                    (_, Some(f)) => f.as_bytes(),
-                    (_, None) => &[],
-                };
-                if data.is_empty() && !(part == 0 && flush) {
-                    continue;
-                }
-                match write_all(w, data, stall, &mut st, self.kill_signal()).await {
-                    Ok(()) => bytes += data.len(),
-                    Err(WriteFail::Interrupted { written }) => {
-                        // Finish the frame in flight so the final ERROR stays frame-aligned.
-                        rest.extend_from_slice(&data[written..]);
-                        if part == 0 {
-                            if let Some(f) = &big {
-                                rest.extend_from_slice(f.as_bytes());
-                            }
-                        }
-                        return self.finish(w, rest, &mut st).await;
-                    }
-                    Err(WriteFail::Stalled) => {
-                        inner.counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(?stall, "write stalled: disconnecting slow consumer");
-                        return WriterEnd::read_on(format!("slow consumer: no write progress for {stall:?}"));
-                    }
-                    Err(e @ WriteFail::Io(_)) => return WriterEnd::read_on(e.to_string()),
-                }
-            }
+            let bytes = match self.write_batch(w, &buf, big.as_ref(), flush, &mut st, &mut rest).await {
+                Ok(bytes) => bytes,
+                Err(Halt::Finish) => return self.finish(w, rest, &mut st).await,
+                Err(Halt::End(end)) => return end,
+            };
             inner.counters.messages_sent.fetch_add(frames, Ordering::Relaxed);
             inner.counters.bytes_sent.fetch_add(bytes.saturating_sub(carried) as u64, Ordering::Relaxed);
             frames = 0;
@@ -322,6 +305,59 @@ impl Conn {
             outlet.end();
         }
         self.finish(w, rest, &mut st).await
+    }
+
+    /// Waits until the reader decided between `hello` and legacy: nothing goes out before.
+    /// `welcome` is the first frame to send; without one, direct writes may go from now on.
+    async fn wait_handshake(&self, hs_rx: &Receiver<Option<Frame>>) -> Option<Frame> {
+        let welcome = future::or(async { hs_rx.recv().await.ok().flatten() }, async {
+            self.kill_signal().await;
+            None
+        })
+        .await;
+        if welcome.is_none() {
+            self.shared.outlet.end();
+        }
+        welcome
+    }
+
+    /// Writes the batch `buf` (or only flushes what direct writes left, with `flush`), then
+    /// the big frame; returns the bytes written.
+    async fn write_batch(
+        &self,
+        w: &mut OutletWrite<'_>,
+        buf: &[u8],
+        big: Option<&Frame>,
+        flush: bool,
+        st: &mut StallTimer,
+        rest: &mut Vec<u8>,
+    ) -> Result<usize, Halt> {
+        let stall = self.inner.opts.write_stall_timeout;
+        let mut bytes = 0usize;
+        for (part, data) in [buf, big.map_or(&[][..], |f| f.as_bytes())].into_iter().enumerate() {
+            if data.is_empty() && !(part == 0 && flush) {
+                continue;
+            }
+            match write_all(w, data, stall, st, self.kill_signal()).await {
+                Ok(()) => bytes += data.len(),
+                Err(WriteFail::Interrupted { written }) => {
+                    // Finish the frame in flight so the final ERROR stays frame-aligned.
+                    rest.extend_from_slice(&data[written..]);
+                    if let (0, Some(f)) = (part, big) {
+                        rest.extend_from_slice(f.as_bytes());
+                    }
+                    return Err(Halt::Finish);
+                }
+                Err(WriteFail::Stalled) => {
+                    self.inner.counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(?stall, "write stalled: disconnecting slow consumer");
+                    let why = format!("slow consumer: no write progress for {stall:?}");
+                    return Err(Halt::End(WriterEnd::read_on(why)));
+                }
+                Err(e @ WriteFail::Io(_)) => return Err(Halt::End(WriterEnd::read_on(e.to_string()))),
+            }
+        }
+        Ok(bytes)
     }
 
     /// The end of the writer: `shutdown` after a clean drain, or the final
@@ -356,105 +392,27 @@ impl Conn {
     }
 
     async fn read_loop(&self, r: &mut BoxRead, hs_tx: &Sender<Option<Frame>>) -> String {
-        let inner = &*self.inner;
-        let opts = &inner.opts;
+        let opts = &self.inner.opts;
         let mut fr = FrameReader::new(opts.buffer_size, opts.limits);
         let grace = runtime::deadline_after(opts.hello_grace);
-        let mut decided = false;
-        // True once the client sent a frame (valid or not).
-        let mut spoke = false;
+        let mut ph = Phase { hs_tx, decided: false, spoke: false };
         loop {
             loop {
                 let body = match fr.next_frame() {
                     Ok(Some(body)) => body,
                     Ok(None) => break,
-                    Err(e) => {
-                        return self.fatal(hs_tx, decided, e.error_code(), format!("{e}: connection closed")).await
-                    }
+                    Err(e) => return self.fatal(&ph, e.error_code(), format!("{e}: connection closed")).await,
                 };
-                let first = !spoke;
-                spoke = true;
-                self.frames_read.fetch_add(1, Ordering::Relaxed);
-                let msg = match decode_body_for(body, &opts.limits, &inner.event) {
-                    Ok(msg) => msg,
-                    Err(e) => {
-                        inner.counters.malformed.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(error = %e, "malformed frame dropped");
-                        if !decided {
-                            decided = true;
-                            self.decide(hs_tx, None).await;
-                        }
-                        self.reply(ErrorCode::Malformed, &format!("{e}: frame dropped"));
-                        continue;
-                    }
-                };
-                let control = Control::parse(&msg);
-                if first {
-                    if let Some(Ok(Control::Hello { protocol, client_name })) = control {
-                        // The same checks whether `hello` came within `hello_grace` or after it.
-                        if let Err(text) = self.check_hello(protocol, &msg.event_name) {
-                            return self.fatal(hs_tx, decided, ErrorCode::Protocol, text).await;
-                        }
-                        if decided {
-                            // Late: the connection is served as a legacy client's already.
-                            self.upgrade(client_name);
-                        } else {
-                            decided = true;
-                            self.decide(hs_tx, Some(client_name)).await;
-                        }
-                        continue;
-                    }
-                }
-                if !decided {
-                    decided = true;
-                    self.decide(hs_tx, None).await;
-                }
-                if let Some(control) = control {
-                    // Protocol control is answered here and never reaches the application.
-                    if let Ok(Control::Ping { nonce }) = control {
-                        let pong = Control::Pong { nonce }.to_message(&inner.event, &opts.timezone);
-                        if let Ok(f) = encode_frame(&pong, usize::MAX) {
-                            self.push_own(f);
-                        }
-                    }
-                    continue;
-                }
-                inner.counters.messages_received.fetch_add(1, Ordering::Relaxed);
-                if !opts.allow_client_send {
-                    self.reply(
-                        ErrorCode::SendNotAllowed,
-                        &format!(
-                            "server for event {} does not accept messages from clients (allow_client_send = false): message dropped",
-                            inner.event
-                        ),
-                    );
-                    continue;
-                }
-                if opts.relay {
-                    // Re-broadcast the exact bytes received.
-                    if let Ok(f) = Frame::from_body(body, usize::MAX) {
-                        inner.fan_out(f, Some(self.id));
-                    }
-                }
-                if inner.wants_events() {
-                    let ev = ServerEvent::Message { from: ClientId(self.id), message: msg };
-                    if inner.lossy_events() {
-                        // Relayed already: the event stream is a side channel that never holds up reading.
-                        inner.emit_lossy(ev);
-                    } else {
-                        // The application is the only recipient (or, with
-                        // `relay_events_backpressure`, a delivery path): back-pressure, nothing lost.
-                        let _ = inner.events_tx.send(ev).await;
-                    }
+                if let Some(end) = self.on_frame(body, &mut ph).await {
+                    return end;
                 }
             }
-            if !decided && !fr.in_frame() && grace.is_some_and(|g| Instant::now() >= g) {
-                decided = true;
-                self.decide(hs_tx, None).await;
+            if !ph.decided && !fr.in_frame() && grace.is_some_and(|g| Instant::now() >= g) {
+                self.decide_once(&mut ph, None).await;
             }
             let deadline = match fr.frame_deadline(opts.frame_timeout) {
                 Some(d) => Some(d),
-                None if !decided => grace,
+                None if !ph.decided => grace,
                 None => None,
             };
             match fr.fill(r, deadline).await {
@@ -466,11 +424,101 @@ impl Conn {
                         "frame not completed within {:?} (frame_timeout): connection closed",
                         opts.frame_timeout
                     );
-                    return self.fatal(hs_tx, decided, ErrorCode::Protocol, text).await;
+                    return self.fatal(&ph, ErrorCode::Protocol, text).await;
                 }
                 Ok(Fill::Deadline) => {}
                 Err(e) => return format!("read failed: {e}"),
             }
+        }
+    }
+
+    /// One frame from the client: the handshake, protocol control, or a message. `Some`
+    /// ends the connection, with the reason.
+    async fn on_frame(&self, body: &[u8], ph: &mut Phase<'_>) -> Option<String> {
+        let inner = &*self.inner;
+        let first = !ph.spoke;
+        ph.spoke = true;
+        self.frames_read.fetch_add(1, Ordering::Relaxed);
+        let msg = match decode_body_for(body, &inner.opts.limits, &inner.event) {
+            Ok(msg) => msg,
+            Err(e) => {
+                inner.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "malformed frame dropped");
+                self.decide_once(ph, None).await;
+                self.reply(ErrorCode::Malformed, &format!("{e}: frame dropped"));
+                return None;
+            }
+        };
+        let control = Control::parse(&msg);
+        if first {
+            if let Some(Ok(Control::Hello { protocol, client_name })) = control {
+                // The same checks whether `hello` came within `hello_grace` or after it.
+                if let Err(text) = self.check_hello(protocol, &msg.event_name) {
+                    return Some(self.fatal(ph, ErrorCode::Protocol, text).await);
+                }
+                if ph.decided {
+                    // Late: the connection is served as a legacy client's already.
+                    self.upgrade(client_name);
+                } else {
+                    self.decide_once(ph, Some(client_name)).await;
+                }
+                return None;
+            }
+        }
+        self.decide_once(ph, None).await;
+        if let Some(control) = control {
+            // Protocol control is answered here and never reaches the application.
+            if let Ok(Control::Ping { nonce }) = control {
+                let pong = Control::Pong { nonce }.to_message(&inner.event, &inner.opts.timezone);
+                if let Ok(f) = encode_frame(&pong, usize::MAX) {
+                    self.push_own(f);
+                }
+            }
+            return None;
+        }
+        self.take_message(body, msg).await;
+        None
+    }
+
+    /// A message from the client: refused (`allow_client_send = false`), relayed, and handed
+    /// to the application.
+    async fn take_message(&self, body: &[u8], msg: SocketMessage) {
+        let inner = &*self.inner;
+        inner.counters.messages_received.fetch_add(1, Ordering::Relaxed);
+        if !inner.opts.allow_client_send {
+            self.reply(
+                ErrorCode::SendNotAllowed,
+                &format!(
+                    "server for event {} does not accept messages from clients (allow_client_send = false): message dropped",
+                    inner.event
+                ),
+            );
+            return;
+        }
+        if inner.opts.relay {
+            // Re-broadcast the exact bytes received.
+            if let Ok(f) = Frame::from_body(body, usize::MAX) {
+                inner.fan_out(f, Some(self.id));
+            }
+        }
+        if inner.wants_events() {
+            let ev = ServerEvent::Message { from: ClientId(self.id), message: msg };
+            if inner.lossy_events() {
+                // Relayed already: the event stream is a side channel that never holds up reading.
+                inner.emit_lossy(ev);
+            } else {
+                // The application is the only recipient (or, with
+                // `relay_events_backpressure`, a delivery path): back-pressure, nothing lost.
+                let _ = inner.events_tx.send(ev).await;
+            }
+        }
+    }
+
+    /// Ends the handshake phase unless it has ended already.
+    async fn decide_once(&self, ph: &mut Phase<'_>, hello: Option<Option<String>>) {
+        if !ph.decided {
+            ph.decided = true;
+            self.decide(ph.hs_tx, hello).await;
         }
     }
 
@@ -578,10 +626,10 @@ impl Conn {
 
     /// A protocol violation: send `code` (best effort) and close. Never
     /// returns; the writer ends the connection after the ERROR frame.
-    async fn fatal(&self, hs_tx: &Sender<Option<Frame>>, decided: bool, code: ErrorCode, text: String) -> String {
+    async fn fatal(&self, ph: &Phase<'_>, code: ErrorCode, text: String) -> String {
         tracing::debug!(%code, reason = %text, "closing connection on a protocol error");
-        if !decided {
-            let _ = hs_tx.try_send(None);
+        if !ph.decided {
+            let _ = ph.hs_tx.try_send(None);
         }
         match self.inner.error_frame(code, &text) {
             Some(frame) => {
