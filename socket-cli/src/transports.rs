@@ -46,18 +46,16 @@ pub(crate) fn create_server(config: &Config, event: &EventName) -> socket_factor
     socket_factory::create_server(&registry(), config, event.as_str())
 }
 
-/// Connects a client named `client_name` (shown by servers in `connected` events) over
-/// `transport` (from [`transport_for`]).
-///
-/// `socket-factory` builds clients with the options of the configuration only; the name and
-/// `receive_only` are per command, so this sets them on [`ClientOptions::from_config`].
+/// Connects a client named `client_name` (shown by servers in `connected` events) over the
+/// transport named by `socket.transport` ([`socket_factory::create_client_with_async`]: the
+/// name and `receive_only` are per command, set on [`ClientOptions::from_config`]).
 ///
 /// # Errors
 ///
-/// The errors of [`Client::connect_with_async`].
+/// The errors of [`socket_factory::create_client_with_async`].
 pub(crate) async fn connect_client(
-    transport: Arc<dyn Transport>,
-    event: EventName,
+    registry: &TransportRegistry,
+    event: &EventName,
     config: &Config,
     client_name: &str,
     receive_only: bool,
@@ -65,5 +63,5 @@ pub(crate) async fn connect_client(
     let mut options = ClientOptions::from_config(config)?;
     options.client_name = Some(client_name.to_owned());
     options.receive_only = receive_only;
-    Client::connect_with_async(transport, event, config.clone(), options).await
+    socket_factory::create_client_with_async(registry, config, event.as_str(), options).await
 }

@@ -6,7 +6,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -14,14 +13,14 @@ use futures_lite::Stream;
 use socket_factory::client::MessageStream;
 use socket_factory::config::Config;
 use socket_factory::control::Control;
-use socket_factory::{Client, ErrorKind, EventName, SocketMessage, Transport};
+use socket_factory::{Client, ErrorKind, EventName, SocketMessage, TransportRegistry};
 
 use crate::args::{FormatArg, GlobalArgs, ListenArgs};
 use crate::exit::{describe, CliError, Exit};
 use crate::json::{data_to_json, message_to_json};
 use crate::output::print_json;
 use crate::settings::{load_config, Overrides};
-use crate::transports::{connect_client, event_name, transport_for};
+use crate::transports::{connect_client, event_name, registry, transport_for};
 
 /// Pause between connection attempts while `--wait`ing for a server.
 const WAIT_RETRY: Duration = Duration::from_millis(100);
@@ -44,10 +43,12 @@ pub(crate) fn run(global: &GlobalArgs, args: &ListenArgs) -> Result<Exit, CliErr
         o.set("socket.wait_for_server", true);
     }
     let config = load_config(global, &o)?;
-    let transport = transport_for(&config)?;
+    // Unknown transport or invalid settings: exit 2 before connecting.
+    transport_for(&config)?;
+    let registry = registry();
     // `Secs` is at most a year, so the deadline always exists; `None` would mean "no deadline".
     let deadline = args.timeout.and_then(|t| t.after(started));
-    socket_factory::runtime::block_on(listen(transport, &events, &config, args, deadline))
+    socket_factory::runtime::block_on(listen(&registry, &events, &config, args, deadline))
 }
 
 /// The event names, validated, each once, in the order given.
@@ -65,7 +66,7 @@ fn event_names(names: &[String]) -> Result<Vec<EventName>, CliError> {
 /// The listen loop over every event, until `--count`, `--timeout`, an error, or (with
 /// `--no-reconnect`) every server has shut down.
 async fn listen(
-    transport: Arc<dyn Transport>,
+    registry: &TransportRegistry,
     events: &[EventName],
     config: &Config,
     args: &ListenArgs,
@@ -85,7 +86,7 @@ async fn listen(
         sources: events
             .iter()
             .map(|event| {
-                let connecting: Connecting<'_> = Box::pin(connect(transport.clone(), event.clone(), config, args.wait));
+                let connecting: Connecting<'_> = Box::pin(connect(registry, event.clone(), config, args.wait));
                 Source::Connecting(connecting)
             })
             .collect(),
@@ -250,13 +251,13 @@ fn is_shutdown(err: &socket_factory::Error) -> bool {
 
 /// Connects to the server of `event`; with `wait`, retries while there is no server.
 async fn connect(
-    transport: Arc<dyn Transport>,
+    registry: &TransportRegistry,
     event: EventName,
     config: &Config,
     wait: bool,
 ) -> Result<Client, CliError> {
     loop {
-        match connect_client(transport.clone(), event.clone(), config, "socketctl listen", true).await {
+        match connect_client(registry, &event, config, "socketctl listen", true).await {
             Ok(client) => return Ok(client),
             Err(e) if wait && matches!(e.kind(), ErrorKind::Connection | ErrorKind::Timeout) => {
                 tracing::debug!("no server for {event} yet, retrying: {e}");

@@ -10,7 +10,7 @@ use crate::json::parse_data;
 use crate::lines::{BoundedLines, Line};
 use crate::output::print_error;
 use crate::settings::{load_config, Overrides};
-use crate::transports::{connect_client, event_name, transport_for};
+use crate::transports::{connect_client, event_name, registry, transport_for};
 
 fn message_type(t: TypeArg) -> MessageType {
     match t {
@@ -49,11 +49,12 @@ pub(crate) fn run(global: &GlobalArgs, args: &SendArgs) -> Result<Exit, CliError
     // A one-shot sender never reconnects.
     o.set("socket.auto_reconnect", false);
     let config = load_config(global, &o)?;
-    let transport = transport_for(&config)?;
+    // Unknown transport or invalid settings: exit 2 before connecting.
+    transport_for(&config)?;
     let tz = config.time_zone().map_err(|e| CliError::usage(describe(&e)))?;
 
     let client =
-        socket_factory::runtime::block_on(connect_client(transport, event.clone(), &config, "socketctl send", false))
+        socket_factory::runtime::block_on(connect_client(&registry(), &event, &config, "socketctl send", false))
             .map_err(|e| CliError::connect(&e))?;
     // `send` shows nothing the server sends (relayed messages, for instance), but it reads
     // and discards it: a client whose receive buffer stays full is cut off as a slow
