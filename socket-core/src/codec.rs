@@ -223,6 +223,23 @@ fn at(path: &str) -> String {
     }
 }
 
+/// The `path` of the [`DecodeError`] variants that have one (`&` or `&mut`, as `$e` is).
+macro_rules! path_of {
+    ($e:expr) => {
+        match $e {
+            DecodeError::UnexpectedEnd { path, .. }
+            | DecodeError::LengthExceedsBody { path, .. }
+            | DecodeError::InvalidMarker { path, .. }
+            | DecodeError::DepthLimitExceeded { path, .. }
+            | DecodeError::NonStringKey { path, .. }
+            | DecodeError::InvalidUtf8 { path }
+            | DecodeError::ExtType { path, .. }
+            | DecodeError::DuplicateKey { path, .. } => Some(path),
+            _ => None,
+        }
+    };
+}
+
 impl DecodeError {
     /// The ERROR code a server answers this error with: `protocol` for an
     /// empty frame, `message_too_large` for an oversized one, `malformed`
@@ -259,31 +276,11 @@ impl DecodeError {
     /// The path of the offending value (`""` for the top level), for errors
     /// that have one.
     pub fn path(&self) -> Option<&str> {
-        match self {
-            DecodeError::UnexpectedEnd { path, .. }
-            | DecodeError::LengthExceedsBody { path, .. }
-            | DecodeError::InvalidMarker { path, .. }
-            | DecodeError::DepthLimitExceeded { path, .. }
-            | DecodeError::NonStringKey { path, .. }
-            | DecodeError::InvalidUtf8 { path }
-            | DecodeError::ExtType { path, .. }
-            | DecodeError::DuplicateKey { path, .. } => Some(path),
-            _ => None,
-        }
+        path_of!(self).map(String::as_str)
     }
 
     fn path_mut(&mut self) -> Option<&mut String> {
-        match self {
-            DecodeError::UnexpectedEnd { path, .. }
-            | DecodeError::LengthExceedsBody { path, .. }
-            | DecodeError::InvalidMarker { path, .. }
-            | DecodeError::DepthLimitExceeded { path, .. }
-            | DecodeError::NonStringKey { path, .. }
-            | DecodeError::InvalidUtf8 { path }
-            | DecodeError::ExtType { path, .. }
-            | DecodeError::DuplicateKey { path, .. } => Some(path),
-            _ => None,
-        }
+        path_of!(self)
     }
 
     /// Adds `key` in front of the path while the error unwinds out of a map.

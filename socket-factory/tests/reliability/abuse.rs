@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use socket_factory::control::{Control, ErrorCode};
-use socket_factory::{ErrorKind, ServerEvent};
+use socket_factory::{ErrorKind, Server, ServerEvent};
 
 use super::harness::*;
 
@@ -20,7 +20,7 @@ fn partial_frame(len: u32, have: usize) -> Vec<u8> {
     v
 }
 
-// F1 -------------------------------------------------------------------------------------------
+// silent connection is a legacy subscriber (RELIABILITY.md F1) ---------------------------------
 
 on_both!(silent_connection_is_a_legacy_subscriber);
 
@@ -60,7 +60,7 @@ fn silent_connection_is_a_legacy_subscriber(net: Net, _name: &str) -> TestResult
     })
 }
 
-// F2 -------------------------------------------------------------------------------------------
+// hundred connections at once (RELIABILITY.md F2) ----------------------------------------------
 
 on_both!(hundred_connections_at_once);
 
@@ -164,7 +164,7 @@ fn hundred_connections_at_once(net: Net, name: &str) -> TestResult {
     })
 }
 
-// F3 -------------------------------------------------------------------------------------------
+// slow loris closed at frame deadline (RELIABILITY.md F3) --------------------------------------
 
 on_both!(slow_loris_closed_at_frame_deadline);
 
@@ -176,12 +176,7 @@ fn slow_loris_closed_at_frame_deadline(net: Net, name: &str) -> TestResult {
         watchdog(40, move || {
             let fx = Fx::new(net)?;
             let server = fx.server()?;
-            let warm = fx.client()?;
-            warm.disconnect();
-            drop(warm);
-            wait_until(S5, "the warm-up client to leave", || server.client_count() == 0)?;
-            let base = heap_now();
-            HEAP.reset_peak_usage();
+            let base = heap_baseline(&fx, &server)?;
             let mut r = fx.raw()?;
             let mut w = r.s.try_clone()?;
             let stop = Arc::new(AtomicBool::new(false));
@@ -219,7 +214,7 @@ fn slow_loris_closed_at_frame_deadline(net: Net, name: &str) -> TestResult {
     })
 }
 
-// F4 -------------------------------------------------------------------------------------------
+// http request rejected without allocating (RELIABILITY.md F4) ---------------------------------
 
 on_both!(http_request_rejected_without_allocating);
 
@@ -230,12 +225,7 @@ fn http_request_rejected_without_allocating(net: Net, name: &str) -> TestResult 
         watchdog(30, move || {
             let fx = Fx::new(net)?;
             let server = fx.server()?;
-            let warm = fx.client()?;
-            warm.disconnect();
-            drop(warm);
-            wait_until(S5, "the warm-up client to leave", || server.client_count() == 0)?;
-            let base = heap_now();
-            HEAP.reset_peak_usage();
+            let base = heap_baseline(&fx, &server)?;
             let mut r = fx.raw()?;
             r.send(b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: curl/8\r\nAccept: */*\r\n\r\n")?;
             let text = r.expect_error(ErrorCode::MessageTooLarge, S5)?;
@@ -254,7 +244,7 @@ fn http_request_rejected_without_allocating(net: Net, name: &str) -> TestResult 
     })
 }
 
-// F5 -------------------------------------------------------------------------------------------
+// client eleven refused and backs off (RELIABILITY.md F5) --------------------------------------
 
 on_both!(client_eleven_refused_and_backs_off);
 
@@ -308,7 +298,7 @@ fn client_eleven_refused_and_backs_off(net: Net, _name: &str) -> TestResult {
     })
 }
 
-// F6 -------------------------------------------------------------------------------------------
+// blasting client without send right (RELIABILITY.md F6) ---------------------------------------
 
 on_both!(blasting_client_without_send_right);
 
@@ -390,7 +380,7 @@ fn blasting_client_without_send_right(net: Net, name: &str) -> TestResult {
     })
 }
 
-// F7 -------------------------------------------------------------------------------------------
+// flooding client is back pressured (RELIABILITY.md F7) ----------------------------------------
 
 on_both!(flooding_client_is_back_pressured);
 
@@ -470,7 +460,7 @@ fn flooding_client_is_back_pressured(net: Net, name: &str) -> TestResult {
     })
 }
 
-// F8 -------------------------------------------------------------------------------------------
+// wrong protocol version rejected by server (RELIABILITY.md F8) --------------------------------
 
 on_both!(wrong_protocol_version_rejected_by_server);
 
@@ -627,7 +617,7 @@ fn self_connect_simulation_rejected(net: Net, _name: &str) -> TestResult {
     })
 }
 
-// F9 -------------------------------------------------------------------------------------------
+// burst does not starve others (RELIABILITY.md F9) ---------------------------------------------
 
 on_both!(burst_does_not_starve_others);
 
@@ -702,4 +692,16 @@ fn burst_does_not_starve_others(net: Net, _name: &str) -> TestResult {
         drop(app);
         Ok(())
     })
+}
+
+/// Warms the server up with one client that connects and leaves (first-use allocations are
+/// not counted against an attack), then returns the heap in use and resets the peak.
+fn heap_baseline(fx: &Fx, server: &Server) -> TestResult<usize> {
+    let warm = fx.client()?;
+    warm.disconnect();
+    drop(warm);
+    wait_until(S5, "the warm-up client to leave", || server.client_count() == 0)?;
+    let base = heap_now();
+    HEAP.reset_peak_usage();
+    Ok(base)
 }

@@ -41,7 +41,7 @@ fn expect_state(c: &Client, want: ConnectionState, timeout: Duration) -> TestRes
     wait_until(timeout, &format!("state {want:?} (is {:?})", c.state()), || c.state() == want)
 }
 
-// L-1 ------------------------------------------------------------------------------------------
+// peer killed mid frame (RELIABILITY.md L-1) ---------------------------------------------------
 
 on_both!(peer_killed_mid_frame);
 
@@ -90,7 +90,7 @@ fn peer_killed_mid_frame(net: Net, name: &str) -> TestResult {
     })
 }
 
-// L-2 ------------------------------------------------------------------------------------------
+// clients leave during broadcast (RELIABILITY.md L-2) ------------------------------------------
 
 on_both!(clients_leave_during_broadcast);
 
@@ -167,7 +167,7 @@ fn clients_leave_during_broadcast(net: Net, _name: &str) -> TestResult {
     })
 }
 
-// L-3 ------------------------------------------------------------------------------------------
+// stop with ten clients (RELIABILITY.md L-3) ---------------------------------------------------
 
 on_both!(stop_with_ten_clients);
 
@@ -214,7 +214,7 @@ fn stop_with_ten_clients(net: Net, _name: &str) -> TestResult {
     })
 }
 
-// L-4 ------------------------------------------------------------------------------------------
+// server process killed (RELIABILITY.md L-4) ---------------------------------------------------
 
 on_both!(server_process_killed);
 
@@ -252,7 +252,7 @@ fn server_process_killed(net: Net, name: &str) -> TestResult {
     })
 }
 
-// L-5 ------------------------------------------------------------------------------------------
+// restart and sequence accounting (RELIABILITY.md L-5) -----------------------------------------
 
 on_both!(restart_and_sequence_accounting);
 
@@ -317,7 +317,7 @@ fn restart_and_sequence_accounting(net: Net, _name: &str) -> TestResult {
     })
 }
 
-// L-6 ------------------------------------------------------------------------------------------
+// client process stopped (RELIABILITY.md L-6) --------------------------------------------------
 
 on_both!(client_process_stopped);
 
@@ -390,7 +390,7 @@ fn client_process_stopped(net: Net, name: &str) -> TestResult {
     })
 }
 
-// L-7 ------------------------------------------------------------------------------------------
+// server process stopped (RELIABILITY.md L-7) --------------------------------------------------
 
 on_both!(server_process_stopped);
 
@@ -425,7 +425,7 @@ fn server_process_stopped(net: Net, name: &str) -> TestResult {
     })
 }
 
-// L-8 ------------------------------------------------------------------------------------------
+// client half close (RELIABILITY.md L-8) -------------------------------------------------------
 
 on_both!(client_half_close);
 
@@ -492,7 +492,7 @@ fn server_half_close(net: Net, name: &str) -> TestResult {
     })
 }
 
-// L-9 ------------------------------------------------------------------------------------------
+// reset mid frame keeps other clients (RELIABILITY.md L-9) -------------------------------------
 
 #[cfg(feature = "tcp")]
 #[test]
@@ -527,7 +527,7 @@ fn reset_mid_frame_keeps_other_clients() -> TestResult {
     })
 }
 
-// L-10 -----------------------------------------------------------------------------------------
+// event consumer panics (RELIABILITY.md L-10) --------------------------------------------------
 
 on_both!(event_consumer_panics);
 
@@ -561,7 +561,7 @@ fn event_consumer_panics(net: Net, _name: &str) -> TestResult {
     })
 }
 
-// L-11 -----------------------------------------------------------------------------------------
+// thousand connects burst (RELIABILITY.md L-11) ------------------------------------------------
 
 on_both!(thousand_connects_burst);
 
@@ -639,7 +639,7 @@ fn thousand_connects_burst(net: Net, name: &str) -> TestResult {
     })
 }
 
-// L-12 -----------------------------------------------------------------------------------------
+// replay and live never interleave (RELIABILITY.md L-12) ---------------------------------------
 
 on_both!(replay_and_live_never_interleave);
 

@@ -47,7 +47,7 @@ fn count(v: &Arc<Mutex<Vec<u64>>>) -> usize {
     v.lock().map(|v| v.len()).unwrap_or(0)
 }
 
-// Q1 -------------------------------------------------------------------------------------------
+// one client never reads (RELIABILITY.md Q1) ---------------------------------------------------
 
 on_both!(one_client_never_reads);
 
@@ -102,7 +102,7 @@ fn one_client_never_reads(net: Net, name: &str) -> TestResult {
     })
 }
 
-// Q3 -------------------------------------------------------------------------------------------
+// no premature disconnect (RELIABILITY.md Q3) --------------------------------------------------
 
 on_both!(no_premature_disconnect);
 
@@ -176,7 +176,7 @@ fn no_premature_disconnect(net: Net, _name: &str) -> TestResult {
     })
 }
 
-// Q4 -------------------------------------------------------------------------------------------
+// adversarial worst case heap (RELIABILITY.md Q4) ----------------------------------------------
 
 on_both!(adversarial_worst_case_heap);
 
@@ -247,7 +247,7 @@ fn adversarial_worst_case_heap(net: Net, name: &str) -> TestResult {
     })
 }
 
-// Q5 -------------------------------------------------------------------------------------------
+// ten thousand publishes without clients (RELIABILITY.md Q5) -----------------------------------
 
 on_both!(ten_thousand_publishes_without_clients);
 
@@ -280,7 +280,7 @@ fn ten_thousand_publishes_without_clients(net: Net, _name: &str) -> TestResult {
     })
 }
 
-// Q6 -------------------------------------------------------------------------------------------
+// client buffer full back pressure (RELIABILITY.md Q6) -----------------------------------------
 
 on_both!(client_buffer_full_back_pressure);
 
@@ -352,7 +352,7 @@ fn client_buffer_full_back_pressure(net: Net, _name: &str) -> TestResult {
     })
 }
 
-// Q7 -------------------------------------------------------------------------------------------
+// concurrent broadcasts while clients churn (RELIABILITY.md Q7) --------------------------------
 
 on_both!(concurrent_broadcasts_while_clients_churn);
 
@@ -434,7 +434,7 @@ fn concurrent_broadcasts_while_clients_churn(net: Net, _name: &str) -> TestResul
     })
 }
 
-// Q8 -------------------------------------------------------------------------------------------
+// kernel buffer absorption (RELIABILITY.md Q8) -------------------------------------------------
 
 on_both!(kernel_buffer_absorption);
 

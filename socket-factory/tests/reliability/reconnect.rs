@@ -49,7 +49,7 @@ fn gaps(times: &[Instant]) -> Vec<Duration> {
     times.windows(2).map(|w| w[1] - w[0]).collect()
 }
 
-// R1 -------------------------------------------------------------------------------------------
+// reconnect backoff of many clients is jittered (RELIABILITY.md R1) ---------------------------
 
 /// Twenty clients lose their server, which stays away (a fake accepts, reads `hello` and hangs
 /// up): each client's attempt gaps stay between the 50 ms floor (half the initial 100 ms) and
@@ -114,7 +114,7 @@ fn backoff_schedule_and_jitter() -> TestResult {
     })
 }
 
-// R2 -------------------------------------------------------------------------------------------
+// backoff not reset by a bare connect (RELIABILITY.md R2) --------------------------------------
 
 on_both!(backoff_not_reset_by_a_bare_connect);
 
@@ -153,7 +153,7 @@ fn backoff_not_reset_by_a_bare_connect(net: Net, _name: &str) -> TestResult {
     })
 }
 
-// R3 -------------------------------------------------------------------------------------------
+// disconnect during backoff (RELIABILITY.md R3) ------------------------------------------------
 
 on_both!(disconnect_during_backoff);
 
@@ -186,7 +186,7 @@ fn disconnect_during_backoff(net: Net, _name: &str) -> TestResult {
     })
 }
 
-// R4 -------------------------------------------------------------------------------------------
+// receiver thread survives reconnect and can disconnect (RELIABILITY.md R4) --------------------
 
 on_both!(receiver_thread_survives_reconnect_and_can_disconnect);
 
@@ -234,7 +234,7 @@ fn receiver_thread_survives_reconnect_and_can_disconnect(net: Net, _name: &str) 
     })
 }
 
-// L15: protocol mismatch on a reconnect -----------------------------------------------------------
+// protocol mismatch on a reconnect (RELIABILITY.md L15) -------------------------------------------
 
 on_both!(protocol_mismatch_on_reconnect_closes_the_client);
 
@@ -281,7 +281,7 @@ fn protocol_mismatch_on_reconnect_closes_the_client(net: Net, _name: &str) -> Te
     })
 }
 
-// R6 -------------------------------------------------------------------------------------------
+// foreign server on the old port (RELIABILITY.md R6) -------------------------------------------
 
 /// TCP discovery: the event's server comes back on the next port of its sequence because its
 /// old port now belongs to another event's server. The client refuses the foreign server (its
