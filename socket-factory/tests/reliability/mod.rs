@@ -13,6 +13,7 @@
 pub(crate) mod harness;
 
 mod abuse;
+mod handle;
 mod handshake;
 mod lifecycle;
 mod queues;
