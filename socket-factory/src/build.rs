@@ -268,6 +268,28 @@ pub async fn create_client_with_async(
 /// # Errors
 ///
 /// See [`create_client`].
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "unix")] {
+/// use socket_factory::{ClientOptions, Config};
+///
+/// let registry = socket_factory::default_registry();
+/// let mut config = Config::default();
+/// let dir = tempfile::tempdir()?;
+/// config.socket.socket_dir = dir.path().into();
+/// let server = socket_factory::create_server(&registry, &config, "system_status")?;
+/// server.start()?;
+///
+/// let mut options = ClientOptions::from_config(&config)?;
+/// options.client_name = Some("status-bar".to_owned());
+/// let client = socket_factory::create_client_with(&registry, &config, "system_status", options)?;
+/// assert!(client.is_connected());
+/// server.stop()?;
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn create_client_with(
     registry: &TransportRegistry,
     config: &Config,
