@@ -72,7 +72,7 @@ pub use config::Config;
 pub use error::{Error, ErrorKind, Result};
 pub use message::{Data, EventName, MessageType, SocketMessage};
 pub use server::{ClientId, ClientInfo, Server, ServerEvent, ServerEvents, ServerOptions, ServerStats};
-pub use transport::{Connection, Endpoint, Listener, PeerInfo, Transport, TransportRegistry};
+pub use transport::{BlockingRead, Connection, Endpoint, Listener, PeerInfo, Transport, TransportRegistry};
 
 /// Wire protocol version spoken by this crate (`hello.protocol`).
 pub const PROTOCOL_VERSION: u64 = 1;

@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io;
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use futures_lite::{AsyncRead, AsyncWrite};
@@ -152,6 +154,38 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     ///
     /// [`ErrorKind::Connection`] when nothing listens there or the connect fails.
     async fn connect(&self, endpoint: &Endpoint, config: &Config) -> Result<Connection>;
+
+    /// Connects like [`connect`](Self::connect) and, where the transport can, also gives a
+    /// blocking view of the connection's read half ([`BlockingRead`]). The client engine then
+    /// reads on the thread of a blocking `receive` while the application keeps receiving,
+    /// instead of handing every read from the reactor's thread to the application's (a
+    /// system call or two per wait instead of the reactor's round, and one thread wake-up
+    /// instead of two). The default gives none: every read goes through the reactor.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    async fn connect_blocking(
+        &self,
+        endpoint: &Endpoint,
+        config: &Config,
+    ) -> Result<(Connection, Option<Arc<dyn BlockingRead>>)> {
+        Ok((self.connect(endpoint, config).await?, None))
+    }
+}
+
+/// A blocking view of one connection's read half, given by
+/// [`Transport::connect_blocking`]. It reads the same stream as the connection's
+/// [`BoxRead`]; the client engine never uses both at once.
+pub trait BlockingRead: Send + Sync + fmt::Debug {
+    /// Reads what the stream holds into `buf`, waiting for data at most until `deadline`
+    /// (`None`: no limit). `Ok(Some(0))` is end of stream, `Ok(None)` means the deadline
+    /// passed with nothing to read.
+    ///
+    /// # Errors
+    ///
+    /// The stream's read error.
+    fn read_until(&self, buf: &mut [u8], deadline: Option<Instant>) -> io::Result<Option<usize>>;
 }
 
 /// Transports keyed by scheme name. Cheap to clone; clones share the map.

@@ -17,6 +17,7 @@ use futures_lite::{AsyncRead, AsyncWrite};
 
 use crate::codec::{DecodeError, FrameDecoder, Limits};
 use crate::runtime::Deadline;
+use crate::transport::BlockingRead;
 
 /// Largest read size a busy stream grows to (unless `buffer_size` is larger).
 const MAX_READ: usize = 64 << 10;
@@ -152,6 +153,36 @@ impl FrameReader {
             }
             Some(n) => {
                 dec.commit(n);
+                self.adapt(n, want);
+                Fill::Data
+            }
+        })
+    }
+
+    /// [`fill`](Self::fill) on a blocking read half, waiting on the calling thread.
+    pub(crate) fn fill_blocking(&mut self, r: &dyn BlockingRead, deadline: Option<Instant>) -> io::Result<Fill> {
+        let want = self.dec.needed().unwrap_or(0).max(self.cur_read);
+        let res = loop {
+            match r.read_until(self.dec.spare(want), deadline) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                res => break res,
+            }
+        };
+        Ok(match res {
+            Err(e) => {
+                self.dec.commit(0);
+                return Err(e);
+            }
+            Ok(None) => {
+                self.dec.commit(0);
+                Fill::Deadline
+            }
+            Ok(Some(0)) => {
+                self.dec.commit(0);
+                Fill::Eof
+            }
+            Ok(Some(n)) => {
+                self.dec.commit(n);
                 self.adapt(n, want);
                 Fill::Data
             }

@@ -76,17 +76,23 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod blocking;
 mod listener;
 mod port;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use socket2::{SockRef, TcpKeepalive};
 use socket_core::config::{check_transport_table, KeySpec, ValueType, MAX_CONNECTIONS};
-use socket_core::{Config, Connection, Endpoint, Error, ErrorKind, EventName, PeerInfo, Result, Transport};
+use socket_core::{
+    BlockingRead, Config, Connection, Endpoint, Error, ErrorKind, EventName, PeerInfo, Result, Transport,
+};
+
+use crate::blocking::FdReader;
 
 pub use listener::TcpListener;
 pub use port::{fnv1a_32, preferred_port, probe_sequence};
@@ -487,6 +493,17 @@ impl Transport for TcpTransport {
         let _ = config;
         let (stream, peer) = self.connect_stream(endpoint).await?;
         Ok(Connection { reader: Box::new(stream.clone()), writer: Box::new(stream), peer })
+    }
+
+    async fn connect_blocking(
+        &self,
+        endpoint: &Endpoint,
+        config: &Config,
+    ) -> Result<(Connection, Option<Arc<dyn BlockingRead>>)> {
+        let _ = config;
+        let (stream, peer) = self.connect_stream(endpoint).await?;
+        let blocking: Arc<dyn BlockingRead> = Arc::new(FdReader::new(stream.clone()));
+        Ok((Connection { reader: Box::new(stream.clone()), writer: Box::new(stream), peer }, Some(blocking)))
     }
 }
 

@@ -90,6 +90,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod blocking;
 mod dir;
 mod listener;
 mod lock;
@@ -99,11 +100,15 @@ use std::fs::Metadata;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use socket_core::config::{check_transport_table, ConfigError, KeySpec, ValueType, MAX_CONNECTIONS};
-use socket_core::{Config, Connection, Endpoint, Error, ErrorKind, EventName, Listener, PeerInfo, Result, Transport};
+use socket_core::{
+    BlockingRead, Config, Connection, Endpoint, Error, ErrorKind, EventName, Listener, PeerInfo, Result, Transport,
+};
 
+use crate::blocking::FdReader;
 use crate::peer::{peer_creds, PeerPolicy};
 
 /// The scheme this transport registers under.
@@ -396,38 +401,51 @@ impl Transport for UnixTransport {
     }
 
     async fn connect(&self, endpoint: &Endpoint, config: &Config) -> Result<Connection> {
-        let settings = Settings::from_config(config)?;
-        let path = Path::new(&endpoint.address);
-        let event = path.file_stem().map_or_else(|| endpoint.address.clone(), |s| s.to_string_lossy().into_owned());
-        let stream = async_net::unix::UnixStream::connect(path).await.map_err(|e| connect_error(e, path, &event))?;
-        let creds = peer_creds(&stream).map_err(|e| {
-            Error::new(
-                ErrorKind::Connection,
-                format!("cannot read the credentials of the server at {}", path.display()),
-            )
-            .with_source(e)
-        })?;
-        if let Some(creds) = creds {
-            let policy = settings.client_policy();
-            if !policy.allows(creds.uid) {
-                tracing::warn!(uid = creds.uid, path = %path.display(), "server runs as another user; refusing it");
-                return Err(Error::new(
-                    ErrorKind::Connection,
-                    format!(
-                        "refusing the server at {}: it runs as uid {}, not as you (uid {}) or root, so another user \
-                         may have taken the path; if this is intended, add {} to socket.unix.allowed_uids",
-                        path.display(),
-                        creds.uid,
-                        policy.own,
-                        creds.uid
-                    ),
-                ));
-            }
-        }
-        let peer =
-            PeerInfo { address: endpoint.address.clone(), pid: creds.and_then(|c| c.pid), uid: creds.map(|c| c.uid) };
+        let (stream, peer) = open(endpoint, config).await?;
         Ok(Connection { reader: Box::new(stream.clone()), writer: Box::new(stream), peer })
     }
+
+    async fn connect_blocking(
+        &self,
+        endpoint: &Endpoint,
+        config: &Config,
+    ) -> Result<(Connection, Option<Arc<dyn BlockingRead>>)> {
+        let (stream, peer) = open(endpoint, config).await?;
+        let blocking: Arc<dyn BlockingRead> = Arc::new(FdReader::new(stream.clone()));
+        Ok((Connection { reader: Box::new(stream.clone()), writer: Box::new(stream), peer }, Some(blocking)))
+    }
+}
+
+/// Connects to the server socket at `endpoint` and checks who runs it (the peer policy).
+async fn open(endpoint: &Endpoint, config: &Config) -> Result<(async_net::unix::UnixStream, PeerInfo)> {
+    let settings = Settings::from_config(config)?;
+    let path = Path::new(&endpoint.address);
+    let event = path.file_stem().map_or_else(|| endpoint.address.clone(), |s| s.to_string_lossy().into_owned());
+    let stream = async_net::unix::UnixStream::connect(path).await.map_err(|e| connect_error(e, path, &event))?;
+    let creds = peer_creds(&stream).map_err(|e| {
+        Error::new(ErrorKind::Connection, format!("cannot read the credentials of the server at {}", path.display()))
+            .with_source(e)
+    })?;
+    if let Some(creds) = creds {
+        let policy = settings.client_policy();
+        if !policy.allows(creds.uid) {
+            tracing::warn!(uid = creds.uid, path = %path.display(), "server runs as another user; refusing it");
+            return Err(Error::new(
+                ErrorKind::Connection,
+                format!(
+                    "refusing the server at {}: it runs as uid {}, not as you (uid {}) or root, so another user \
+                         may have taken the path; if this is intended, add {} to socket.unix.allowed_uids",
+                    path.display(),
+                    creds.uid,
+                    policy.own,
+                    creds.uid
+                ),
+            ));
+        }
+    }
+    let peer =
+        PeerInfo { address: endpoint.address.clone(), pid: creds.and_then(|c| c.pid), uid: creds.map(|c| c.uid) };
+    Ok((stream, peer))
 }
 
 /// True when `e` says the socket directory cannot be used at all: not writable or not

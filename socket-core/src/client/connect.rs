@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::future::pending;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::receive::Incoming;
@@ -12,7 +13,7 @@ use crate::control::{Control, ErrorCode};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::SocketMessage;
 use crate::runtime;
-use crate::transport::{BoxRead, BoxWrite, Endpoint};
+use crate::transport::{BlockingRead, BoxRead, BoxWrite, Endpoint};
 use crate::wire::{write_all, Fill, FrameReader, StallTimer};
 use crate::PROTOCOL_VERSION;
 
@@ -25,6 +26,8 @@ pub(super) struct Established {
     pub(super) early: VecDeque<Incoming>,
     pub(super) welcome: Option<(String, bool, bool)>,
     pub(super) address: String,
+    /// The transport's blocking view of the stream, if it gives one.
+    pub(super) blocking: Option<Arc<dyn BlockingRead>>,
 }
 
 /// How long a discovered endpoint (one port of a range) has to connect and answer `welcome`
@@ -148,10 +151,10 @@ impl Inner {
                 ),
             )
         };
-        let conn = match runtime::until(probe, self.transport.connect(ep, &self.config)).await {
+        let (conn, blocking) = match runtime::until(probe, self.transport.connect_blocking(ep, &self.config)).await {
             None if probe == deadline || ep.explicit => return Attempt::Done(Err(timed_out(ep))),
             None => return Attempt::Silent(timed_out(ep)),
-            Some(Ok(conn)) => conn,
+            Some(Ok((conn, blocking))) => (conn, blocking),
             Some(Err(e)) if e.kind() == ErrorKind::Connection => return Attempt::Next(e),
             Some(Err(e)) => return Attempt::Done(Err(e)),
         };
@@ -164,10 +167,11 @@ impl Inner {
                 early: VecDeque::new(),
                 welcome: None,
                 address: ep.address.clone(),
+                blocking,
             })));
         }
         match self.handshake(conn.reader, conn.writer, fr, ep, probe).await {
-            Ok(est) => Attempt::Done(Ok(Box::new(est))),
+            Ok(est) => Attempt::Done(Ok(Box::new(Established { blocking, ..est }))),
             Err(HsError::Next(e)) if e.kind() == ErrorKind::Timeout && probe != deadline => Attempt::Silent(e),
             Err(HsError::Next(e)) => Attempt::Next(e),
             Err(HsError::Fatal(e)) => Attempt::Done(Err(e)),
@@ -211,7 +215,15 @@ impl Inner {
         let write_err = self.send_hello(&mut writer, deadline).await?;
         let (msg, early) = self.read_to_answer(&mut reader, &mut fr, &at, deadline, write_err).await?;
         let welcome = self.accept_answer(&msg, &at)?;
-        Ok(Established { reader, writer, fr, early, welcome: Some(welcome), address: ep.address.clone() })
+        Ok(Established {
+            reader,
+            writer,
+            fr,
+            early,
+            welcome: Some(welcome),
+            address: ep.address.clone(),
+            blocking: None,
+        })
     }
 
     /// Writes `hello`. A refusing server may have closed already: its `error` frame can still

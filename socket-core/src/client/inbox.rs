@@ -89,31 +89,19 @@ impl Inbox {
 
     /// Waits for an item until `deadline` (none: no limit), parking the thread.
     /// `Ok(None)`: the deadline passed.
+    #[cfg(test)]
     pub(super) fn pop_blocking(&self, deadline: Option<Instant>) -> Result<Option<Incoming>, Closed> {
-        let me = thread::current();
         loop {
-            // Registered as a sleeper under the lock that found the inbox empty,
-            // so a push after this check unparks us.
-            let found = self.pop_with(|st| {
-                if !st.sleepers.iter().any(|t| t.id() == me.id()) {
-                    st.sleepers.push(me.clone());
+            match self.pop_or_register() {
+                Pop::Item(item) => {
+                    self.unregister();
+                    return Ok(Some(item));
                 }
-            });
-            match found {
-                Pop::Item(item) => return Ok(Some(item)),
                 Pop::Closed => return Err(Closed),
                 Pop::Empty => {}
             }
-            match deadline {
-                None => thread::park(),
-                Some(at) => {
-                    let now = Instant::now();
-                    if now >= at {
-                        self.lock().sleepers.retain(|t| t.id() != me.id());
-                        return Ok(None);
-                    }
-                    thread::park_timeout(at - now);
-                }
+            if !self.park_until(deadline) {
+                return Ok(None);
             }
         }
     }
@@ -195,6 +183,67 @@ impl Inbox {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// [`try_pop`](Self::try_pop) for a blocking consumer about to wait: when there is
+    /// nothing to take, the calling thread is registered as a sleeper under the same lock, so
+    /// a push or a [`wake_sleepers`](Self::wake_sleepers) after this call unparks it.
+    pub(super) fn pop_or_register(&self) -> Pop {
+        let me = thread::current();
+        self.pop_with(|st| {
+            if !st.sleepers.iter().any(|t| t.id() == me.id()) {
+                st.sleepers.push(me);
+            }
+        })
+    }
+
+    /// Parks the calling thread (registered by [`pop_or_register`](Self::pop_or_register))
+    /// until it is unparked or `deadline` passes; false once the deadline has passed, and
+    /// the thread is then no longer registered.
+    pub(super) fn park_until(&self, deadline: Option<Instant>) -> bool {
+        match deadline {
+            None => thread::park(),
+            Some(at) => {
+                let now = Instant::now();
+                if now >= at {
+                    self.unregister();
+                    return false;
+                }
+                thread::park_timeout(at - now);
+            }
+        }
+        true
+    }
+
+    /// Takes the calling thread off the sleepers.
+    pub(super) fn unregister(&self) {
+        let me = thread::current().id();
+        self.lock().sleepers.retain(|t| t.id() != me);
+    }
+
+    /// Unparks every blocking consumer that waits (they look again: the read side changed
+    /// hands, see `client/lead.rs`).
+    pub(super) fn wake_sleepers(&self) {
+        let sleepers = std::mem::take(&mut self.lock().sleepers);
+        wake(sleepers);
+    }
+
+    /// Appends every item of `batch` in order without waiting for room: the one read a
+    /// receiving thread made on its own because the buffer was empty (so the buffer holds at
+    /// most its capacity plus one read). `Err` once closed.
+    pub(super) fn push_now(&self, batch: &mut VecDeque<Incoming>) -> Result<(), Closed> {
+        let sleepers = {
+            let mut st = self.lock();
+            if st.closed {
+                batch.clear();
+                return Err(Closed);
+            }
+            st.items.extend(batch.drain(..));
+            std::mem::take(&mut st.sleepers)
+        };
+        wake(sleepers);
+        self.readable.notify(usize::MAX);
         Ok(())
     }
 

@@ -228,7 +228,8 @@ impl Inner {
             self.set_state(&mut sh, ConnectionState::Connected);
         }
         tracing::debug!(event = %self.event, address = %est.address, "connected");
-        Ok(LinkReader { reader: est.reader, fr: est.fr, early: est.early, link })
+        self.reads.reset(est.blocking.is_some());
+        Ok(LinkReader { reader: est.reader, fr: est.fr, early: est.early, link, blocking: est.blocking })
     }
 
     /// Writes one frame on the live connection; returns its generation and, for a

@@ -40,6 +40,7 @@ use event_listener::EventListener;
 use futures_lite::Stream;
 
 use self::inbox::{Inbox, Pop};
+use self::lead::Led;
 use self::link::{Link, Sent, WriterSlot};
 
 use crate::codec::{encode_frame, encode_frame_with};
@@ -52,6 +53,7 @@ use crate::transport::Transport;
 
 mod connect;
 mod inbox;
+mod lead;
 mod link;
 mod options;
 mod receive;
@@ -173,6 +175,7 @@ impl Client {
             }),
             writer: async_lock::Mutex::new(None),
             inbox,
+            reads: lead::ReadSlot::default(),
             lingering: AtomicBool::new(false),
             next_nonce: AtomicU64::new(1),
             unconfirmed: AtomicU64::new(0),
@@ -371,21 +374,36 @@ impl Client {
     ///
     /// See [`receive_async`](Self::receive_async).
     pub fn receive(&self, timeout: Option<Duration>) -> Result<Option<SocketMessage>> {
+        let inner = &*self.inner;
         let mut deadline = None;
+        let mut registered = false;
         loop {
-            let item = match self.inner.inbox.try_pop() {
+            let item = match inner.inbox.pop_or_register() {
                 Pop::Item(item) => item,
-                Pop::Closed => return Err(self.inner.closed_error()),
+                Pop::Closed => return Err(inner.closed_error()),
                 Pop::Empty => {
+                    registered = true;
                     let at = timeout.and_then(|t| *deadline.get_or_insert_with(|| runtime::deadline_after(t)));
-                    match self.inner.inbox.pop_blocking(at) {
-                        Ok(Some(item)) => item,
-                        Ok(None) => return Ok(None),
-                        Err(_) => return Err(self.inner.closed_error()),
+                    // Registered as a sleeper: a push or a hand-over after this unparks us.
+                    match inner.lead(at) {
+                        Led::Delivered => {}
+                        Led::TimedOut => {
+                            inner.inbox.unregister();
+                            return Ok(None);
+                        }
+                        Led::Follow => {
+                            if !inner.inbox.park_until(at) {
+                                return Ok(None);
+                            }
+                        }
                     }
+                    continue;
                 }
             };
-            if let Some(m) = self.inner.open(item) {
+            if std::mem::take(&mut registered) {
+                inner.inbox.unregister();
+            }
+            if let Some(m) = inner.open(item) {
                 return Ok(Some(m));
             }
         }
@@ -667,6 +685,8 @@ struct Inner {
     writer: async_lock::Mutex<Option<WriterSlot>>,
     /// The receive buffer.
     inbox: Inbox,
+    /// The read side while the supervisor does not read it (`lead.rs`).
+    reads: lead::ReadSlot,
     /// Set when a lingering close begins: the supervisor drains instead of reconnecting.
     lingering: AtomicBool,
     /// The next `ping` nonce of a receipt.

@@ -7,12 +7,14 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use futures_lite::future;
+
 use super::link::{Link, Sent};
 use super::Inner;
 use crate::codec::{decode_body, decode_body_for, encode_frame};
 use crate::control::{Control, ErrorCode};
 use crate::message::SocketMessage;
-use crate::transport::BoxRead;
+use crate::transport::{BlockingRead, BoxRead};
 use crate::wire::{Fill, FrameReader};
 
 /// One entry of the receive buffer.
@@ -78,6 +80,16 @@ impl ReadBatch {
         self.items.push(Pending::Decoded(msg));
     }
 
+    /// Appends the batch, if not empty, to `steps` as one [`Step::Deliver`]; leaves it empty.
+    fn deliver_into(&mut self, steps: &mut Vec<Step>) {
+        if self.items.is_empty() {
+            return;
+        }
+        let mut out = VecDeque::with_capacity(self.items.len());
+        self.drain_into(&mut out);
+        steps.push(Step::Deliver(out));
+    }
+
     /// Appends the batch to `out` as receive-buffer entries; leaves it empty.
     pub(super) fn drain_into(&mut self, out: &mut VecDeque<Incoming>) {
         if self.items.is_empty() {
@@ -104,13 +116,26 @@ pub(super) fn may_be_protocol(body: &[u8]) -> bool {
     !crate::codec::is_data_body(body)
 }
 
-/// The reading side of an installed connection, owned by the supervisor.
+/// The reading side of an installed connection: the supervisor's, or a blocking
+/// receiver's while it reads (`client/lead.rs`).
 pub(super) struct LinkReader {
     pub(super) reader: BoxRead,
     pub(super) fr: FrameReader,
     /// Messages read before `welcome` and not yet in the receive buffer.
     pub(super) early: VecDeque<Incoming>,
     pub(super) link: Link,
+    /// The transport's blocking view of the same stream, when it gives one: a blocking
+    /// `receive` may then read on its own thread (`client/lead.rs`).
+    pub(super) blocking: Option<Arc<dyn BlockingRead>>,
+}
+
+impl std::fmt::Debug for LinkReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkReader")
+            .field("link", &self.link)
+            .field("shared", &self.blocking.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Inner {
@@ -128,81 +153,156 @@ impl Inner {
         }
     }
 
-    /// Reads frames into the receive buffer until the connection ends; returns why.
-    pub(super) async fn read_frames(&self, lr: &mut LinkReader) -> String {
-        const CLOSED: &str = "the client was closed";
-        // Data frames of one read, handed to the inbox together; first those read before `welcome`.
-        let mut batch: VecDeque<Incoming> = std::mem::take(&mut lr.early);
+    /// Takes every complete frame buffered in `lr` apart, in wire order, into `steps`: data
+    /// bodies stay raw (the bodies of one read share one chunk), frames that may be protocol
+    /// are decoded here because the reader acts on them. What came before a protocol frame is
+    /// delivered before it is acted on. `Err` when the server sent an invalid frame (what came
+    /// before it is still in `steps`).
+    pub(super) fn take_frames(&self, lr: &mut LinkReader, steps: &mut Vec<Step>) -> Result<(), String> {
+        // Every raw body of this read fits in what is buffered now.
+        let hint = lr.fr.buffered();
         let mut read = ReadBatch::default();
-        loop {
-            // Every raw body of this read fits in what is buffered now.
-            let hint = lr.fr.buffered();
-            loop {
-                let body = match lr.fr.next_frame() {
-                    Ok(Some(body)) => body,
-                    Ok(None) => break,
-                    Err(e) => return format!("the server sent an invalid frame: {e}"),
-                };
-                if !may_be_protocol(body) {
-                    read.raw(body, hint);
+        let result = loop {
+            let body = match lr.fr.next_frame() {
+                Ok(Some(body)) => body,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(format!("the server sent an invalid frame: {e}")),
+            };
+            if !may_be_protocol(body) {
+                read.raw(body, hint);
+                continue;
+            }
+            let msg = match decode_body(body, &self.opts.limits) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(event = %self.event, error = %e, "malformed frame from the server dropped");
                     continue;
                 }
-                let msg = match decode_body(body, &self.opts.limits) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(event = %self.event, error = %e, "malformed frame from the server dropped");
-                        continue;
+            };
+            let step = match Control::parse(&msg) {
+                Some(Ok(Control::Ping { nonce })) => Step::Ping(nonce),
+                Some(Ok(Control::Pong { nonce })) => Step::Pong(nonce),
+                Some(Ok(Control::Shutdown { reason })) => Step::Shutdown(reason),
+                Some(_) => continue,
+                None => {
+                    if let Some((ErrorCode::SendNotAllowed, _)) = ErrorCode::parse(&msg) {
+                        self.can_send.store(false, Ordering::Release);
                     }
-                };
-                // What came before this frame is delivered before it is acted on.
-                read.drain_into(&mut batch);
-                if self.inbox.push_all(&mut batch).await.is_err() {
-                    return CLOSED.to_owned();
+                    read.decoded(msg);
+                    continue;
                 }
-                match Control::parse(&msg) {
-                    Some(Ok(Control::Ping { nonce })) => {
-                        let pong = Control::Pong { nonce }.to_message(&self.event, &self.opts.timezone);
-                        if let Ok(f) = encode_frame(&pong, usize::MAX) {
-                            let _ = self.write_frame(&f, Sent::Other).await;
-                        }
-                        continue;
-                    }
-                    Some(Ok(Control::Pong { nonce })) => {
-                        // A receipt: everything sent before its `ping` was taken.
-                        let mut sh = self.lock();
-                        if let Some(i) = sh.receipts.iter().position(|(n, _)| *n == nonce) {
-                            let (_, tx) = sh.receipts.swap_remove(i);
-                            let _ = tx.try_send(());
-                        }
-                        continue;
-                    }
-                    Some(Ok(Control::Shutdown { reason })) => {
-                        self.lock().shutdown_reason = Some(reason);
-                        continue;
-                    }
-                    Some(_) => continue,
-                    None => {}
+            };
+            read.deliver_into(steps);
+            steps.push(step);
+        };
+        read.deliver_into(steps);
+        result
+    }
+
+    /// Acts on a protocol step (not [`Step::Deliver`]); a `ping` is answered with `pong`.
+    pub(super) async fn act(&self, step: Step) {
+        match step {
+            Step::Deliver(_) => {}
+            Step::Ping(nonce) => {
+                let pong = Control::Pong { nonce }.to_message(&self.event, &self.opts.timezone);
+                if let Ok(f) = encode_frame(&pong, usize::MAX) {
+                    let _ = self.write_frame(&f, Sent::Other).await;
                 }
-                if let Some((ErrorCode::SendNotAllowed, _)) = ErrorCode::parse(&msg) {
-                    self.can_send.store(false, Ordering::Release);
-                }
-                read.decoded(msg);
             }
-            read.drain_into(&mut batch);
-            if self.inbox.push_all(&mut batch).await.is_err() {
-                return CLOSED.to_owned();
+            Step::Pong(nonce) => {
+                // A receipt: everything sent before its `ping` was taken.
+                let mut sh = self.lock();
+                if let Some(i) = sh.receipts.iter().position(|(n, _)| *n == nonce) {
+                    let (_, tx) = sh.receipts.swap_remove(i);
+                    let _ = tx.try_send(());
+                }
+            }
+            Step::Shutdown(reason) => self.lock().shutdown_reason = Some(reason),
+        }
+    }
+
+    /// Reads frames into the receive buffer until the connection ends, or until a blocking
+    /// `receive` asks to read on its own thread (only at a point where everything read is
+    /// delivered: see `client/lead.rs`).
+    pub(super) async fn read_frames(&self, lr: &mut LinkReader) -> ReadEnd {
+        const CLOSED: &str = "the client was closed";
+        let mut steps = Vec::new();
+        // First the messages read before `welcome`.
+        let early = std::mem::take(&mut lr.early);
+        if !early.is_empty() {
+            steps.push(Step::Deliver(early));
+        }
+        loop {
+            let taken = self.take_frames(lr, &mut steps);
+            for step in steps.drain(..) {
+                match step {
+                    Step::Deliver(mut batch) => {
+                        if self.inbox.push_all(&mut batch).await.is_err() {
+                            return ReadEnd::Ended(CLOSED.to_owned());
+                        }
+                    }
+                    other => self.act(other).await,
+                }
+            }
+            if let Err(reason) = taken {
+                return ReadEnd::Ended(reason);
+            }
+            let shared = lr.blocking.is_some();
+            if shared && self.reads.wanted() {
+                return ReadEnd::Handover;
             }
             let deadline = lr.fr.frame_deadline(self.opts.frame_timeout);
-            match lr.fr.fill(&mut lr.reader, deadline).await {
-                Ok(Fill::Data) => {}
-                Ok(Fill::Eof) => return "the server closed the connection".to_owned(),
-                Ok(Fill::Deadline) => {
-                    return format!("the server did not complete a frame within {:?}", self.opts.frame_timeout)
+            let fill = lr.fr.fill(&mut lr.reader, deadline);
+            let filled = if shared {
+                match future::or(async { Some(fill.await) }, async {
+                    self.reads.wait_wanted().await;
+                    None
+                })
+                .await
+                {
+                    Some(filled) => filled,
+                    // Nothing is half-read: the frame reader keeps what it has.
+                    None => return ReadEnd::Handover,
                 }
-                Err(e) => return format!("read failed: {e}"),
+            } else {
+                fill.await
+            };
+            match filled {
+                Ok(Fill::Data) => {}
+                Ok(Fill::Eof) => return ReadEnd::Ended("the server closed the connection".to_owned()),
+                Ok(Fill::Deadline) => {
+                    return ReadEnd::Ended(format!(
+                        "the server did not complete a frame within {:?}",
+                        self.opts.frame_timeout
+                    ))
+                }
+                Err(e) => return ReadEnd::Ended(format!("read failed: {e}")),
             }
         }
     }
+}
+
+/// What one pass over the buffered frames asks for, in wire order ([`Inner::take_frames`]).
+#[derive(Debug)]
+pub(super) enum Step {
+    /// Entries for the receive buffer.
+    Deliver(VecDeque<Incoming>),
+    /// The server's `ping`: answer `pong`.
+    Ping(u64),
+    /// A receipt (`pong`): everything sent before its `ping` was taken.
+    Pong(u64),
+    /// The server announced its shutdown.
+    Shutdown(String),
+}
+
+/// How the supervisor's reading of a connection ended.
+#[derive(Debug)]
+pub(super) enum ReadEnd {
+    /// The connection ended: why.
+    Ended(String),
+    /// A blocking `receive` reads on its own thread from now on; everything read so far is
+    /// delivered.
+    Handover,
 }
 
 /// Reads and discards until end-of-stream: the end of a lingering close.

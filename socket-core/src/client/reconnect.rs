@@ -9,20 +9,39 @@ use std::time::Duration;
 use futures_lite::future;
 
 use super::connect::ProtocolMismatch;
-use super::receive::{drain, LinkReader};
+use super::receive::{drain, LinkReader, ReadEnd};
 use super::{ConnectionState, Inner};
 use crate::runtime;
 
 impl Inner {
+    /// Reads one connection until it ends, handing the read side to blocking receivers and
+    /// taking it back (`lead.rs`) as they come and go; returns why it ended, with the side.
+    async fn serve_link(&self, mut link: LinkReader) -> (String, LinkReader) {
+        let switch = link.link.clone();
+        loop {
+            let end = future::or(self.read_frames(&mut link), async {
+                switch.dead().await;
+                ReadEnd::Ended("a write to the server failed".to_owned())
+            })
+            .await;
+            match end {
+                ReadEnd::Ended(reason) => return (reason, link),
+                ReadEnd::Handover => {
+                    self.hand_over(link);
+                    match self.take_back(&switch).await {
+                        Ok(back) => link = back,
+                        Err(ended) => return ended,
+                    }
+                }
+            }
+        }
+    }
+
     /// Runs connections and reconnects until closed.
     pub(super) async fn supervise(self: Arc<Self>, mut link: LinkReader) {
         loop {
-            let switch = link.link.clone();
-            let reason = future::or(self.read_frames(&mut link), async {
-                switch.dead().await;
-                "a write to the server failed".to_owned()
-            })
-            .await;
+            let (reason, back) = self.serve_link(link).await;
+            link = back;
             self.connected.store(false, Ordering::Release);
             link.link.kill();
             // Receipts of this connection can no longer come: their waiters fail.

@@ -1,0 +1,282 @@
+//! Who reads the live connection: the supervisor task, or a blocking `receive` on the
+//! application's own thread (leader/follower).
+//!
+//! When the transport gives a blocking view of the stream ([`BlockingRead`]), a blocking
+//! `receive` that finds the receive buffer empty asks for the read side
+//! ([`ReadSlot::request`]). The supervisor hands it over at a point where everything it read
+//! is delivered (its pending read is cancel-safe), and from then on the receiving threads
+//! read: one at a time (the leader holds the [`LinkReader`]; the others wait on the receive
+//! buffer as followers), decoding and acting on protocol frames exactly as the supervisor
+//! does (`Inner::take_frames`). A message then costs the receiving thread a `poll` and a
+//! `read`, and no thread wake-up in between, where the reactor path costs a reactor round
+//! on another thread and a wake-up of the receiver.
+//!
+//! The supervisor takes the read side back when the receivers go quiet: a leader that
+//! read nothing for [`LEASE`] hands it back, and while the side lies unused (the application
+//! is busy between two `receive` calls) the supervisor takes it after [`LEASE`]. So pings
+//! are answered, end-of-stream is noticed and the receive buffer fills while nobody
+//! receives, as before. A leader looks at the connection's death switch every [`SLICE`], so
+//! `disconnect` or a failed write reaches it that fast.
+//!
+//! Order and bounds: only one party reads at a time and frames are taken in wire order, so
+//! the receive buffer sees the stream's order. A leader reads only when the buffer is empty
+//! and pushes what one read brought (`Inbox::push_now`), so the buffer holds at most its
+//! capacity plus one read.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use event_listener::Event;
+use futures_lite::future;
+
+use super::link::Link;
+use super::receive::{LinkReader, Step};
+use super::Inner;
+use crate::runtime;
+use crate::transport::BlockingRead;
+use crate::wire::Fill;
+
+/// How long the read side stays with the receiving threads after they last read.
+pub(super) const LEASE: Duration = Duration::from_millis(50);
+/// Longest single wait of a leader before it looks at the death switch again.
+const SLICE: Duration = Duration::from_millis(10);
+
+/// The read side of the live connection while the supervisor is not reading it.
+#[derive(Debug, Default)]
+pub(super) struct ReadSlot {
+    st: Mutex<SlotState>,
+    /// Notified when the read side comes back to the slot for the supervisor (a leader went
+    /// quiet, or the connection ended under it).
+    back: Event,
+    /// A blocking `receive` asks the supervisor for the read side.
+    want: AtomicBool,
+    wanted: Event,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    /// The read side, while parked here (neither the supervisor nor a leader reads it).
+    side: Option<LinkReader>,
+    /// The receiving threads hold the read side (it is here or with a leader).
+    callers: bool,
+    /// The live connection's transport gives a blocking view of its stream.
+    shared: bool,
+    /// When a receiving thread last read.
+    last: Option<Instant>,
+    /// Why the connection ended under a leader, for the supervisor.
+    ended: Option<String>,
+}
+
+/// What [`Inner::lead`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Led {
+    /// The calling thread read: entries are in the receive buffer.
+    Delivered,
+    /// The caller's deadline passed while it read.
+    TimedOut,
+    /// Another party reads: wait on the receive buffer.
+    Follow,
+}
+
+/// How a leader's reading ended.
+enum Here {
+    Delivered,
+    TimedOut,
+    /// Nothing came for [`LEASE`]: the side goes back to the supervisor.
+    Quiet,
+    /// The death switch is thrown (closed, or a failed write): the supervisor takes over.
+    Dead,
+    /// The connection ended: why.
+    Ended(String),
+}
+
+impl ReadSlot {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new connection, read by the supervisor; `shared` when its transport gives a
+    /// blocking view of the stream.
+    pub(super) fn reset(&self, shared: bool) {
+        let mut st = self.lock();
+        *st = SlotState { shared, ..SlotState::default() };
+        self.want.store(false, Ordering::Release);
+    }
+
+    /// True when a blocking `receive` asked for the read side.
+    pub(super) fn wanted(&self) -> bool {
+        self.want.load(Ordering::Acquire)
+    }
+
+    /// Waits until a blocking `receive` asks for the read side.
+    pub(super) async fn wait_wanted(&self) {
+        loop {
+            if self.wanted() {
+                return;
+            }
+            let listener = self.wanted.listen();
+            if self.wanted() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Asks the supervisor for the read side (once: it may be asked already).
+    fn request(&self) {
+        if !self.want.swap(true, Ordering::AcqRel) {
+            self.wanted.notify(usize::MAX);
+        }
+    }
+}
+
+impl Inner {
+    /// The supervisor hands the read side to the receiving threads; wakes those that wait.
+    pub(super) fn hand_over(&self, lr: LinkReader) {
+        {
+            let mut st = self.reads.lock();
+            st.side = Some(lr);
+            st.callers = true;
+            st.last = Some(Instant::now());
+            self.reads.want.store(false, Ordering::Release);
+        }
+        self.inbox.wake_sleepers();
+    }
+
+    /// The supervisor waits to read again: until a leader hands the side back, the side has
+    /// lain unused for [`LEASE`], or the connection died (`Err`: why, with the side).
+    pub(super) async fn take_back(&self, switch: &Link) -> Result<LinkReader, (String, LinkReader)> {
+        loop {
+            let listener = self.reads.back.listen();
+            let until = {
+                let mut st = self.reads.lock();
+                let idle = st.last.is_none_or(|t| t.elapsed() >= LEASE);
+                if st.side.is_some() && (!st.callers || idle || switch.is_dead()) {
+                    st.callers = false;
+                    let ended = st.ended.take();
+                    let Some(lr) = st.side.take() else { unreachable!("checked above") };
+                    drop(st);
+                    if switch.is_dead() {
+                        return Err((ended.unwrap_or_else(|| "a write to the server failed".to_owned()), lr));
+                    }
+                    return Ok(lr);
+                }
+                st.last.filter(|_| st.side.is_some()).map(|t| t + LEASE)
+            };
+            // A leader holds the side (it hands it back when it goes quiet or the switch
+            // is thrown), or the lease runs.
+            let _ = runtime::until(until, future::or(listener, switch.dead())).await;
+        }
+    }
+
+    /// A blocking `receive` found the receive buffer empty: read on this thread if the read
+    /// side is free for the receiving threads, ask the supervisor for it otherwise.
+    pub(super) fn lead(&self, deadline: Option<Instant>) -> Led {
+        let mut lr = {
+            let mut st = self.reads.lock();
+            if !st.shared {
+                return Led::Follow;
+            }
+            if !st.callers {
+                drop(st);
+                self.reads.request();
+                return Led::Follow;
+            }
+            match st.side.take() {
+                Some(lr) => lr,
+                None => return Led::Follow,
+            }
+        };
+        let here = self.read_here(&mut lr, deadline);
+        let mut st = self.reads.lock();
+        st.last = Some(Instant::now());
+        let (led, back) = match here {
+            Here::Delivered => (Led::Delivered, false),
+            Here::TimedOut => (Led::TimedOut, false),
+            Here::Quiet => {
+                st.callers = false;
+                (Led::Follow, true)
+            }
+            Here::Dead => (Led::Follow, true),
+            Here::Ended(reason) => {
+                st.ended = Some(reason);
+                lr.link.kill();
+                (Led::Follow, true)
+            }
+        };
+        st.side = Some(lr);
+        drop(st);
+        if back {
+            self.reads.back.notify(usize::MAX);
+        }
+        if led == Led::TimedOut {
+            // Someone else may still wait with a later deadline: one of them reads next.
+            self.inbox.wake_sleepers();
+        }
+        led
+    }
+
+    /// Reads on this thread until something is delivered, the deadline passes, nothing
+    /// comes for [`LEASE`], or the connection ends.
+    fn read_here(&self, lr: &mut LinkReader, deadline: Option<Instant>) -> Here {
+        let Some(blocking) = lr.blocking.clone() else { return Here::Quiet };
+        let mut quiet_at = Instant::now() + LEASE;
+        let mut steps = Vec::new();
+        loop {
+            let taken = self.take_frames(lr, &mut steps);
+            let delivered = self.act_here(&mut steps);
+            if let Err(reason) = taken {
+                return Here::Ended(reason);
+            }
+            match delivered {
+                Err(()) => return Here::Dead,
+                Ok(true) => return Here::Delivered,
+                Ok(false) => {}
+            }
+            if lr.link.is_dead() {
+                return Here::Dead;
+            }
+            let frame_at = lr.fr.frame_deadline(self.opts.frame_timeout);
+            let now = Instant::now();
+            // Quiet only between frames: a frame in progress waits for its own deadline.
+            let quiet = (!lr.fr.in_frame()).then_some(quiet_at);
+            let until = [deadline, frame_at, quiet, Some(now + SLICE)].into_iter().flatten().min();
+            match lr.fr.fill_blocking(&*blocking as &dyn BlockingRead, until) {
+                Ok(Fill::Data) => quiet_at = Instant::now() + LEASE,
+                Ok(Fill::Eof) => return Here::Ended("the server closed the connection".to_owned()),
+                Ok(Fill::Deadline) => {
+                    let now = Instant::now();
+                    if frame_at.is_some_and(|at| now >= at) {
+                        let timeout = self.opts.frame_timeout;
+                        return Here::Ended(format!("the server did not complete a frame within {timeout:?}"));
+                    }
+                    if deadline.is_some_and(|at| now >= at) {
+                        return Here::TimedOut;
+                    }
+                    if now >= quiet_at && !lr.fr.in_frame() {
+                        return Here::Quiet;
+                    }
+                }
+                Err(e) => return Here::Ended(format!("read failed: {e}")),
+            }
+        }
+    }
+
+    /// Runs `steps` on this thread: entries go to the receive buffer at once (it was empty),
+    /// protocol steps are acted on as the supervisor would. `Ok(true)` when entries were
+    /// delivered; `Err` once the receive buffer is closed.
+    fn act_here(&self, steps: &mut Vec<Step>) -> Result<bool, ()> {
+        let mut delivered = false;
+        for step in steps.drain(..) {
+            match step {
+                Step::Deliver(mut batch) => {
+                    delivered |= !batch.is_empty();
+                    self.inbox.push_now(&mut batch).map_err(drop)?;
+                }
+                other => runtime::block_on(self.act(other)),
+            }
+        }
+        Ok(delivered)
+    }
+}
