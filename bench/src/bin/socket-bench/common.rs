@@ -22,9 +22,6 @@ pub(crate) const MAX_FRAME: usize = 1 << 20;
 /// default client receive buffer, so the library runs with its default settings.
 pub(crate) const WINDOW: u64 = 512;
 
-/// Largest read of the plain-socket subscribers (straight into the `FrameDecoder`).
-pub(crate) const READ_BUF: usize = 64 * 1024;
-
 /// Every network wait in the bench gives up after this long: a cell must fail, not hang.
 pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -108,8 +105,13 @@ pub(crate) fn publish(
 /// It is stamped once; the publisher only rewrites `seq` before each send, so
 /// every contender pays the same application cost per message.
 pub(crate) fn make_message(payload: usize) -> SocketMessage {
-    let data = Data::new().with("seq", 0u64).with("payload", vec![0xA5u8; payload]);
+    let data = Data::new().with("seq", 0u64).with("payload", payload_bytes(payload));
     SocketMessage::data(event_name(), data)
+}
+
+/// The payload of every contender's message: `len` bytes of 0xA5.
+pub(crate) fn payload_bytes(len: usize) -> Vec<u8> {
+    vec![0xA5u8; len]
 }
 
 /// Rewrites the sequence number of a message made by [`make_message`].
