@@ -145,6 +145,14 @@ fn ratio(v: f64, base: Option<f64>) -> String {
     }
 }
 
+/// `" (0.65x, n=5)"`, or `" (n=5)"` without a base: the ratio and the runs in the median.
+fn ratio_runs(v: f64, base: Option<f64>, runs: usize) -> String {
+    match base {
+        Some(b) if b > 0.0 => format!(" ({:.2}x, n={runs})", v / b),
+        _ => format!(" (n={runs})"),
+    }
+}
+
 fn fail_text(e: &str) -> String {
     let short: String = e.chars().take(60).collect();
     format!("FAIL: {}", short.replace('|', "/"))
@@ -191,33 +199,32 @@ pub(crate) fn table(res: &Results) -> String {
     }
     t.push('\n');
     if !res.tput.is_empty() {
-        t.push_str("| **throughput**, msg/s delivered to every subscriber (x ceiling) | | | | |\n");
+        t.push_str("| **throughput**, msg/s delivered to every subscriber, median (x ceiling, n = runs) | | | | |\n");
     }
     for r in &res.tput {
         let base = ok(&r.cells[0]);
         let _ = write!(t, "| {} |", tput_label(r));
         for c in Contender::ALL {
+            let runs = r.runs[c.index()];
             let s = cell(&r.cells[c.index()], |v| {
-                if c == Contender::Ceiling {
-                    rate_text(v)
-                } else {
-                    format!("{}{}", rate_text(v), ratio(v, base))
-                }
+                let b = if c == Contender::Ceiling { None } else { base };
+                format!("{}{}", rate_text(v), ratio_runs(v, b, runs))
             });
             let _ = write!(t, " {s} |");
         }
         t.push('\n');
     }
     if !res.rtt.is_empty() {
-        t.push_str("| **round trip** p50 / p99 in us (p50 x ceiling) | | | | |\n");
+        t.push_str("| **round trip** p50 / p99 in us, medians (p50 x ceiling, n = runs) | | | | |\n");
     }
     for r in &res.rtt {
         let base = ok(&r.cells[0]).map(|v| v.p50);
         let _ = write!(t, "| {} |", rtt_label(r));
         for c in Contender::ALL {
+            let runs = r.runs[c.index()];
             let s = cell(&r.cells[c.index()], |v| {
                 let b = if c == Contender::Ceiling { None } else { base };
-                format!("{:.1} / {:.1}{}", v.p50, v.p99, ratio(v.p50, b))
+                format!("{:.1} / {:.1}{}", v.p50, v.p99, ratio_runs(v.p50, b, runs))
             });
             let _ = write!(t, " {s} |");
         }
@@ -366,7 +373,7 @@ except below the notes marker at the end, which is hand-written and kept.\n\n",
     );
     let _ = writeln!(s, "- command: `{}`", o.command);
     let _ = writeln!(s, "- date: {date}");
-    let _ = writeln!(s, "- runs per cell: {} (the best counts)", o.repeat);
+    let _ = writeln!(s, "- runs per cell: {} (contenders interleaved; the median counts)", o.repeat);
     let _ = writeln!(s, "- whole run: {:.0} s\n", res.elapsed.as_secs_f64());
     s.push_str("## Machine\n\n");
     s.push_str(&m.markdown(&load_average()));
