@@ -3,14 +3,19 @@
 //! In one process tree and one run, one contender after another (never
 //! concurrently), it measures
 //!
-//! * the **ceiling**: plain std sockets, one blocking thread per connection,
-//!   the same 4-byte framing and MessagePack encoding as the library;
+//! * the **ceiling**: "raw-std" as the independent harness defines it: blocking
+//!   std sockets behind 64 KiB `BufWriter`/`BufReader`s, the same 4-byte
+//!   framing, one publisher thread writing each encoded frame to every
+//!   subscriber in turn, subscribers decoding fully with `rmp_serde`;
 //! * **libzmq** PUB/SUB (throughput) and REQ/REP (round trip) through the
 //!   `zmq` crate, with high-water marks 0 (nothing lost);
 //! * **socket**, this library, through its async and its blocking API,
 //!
 //! over Unix sockets and TCP, and prints one markdown table with every
-//! contender's numbers and its ratio to the ceiling, plus the machine.
+//! contender's numbers and its ratio to the ceiling, plus the machine. No
+//! contender is paced by a window. Every cell runs `--repeat` times (default
+//! 5), the contenders interleaved run by run, and the median is reported; one
+//! line per cell says whether SPEC §7's target is met.
 //!
 //! Usage: `socket-bench [--quick] [--write-docs] [--only throughput|rtt|memory]...
 //! [--contender ceiling|zmq|async|blocking]...`

@@ -517,43 +517,52 @@ const METHOD: &str = "
 
 **Contenders.**
 
-- *ceiling (std)*: plain `std::os::unix::net` / `std::net` sockets with `TCP_NODELAY`, one blocking thread
-  per connection on each side. The publisher encodes each message once with `socket_core::codec::encode_frame`
-  and hands the shared frame to every connection's writer thread (each connection has an outbox buffer the publisher appends the frame to; the connection thread takes the
-  whole outbox and writes it with one `write_all`, so writes batch whenever the socket is the bottleneck). Subscribers read up to 64 KiB at a time straight into `FrameDecoder` (`spare`/`commit`) and decode every body with
-  `decode_body`. It is what a careful hand-written program achieves with the same wire format.
+- *ceiling (std)*: *raw-std* exactly as the independent harness (`bench-peers`, `src/raw_std.rs`) defines it:
+  blocking `std::os::unix::net` / `std::net` sockets with `TCP_NODELAY`, each end in a `BufWriter` / `BufReader`
+  of 64 KiB, a 4-byte big-endian length prefix. The message is a typed struct (`event_name`, `timestamp_ms`,
+  `timestamp_iso`, `message_type`, `data = {seq, payload}`) encoded with `rmp_serde::to_vec_named`. One publisher
+  thread encodes each message once and writes the same bytes to every subscriber connection in turn (no window,
+  no writer threads, one flush at the end; a full socket blocks it in `write`). Each subscriber reads frames with
+  `read_exact` and decodes every one fully into an owned typed struct (strings and payload allocated). Unlike the
+  harness, the subscribers and the echo peer are threads of this process, not child processes.
 - *libzmq*: the `zmq` crate (libzmq built from source by `zmq-sys`), `ipc://` for Unix and `tcp://` for TCP.
   Throughput uses PUB/SUB with `ZMQ_SNDHWM` = `ZMQ_RCVHWM` = 0 (unlimited, nothing is dropped); each zmq message
   is the MessagePack body made by `encode_frame` (zmq frames messages itself), decoded with `decode_body`.
   The round trip uses **REQ/REP**: the REP side decodes, re-encodes and replies.
 - *socket async / blocking*: this library's public API, `socket_core::{Server, Client}` over the transports of
-  `socket_factory::default_registry()` with its default configuration (only `max_connections` raised for the
-  64-subscriber and memory rows). The publisher calls `Server::broadcast`. Async: `start_async`,
+  `socket_factory::default_registry()` with its default configuration, except `max_connections` raised for the
+  64-subscriber and memory rows and, in the throughput rows, the server's per-client outbound queue
+  (`socket.outbound_queue_size` / `_bytes`) raised to hold the whole run, as the harness's `project.rs` does
+  (the counterpart of libzmq's high-water marks 0: `broadcast` never blocks, and an overflowing client would be
+  disconnected as a slow consumer). The publisher calls `Server::broadcast`. Async: `start_async`,
   `connect_async`, and all subscribers as tasks on one application thread calling `receive_async`. Blocking:
   `start`, `connect`, one thread per subscriber calling `receive`. Round trip: the client sends with
   `send`/`send_async`, the server application reads `ServerEvent::Message` from `Server::events()` and answers
   with `send_to` (unicast), the client waits in `receive`/`receive_async`.
 
 **Message.** A DATA message for event `bench` whose `data` is `{\"seq\": n, \"payload\": <binary of 64 B or
-4 KiB>}`, stamped once; the publisher only rewrites `seq` before each send, so every contender pays the same
-application cost. Every subscriber checks that it got exactly N messages, in order, with the right payload
-size, and that nothing more arrives; a cell that loses, duplicates or reorders a message fails the run.
+4 KiB>}`. The library and libzmq contenders stamp it once and only rewrite `seq` before each send; the ceiling
+encodes its typed struct afresh for every message, as the harness does. Every subscriber checks that it got
+exactly N messages, in order, with the right payload size, and that nothing more arrives; a cell that loses,
+duplicates or reorders a message, or in which the library's server counts a slow consumer or a dropped message,
+fails the run.
 
-**Repeats.** Every throughput and round-trip cell runs twice (`--repeat`), the contenders interleaved
-(ceiling, libzmq, async, blocking, then again), and the better run counts: on a shared 2-core machine a
-disturbance then hits every contender alike instead of one.
+**Repeats.** Every throughput and round-trip cell runs 5 times (`--repeat`; `--quick` runs once), the
+contenders interleaved run by run (run 1: ceiling, libzmq, async, blocking; each later run rotates that order by
+one), and the table shows the **median** with `n=` the runs counted (for the round trip, the median p50 and the
+median p99). A failed run fails the cell: it is reported as a failure, never left out.
 
 **Throughput** is N divided by the time from the first send to the last receipt at the slowest subscriber.
-The publisher never runs more than 512 messages ahead of the slowest subscriber (the same application-level
-flow control for every contender; it keeps the library inside its default per-client queue of 1024 frames,
-which would otherwise disconnect a subscriber as a slow consumer, as the spec requires).
+No contender is paced: the publisher sends as fast as its API takes the messages (the ceiling blocks when a
+socket is full, libzmq queues without limit, the library queues the whole run).
 N is 600,000 deliveries per cell for 64 B and 150,000 for 4 KiB, divided among the subscribers (at least
 2,000 messages).
 
 **Round trip** is the time from before encoding/sending a message to after the decoded reply is in hand, one
 message in flight; p50 and p99 over up to 100,000 round trips (at most 0.7 s per cell after 500 warm-up round
 trips). The machine is shared, so p99 includes preemption by other processes; compare p50. *free*: threads float over all cores. *pinned*: every thread of the process (client, server and the
-library's runtime threads) pinned to one CPU (the first one allowed) with `sched_setaffinity`.
+library's runtime threads) pinned to one CPU (the first one allowed) with `sched_setaffinity`, as the harness
+pins its client and echo child together with `taskset -c 0`.
 The machine table's *thread wake-up* is the floor under every round trip: two threads hand a token back
 and forth with `std::thread::park`/`unpark` (20,000 times, p50 of one hand-off, free and pinned). The
 ceiling's round trip wakes two threads, the library's four (see *Why the missed targets are missed* below).
