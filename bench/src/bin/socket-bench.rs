@@ -533,3 +533,27 @@ fn main() -> ExitCode {
         ExitCode::FAILURE
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_counts_and_a_failed_run_fails_the_cell() {
+        assert_eq!(median(vec![5.0, 1.0, 3.0]), 3.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        let mut runs = Runs::default();
+        runs.push(Ok(2.0));
+        runs.push(Ok(9.0));
+        runs.push(Ok(1.0));
+        let (cell, n) = runs.finish(median);
+        assert_eq!((cell, n), (Some(Ok(2.0)), 3));
+        let mut runs = Runs::default();
+        runs.push(Ok(2.0));
+        runs.push(Err("lost seq 7".to_owned()));
+        assert!(runs.failed());
+        let (cell, n) = runs.finish(median);
+        assert!(matches!(cell, Some(Err(e)) if e.contains("lost seq 7")));
+        assert_eq!(n, 0);
+    }
+}

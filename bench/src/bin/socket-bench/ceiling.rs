@@ -397,3 +397,34 @@ pub(crate) fn round_trip(net: Net, payload: usize, plan: RttPlan) -> BenchResult
     served?;
     rtt_stats(samples)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_is_the_harness_message() {
+        let b = encode(7, &payload_bytes(64)).unwrap();
+        // A fixmap of 5 entries with named fields, 187 bytes for 64 B as the harness's frame_B.
+        assert_eq!(b[0], 0x85);
+        assert_eq!(b.len(), 187);
+        let m = decode(&b).unwrap();
+        check(&m, 7, 64).unwrap();
+        assert!(check(&m, 8, 64).is_err());
+        assert!(check(&m, 7, 65).is_err());
+        let again = rmp_serde::to_vec_named(&m).unwrap();
+        assert_eq!(again, b);
+    }
+
+    #[test]
+    fn frames_round_trip_and_end_cleanly() {
+        let mut wire = Vec::new();
+        write_frame(&mut wire, b"abc").unwrap();
+        assert_eq!(&wire[..4], &[0, 0, 0, 3]);
+        let mut r = &wire[..];
+        let mut buf = Vec::new();
+        assert!(read_frame(&mut r, &mut buf).unwrap());
+        assert_eq!(buf, b"abc");
+        assert!(!read_frame(&mut r, &mut buf).unwrap());
+    }
+}
