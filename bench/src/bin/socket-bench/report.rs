@@ -457,8 +457,15 @@ pub(crate) fn render(o: &Options, m: &Machine, res: &Results) -> String {
     let _ = writeln!(
         s,
         "## socket benchmark{}\n",
-        if o.quick { " (quick smoke run: numbers are not meaningful)" } else { "" }
+        if o.quick {
+            " (quick smoke run: numbers are not meaningful)"
+        } else if o.repeat < 5 {
+            " (fewer than the 5 runs per cell SPEC §7 asks for)"
+        } else {
+            ""
+        }
     );
+    let _ = writeln!(s, "runs per cell: {} (contenders interleaved; medians, never a best-of)\n", o.repeat);
     let _ = writeln!(s, "{}\n", m.line());
     s.push_str(&table(res));
     s.push('\n');
