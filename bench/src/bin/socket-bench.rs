@@ -301,9 +301,9 @@ impl<T> Runs<T> {
     /// The cell: `None` if never run, a failure if any run failed (a loss is an
     /// error, not a number), else `median` of the runs; and the runs counted.
     fn finish(self, median: impl Fn(Vec<T>) -> T) -> (Option<BenchResult<T>>, usize) {
-        let runs = self.ok.len() + self.failed.len();
+        let fine = self.ok.len();
         match self.failed.into_iter().next() {
-            Some(e) => (Some(Err(format!("{e} (a failed run of {runs})"))), 0),
+            Some(e) => (Some(Err(format!("{e} (failed in run {} of the cell)", fine + 1))), 0),
             None if self.ok.is_empty() => (None, 0),
             None => {
                 let n = self.ok.len();

@@ -196,15 +196,17 @@ pub(crate) fn throughput(api: Api, net: Net, payload: usize, subs: usize, n: u64
         let (start, failure) =
             publish(n, payload, &abort, |msg| server.broadcast(msg).map_err(|e| format!("broadcast: {e}")));
         let mut lasts = Vec::with_capacity(subs);
-        let mut first_err = failure;
+        let mut sub_err = None;
         for r in readers {
             match r.join().map_err(|_| "subscriber thread panicked".to_owned()).and_then(|r| r) {
                 Ok(l) => lasts.extend(l),
                 Err(e) => {
-                    first_err.get_or_insert(e);
+                    sub_err.get_or_insert(e);
                 }
             }
         }
+        // A subscriber's own failure is the cause of the publisher's stop: it is reported first.
+        let mut first_err = sub_err.or(failure);
         // The server's view tells a slow-consumer disconnect from a lost message;
         // either fails the cell even when every subscriber got its messages.
         let st = server.stats();
