@@ -3,14 +3,19 @@
 //! In one process tree and one run, one contender after another (never
 //! concurrently), it measures
 //!
-//! * the **ceiling**: plain std sockets, one blocking thread per connection,
-//!   the same 4-byte framing and MessagePack encoding as the library;
+//! * the **ceiling**: "raw-std" as the independent harness defines it: blocking
+//!   std sockets behind 64 KiB `BufWriter`/`BufReader`s, the same 4-byte
+//!   framing, one publisher thread writing each encoded frame to every
+//!   subscriber in turn, subscribers decoding fully with `rmp_serde`;
 //! * **libzmq** PUB/SUB (throughput) and REQ/REP (round trip) through the
 //!   `zmq` crate, with high-water marks 0 (nothing lost);
 //! * **socket**, this library, through its async and its blocking API,
 //!
 //! over Unix sockets and TCP, and prints one markdown table with every
-//! contender's numbers and its ratio to the ceiling, plus the machine.
+//! contender's numbers and its ratio to the ceiling, plus the machine. No
+//! contender is paced by a window. Every cell runs `--repeat` times (default
+//! 5), the contenders interleaved run by run, and the median is reported; one
+//! line per cell says whether SPEC §7's target is met.
 //!
 //! Usage: `socket-bench [--quick] [--write-docs] [--only throughput|rtt|memory]...
 //! [--contender ceiling|zmq|async|blocking]...`
@@ -100,7 +105,7 @@ pub(crate) struct Options {
     nets: Vec<Net>,
     payloads: Vec<usize>,
     subs: Vec<usize>,
-    /// Runs of every throughput and round-trip cell; the best one counts.
+    /// Runs of every throughput and round-trip cell, contenders interleaved; the median counts.
     pub(crate) repeat: u32,
     /// The command line, for the docs.
     pub(crate) command: String,
@@ -139,6 +144,9 @@ impl Options {
         }
     }
 }
+
+/// Runs per cell unless `--repeat` or `--quick` says otherwise (SPEC §7: at least 5).
+const DEFAULT_REPEAT: u32 = 5;
 
 const USAGE: &str = "usage: socket-bench [--quick] [--write-docs] [--repeat K] [--only throughput|rtt|memory]... \
 [--contender ceiling|zmq|async|blocking]... [--net unix|tcp]... [--payload BYTES]... [--subs N]...";
@@ -181,7 +189,7 @@ fn parse_args(args: &[String]) -> BenchResult<Options> {
         }
     }
     if o.repeat == 0 {
-        o.repeat = if o.quick { 1 } else { 2 };
+        o.repeat = if o.quick { 1 } else { DEFAULT_REPEAT };
     }
     if !args.is_empty() {
         o.command = format!("cargo xtask bench {}", args.join(" "));
@@ -196,7 +204,10 @@ pub(crate) struct TputRow {
     pub(crate) payload: usize,
     pub(crate) subs: usize,
     pub(crate) n: u64,
+    /// Median over the runs of each contender (a failed run fails the cell).
     pub(crate) cells: [Option<BenchResult<f64>>; 4],
+    /// Runs counted in each median.
+    pub(crate) runs: [usize; 4],
 }
 
 /// One round-trip cell.
@@ -205,7 +216,10 @@ pub(crate) struct RttRow {
     pub(crate) net: Net,
     pub(crate) payload: usize,
     pub(crate) pinned: bool,
+    /// Median p50 and median p99 over the runs of each contender (a failed run fails the cell).
     pub(crate) cells: [Option<BenchResult<common::Rtt>>; 4],
+    /// Runs counted in each median.
+    pub(crate) runs: [usize; 4],
 }
 
 /// Idle-server memory of one transport.
@@ -258,16 +272,64 @@ impl Results {
     }
 }
 
-/// Keeps the better of two runs of a cell; a failure always wins (it must be seen).
-fn keep_best<T>(slot: &mut Option<BenchResult<T>>, new: BenchResult<T>, better: impl Fn(&T, &T) -> bool) {
-    let replace = match (&*slot, &new) {
-        (None, _) | (Some(Ok(_)), Err(_)) => true,
-        (Some(Ok(old)), Ok(n)) => better(n, old),
-        (Some(Err(_)), _) => false,
-    };
-    if replace {
-        *slot = Some(new);
+/// Every run of one contender in one cell.
+#[derive(Debug)]
+struct Runs<T> {
+    ok: Vec<T>,
+    failed: Vec<String>,
+}
+
+impl<T> Default for Runs<T> {
+    fn default() -> Self {
+        Runs { ok: Vec::new(), failed: Vec::new() }
     }
+}
+
+impl<T> Runs<T> {
+    fn push(&mut self, r: BenchResult<T>) {
+        match r {
+            Ok(v) => self.ok.push(v),
+            Err(e) => self.failed.push(e),
+        }
+    }
+
+    /// Once a run failed the cell has failed: no more runs of this contender.
+    fn failed(&self) -> bool {
+        !self.failed.is_empty()
+    }
+
+    /// The cell: `None` if never run, a failure if any run failed (a loss is an
+    /// error, not a number), else `median` of the runs; and the runs counted.
+    fn finish(self, median: impl Fn(Vec<T>) -> T) -> (Option<BenchResult<T>>, usize) {
+        let fine = self.ok.len();
+        match self.failed.into_iter().next() {
+            Some(e) => (Some(Err(format!("{e} (failed in run {} of the cell)", fine + 1))), 0),
+            None if self.ok.is_empty() => (None, 0),
+            None => {
+                let n = self.ok.len();
+                (Some(Ok(median(self.ok))), n)
+            }
+        }
+    }
+}
+
+/// The median; of an even count, the mean of the middle two.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+/// The contenders of run `run`: [`Contender::ALL`] rotated left by `run`, so no
+/// contender always runs first (right after the previous cell) or last.
+fn run_order(o: &Options, run: u32) -> Vec<Contender> {
+    let all = Contender::ALL;
+    let r = run as usize % all.len();
+    (0..all.len()).map(|i| all[(i + r) % all.len()]).filter(|c| o.runs(*c)).collect()
 }
 
 /// Runs one cell, turning a panic into a failure.
@@ -320,11 +382,15 @@ fn run(o: &Options) -> Results {
             for &payload in &payloads {
                 for subs in o.subs() {
                     let n = messages_per_cell(o.quick, payload, subs);
-                    let mut row = TputRow { net, payload, subs, n, cells: [None, None, None, None] };
+                    let mut row = TputRow { net, payload, subs, n, cells: [None, None, None, None], runs: [0; 4] };
                     let label = report::tput_label(&row);
-                    // Rounds interleave the contenders, so a disturbance hits them alike; the best run counts.
-                    for _ in 0..o.repeat {
-                        for c in Contender::ALL.into_iter().filter(|c| o.runs(*c)) {
+                    let mut runs: [Runs<f64>; 4] = Default::default();
+                    // Runs interleave the contenders, so a disturbance hits them alike; the median counts.
+                    for run in 0..o.repeat {
+                        for c in run_order(o, run) {
+                            if runs[c.index()].failed() {
+                                continue;
+                            }
                             let t = Instant::now();
                             let r = guarded(|| match c {
                                 Contender::Ceiling => ceiling::throughput(net, payload, subs, n),
@@ -333,8 +399,11 @@ fn run(o: &Options) -> Results {
                                 Contender::LibBlocking => lib_bench::throughput(Api::Blocking, net, payload, subs, n),
                             });
                             progress(&label, c, &r.as_ref().map(|v| report::rate_text(*v)).map_err(Clone::clone), t);
-                            keep_best(&mut row.cells[c.index()], r, |new, old| new > old);
+                            runs[c.index()].push(r);
                         }
+                    }
+                    for (i, r) in runs.into_iter().enumerate() {
+                        (row.cells[i], row.runs[i]) = r.finish(median);
                     }
                     res.tput.push(row);
                 }
@@ -347,9 +416,13 @@ fn run(o: &Options) -> Results {
         for &net in &nets {
             for &payload in &payloads {
                 for pinned in [false, true] {
-                    let mut row = RttRow { net, payload, pinned, cells: [None, None, None, None] };
+                    let mut row = RttRow { net, payload, pinned, cells: [None, None, None, None], runs: [0; 4] };
                     let label = report::rtt_label(&row);
-                    for c in (0..o.repeat).flat_map(|_| Contender::ALL).filter(|c| o.runs(*c)) {
+                    let mut runs: [Runs<common::Rtt>; 4] = Default::default();
+                    for c in (0..o.repeat).flat_map(|run| run_order(o, run)) {
+                        if runs[c.index()].failed() {
+                            continue;
+                        }
                         let t = Instant::now();
                         let r = guarded(|| {
                             if pinned {
@@ -372,7 +445,13 @@ fn run(o: &Options) -> Results {
                         }
                         let text = r.as_ref().map(|v| format!("{:.1} / {:.1} us", v.p50, v.p99)).map_err(Clone::clone);
                         progress(&label, c, &text, t);
-                        keep_best(&mut row.cells[c.index()], r, |new, old| new.p50 < old.p50);
+                        runs[c.index()].push(r);
+                    }
+                    for (i, r) in runs.into_iter().enumerate() {
+                        (row.cells[i], row.runs[i]) = r.finish(|v| common::Rtt {
+                            p50: median(v.iter().map(|r| r.p50).collect()),
+                            p99: median(v.iter().map(|r| r.p99).collect()),
+                        });
                     }
                     res.rtt.push(row);
                 }
@@ -452,5 +531,29 @@ fn main() -> ExitCode {
             eprintln!("  {w}: {e}");
         }
         ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_counts_and_a_failed_run_fails_the_cell() {
+        assert_eq!(median(vec![5.0, 1.0, 3.0]), 3.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        let mut runs = Runs::default();
+        runs.push(Ok(2.0));
+        runs.push(Ok(9.0));
+        runs.push(Ok(1.0));
+        let (cell, n) = runs.finish(median);
+        assert_eq!((cell, n), (Some(Ok(2.0)), 3));
+        let mut runs = Runs::default();
+        runs.push(Ok(2.0));
+        runs.push(Err("lost seq 7".to_owned()));
+        assert!(runs.failed());
+        let (cell, n) = runs.finish(median);
+        assert!(matches!(cell, Some(Err(e)) if e.contains("lost seq 7")));
+        assert_eq!(n, 0);
     }
 }

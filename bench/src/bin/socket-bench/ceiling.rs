@@ -1,19 +1,145 @@
-//! The ceiling: plain std sockets, one blocking thread per connection, the
-//! same 4-byte framing and MessagePack encoding as the library.
+//! The ceiling: "raw-std" exactly as the independent harness defines it
+//! (`bench-peers`, `src/raw_std.rs` and `src/msg.rs`).
+//!
+//! * Blocking std sockets (`TCP_NODELAY` for TCP), each end wrapped in a
+//!   `BufWriter` / `BufReader` of 64 KiB, frames with a 4-byte big-endian length
+//!   prefix.
+//! * The message is a typed struct, [`MsgRef`] / [`Msg`] (`event_name`,
+//!   `timestamp_ms`, `timestamp_iso`, `message_type`, `data = {seq, payload}`),
+//!   encoded with `rmp_serde::to_vec_named` (a MessagePack map with named
+//!   fields, the shape of the library's wire format).
+//! * Throughput: one publisher thread encodes each message once and writes the
+//!   same bytes to every subscriber connection in turn; no window, no writer
+//!   threads, one flush at the end. A full socket blocks the publisher in
+//!   `write` (that is its flow control). Each subscriber reads frames with
+//!   `read_exact` and decodes every one fully into the owned [`Msg`] (every
+//!   string and the payload allocated), checking seq order, payload size,
+//!   message type and event name.
+//! * Round trip: the client encodes and sends one message and flushes; the echo
+//!   peer decodes it fully, re-encodes it and sends it back; the client decodes
+//!   the reply.
+//!
+//! One difference from the harness: its subscribers and its echo peer are child
+//! processes, here they are threads of this process (like every other contender
+//! of this benchmark). In the pinned round-trip cells the whole process is
+//! pinned to one CPU, so client and echo thread share it, as `taskset -c 0` does
+//! for the harness's client and its child. And where the harness counts a bad
+//! frame and goes on, a wrong, missing or extra message here fails the cell.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use socket_core::codec::{decode_body, encode_frame, FrameDecoder};
+use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    check_seq, ctx, limits, make_message, publish, rate, rtt_stats, set_seq, sock_path, temp_dir, BenchResult, Net,
-    Pacer, Rtt, RttPlan, IO_TIMEOUT, MAX_FRAME, READ_BUF,
+    ctx, payload_bytes, rate, rtt_stats, sock_path, temp_dir, BenchResult, Net, Rtt, RttPlan, EVENT, IO_TIMEOUT,
+    MAX_FRAME,
 };
+
+/// Capacity of every `BufReader` and `BufWriter` (the harness's `BUF`).
+const BUF: usize = 64 * 1024;
+
+/// The harness's fixed ISO time stamp (`msg::TS_ISO`).
+const TS_ISO: &str = "2026-11-27T03:10:10.123+00:00";
+
+/// The harness's message type (`msg::MESSAGE_TYPE`).
+const MESSAGE_TYPE: &str = "data";
+
+/// `data` of the publisher's message, borrowed (no per-message payload copy).
+#[derive(Serialize)]
+struct DataRef<'a> {
+    seq: u64,
+    #[serde(with = "serde_bytes")]
+    payload: &'a [u8],
+}
+
+/// The publisher's message, borrowed (the harness's `msg::MsgRef`).
+#[derive(Serialize)]
+struct MsgRef<'a> {
+    event_name: &'a str,
+    timestamp_ms: u64,
+    timestamp_iso: &'a str,
+    message_type: &'a str,
+    data: DataRef<'a>,
+}
+
+/// `data` of a received message, owned.
+#[derive(Serialize, Deserialize, Debug)]
+struct Data {
+    seq: u64,
+    #[serde(with = "serde_bytes")]
+    payload: Vec<u8>,
+}
+
+/// A received message, owned: decoding allocates every string and the payload (the harness's `msg::Msg`).
+#[derive(Serialize, Deserialize, Debug)]
+struct Msg {
+    event_name: String,
+    timestamp_ms: u64,
+    timestamp_iso: String,
+    message_type: String,
+    data: Data,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Encodes message `seq` with `payload` (the harness's `Encoder::encode`).
+fn encode(seq: u64, payload: &[u8]) -> BenchResult<Vec<u8>> {
+    let m = MsgRef {
+        event_name: EVENT,
+        timestamp_ms: now_ms(),
+        timestamp_iso: TS_ISO,
+        message_type: MESSAGE_TYPE,
+        data: DataRef { seq, payload },
+    };
+    rmp_serde::to_vec_named(&m).map_err(ctx("encode"))
+}
+
+fn decode(body: &[u8]) -> BenchResult<Msg> {
+    rmp_serde::from_slice(body).map_err(ctx("decode"))
+}
+
+/// The subscriber's check (the harness's `msg::Checker::feed`), failing instead of counting.
+fn check(m: &Msg, want: u64, payload: usize) -> BenchResult<()> {
+    if m.data.seq != want {
+        return Err(format!("out of order: expected seq {want}, got {}", m.data.seq));
+    }
+    if m.data.payload.len() != payload {
+        return Err(format!("payload of seq {want} has {} bytes, expected {payload}", m.data.payload.len()));
+    }
+    if m.message_type != MESSAGE_TYPE || m.event_name != EVENT {
+        return Err(format!("seq {want}: unexpected message type {:?} or event {:?}", m.message_type, m.event_name));
+    }
+    Ok(())
+}
+
+fn write_frame<W: Write>(w: &mut W, body: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(body.len()).map_err(|_| io::Error::other("frame too large"))?;
+    w.write_all(&len.to_be_bytes())?;
+    w.write_all(body)
+}
+
+/// Reads one frame into `buf`; `false` on a clean end of stream before it.
+fn read_frame<R: Read>(r: &mut R, buf: &mut Vec<u8>) -> BenchResult<bool> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) => return Err(format!("read: {e}")),
+    }
+    let n = u32::from_be_bytes(len) as usize;
+    if n > MAX_FRAME {
+        return Err(format!("frame of {n} bytes is larger than {MAX_FRAME}"));
+    }
+    buf.resize(n, 0);
+    r.read_exact(buf).map_err(ctx("read"))?;
+    Ok(true)
+}
 
 /// A connected stream of either kind.
 #[derive(Debug)]
@@ -39,12 +165,27 @@ impl Stream {
         Ok(s)
     }
 
-    fn set_read_timeout(&self, t: Option<std::time::Duration>) -> BenchResult<()> {
+    fn set_read_timeout(&self, t: Option<Duration>) -> BenchResult<()> {
         match self {
             Stream::Unix(s) => s.set_read_timeout(t),
             Stream::Tcp(s) => s.set_read_timeout(t),
         }
         .map_err(ctx("SO_RCVTIMEO"))
+    }
+
+    fn set_write_timeout(&self, t: Option<Duration>) -> BenchResult<()> {
+        match self {
+            Stream::Unix(s) => s.set_write_timeout(t),
+            Stream::Tcp(s) => s.set_write_timeout(t),
+        }
+        .map_err(ctx("SO_SNDTIMEO"))
+    }
+
+    fn try_clone(&self) -> BenchResult<Stream> {
+        Ok(match self {
+            Stream::Unix(s) => Stream::Unix(s.try_clone().map_err(ctx("unix try_clone"))?),
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone().map_err(ctx("tcp try_clone"))?),
+        })
     }
 }
 
@@ -65,7 +206,10 @@ impl Write for Stream {
         }
     }
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match self {
+            Stream::Unix(s) => s.flush(),
+            Stream::Tcp(s) => s.flush(),
+        }
     }
 }
 
@@ -129,211 +273,158 @@ fn listen(net: Net) -> BenchResult<(Listener, String, Option<tempfile::TempDir>)
     }
 }
 
-/// Reads frames from `s` until `n` messages arrived in order; returns the time of the last receipt.
+/// Reads frames until `n` messages arrived in order; returns the time of the last receipt.
 /// Then reads on until end of stream and fails on any extra frame.
-fn subscriber(mut s: Stream, idx: usize, n: u64, payload: usize, pacer: &Pacer) -> BenchResult<Instant> {
-    let lim = limits();
-    let mut dec = FrameDecoder::new(lim);
+fn subscriber(s: Stream, idx: usize, n: u64, payload: usize) -> BenchResult<Instant> {
+    let mut r = BufReader::with_capacity(BUF, s);
+    let mut buf = Vec::with_capacity(payload + 256);
     let mut next = 0u64;
     let mut last = None;
-    loop {
-        let k = s.read(dec.spare(READ_BUF)).map_err(ctx("subscriber read"))?;
-        if k == 0 {
-            break;
+    while read_frame(&mut r, &mut buf).map_err(|e| format!("subscriber {idx} after {next} messages: {e}"))? {
+        if next >= n {
+            return Err(format!("subscriber {idx} got more than {n} messages"));
         }
-        dec.commit(k);
-        while let Some(body) = dec.next_frame().map_err(ctx("subscriber framing"))? {
-            let msg = decode_body(body, &lim).map_err(ctx("subscriber decode"))?;
-            if next >= n {
-                return Err(format!("subscriber {idx} got more than {n} messages"));
-            }
-            check_seq(&msg, next, payload)?;
-            next += 1;
-            pacer.delivered(idx, next);
-            if next == n {
-                last = Some(Instant::now());
-            }
+        check(&decode(&buf)?, next, payload)?;
+        next += 1;
+        if next == n {
+            last = Some(Instant::now());
         }
     }
     last.ok_or_else(|| format!("subscriber {idx} got {next} of {n} messages before end of stream"))
 }
 
-/// The bytes waiting for one server-side connection thread.
-///
-/// The publisher appends each encoded frame to every connection's outbox; the
-/// connection thread takes the whole outbox at once and writes it with one
-/// `write_all`, so writes batch themselves whenever the socket is the
-/// bottleneck. The publisher wakes a parked connection thread only once
-/// [`KICK_BYTES`] are waiting, or before it stops to wait for subscribers.
-#[derive(Debug, Default)]
-struct Outbox {
-    state: Mutex<OutboxState>,
-    ready: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct OutboxState {
-    buf: Vec<u8>,
-    parked: bool,
-    closed: bool,
-}
-
-/// Bytes a parked connection thread lets accumulate before it is woken.
-const KICK_BYTES: usize = 16 * 1024;
-
-impl Outbox {
-    fn lock(&self) -> MutexGuard<'_, OutboxState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn push(&self, frame: &[u8]) {
-        let mut st = self.lock();
-        st.buf.extend_from_slice(frame);
-        if st.parked && st.buf.len() >= KICK_BYTES {
-            st.parked = false;
-            self.ready.notify_one();
-        }
-    }
-
-    /// Wakes the connection thread if anything waits.
-    fn kick(&self) {
-        let mut st = self.lock();
-        if st.parked && !st.buf.is_empty() {
-            st.parked = false;
-            self.ready.notify_one();
-        }
-    }
-
-    fn close(&self) {
-        let mut st = self.lock();
-        st.closed = true;
-        self.ready.notify_one();
-    }
-}
-
-/// One server-side connection thread: writes everything put in its outbox, in order.
-fn writer(outbox: &Outbox, mut s: Stream) -> BenchResult<()> {
-    let mut out = Vec::new();
-    loop {
-        {
-            let mut st = outbox.lock();
-            while st.buf.is_empty() && !st.closed {
-                st.parked = true;
-                st = outbox.ready.wait(st).unwrap_or_else(PoisonError::into_inner);
-            }
-            st.parked = false;
-            if st.buf.is_empty() && st.closed {
-                return Ok(());
-            }
-            std::mem::swap(&mut st.buf, &mut out);
-        }
-        s.write_all(&out).map_err(ctx("server write"))?;
-        out.clear();
-    }
-}
-
 /// Broadcast throughput: messages/s delivered to every one of `subs` subscribers.
 pub(crate) fn throughput(net: Net, payload: usize, subs: usize, n: u64) -> BenchResult<f64> {
     let (listener, addr, _dir) = listen(net)?;
-    let pacer = Arc::new(Pacer::new(subs));
     let mut readers = Vec::with_capacity(subs);
-    let mut writers = Vec::with_capacity(subs);
-    let mut outboxes: Vec<Arc<Outbox>> = Vec::with_capacity(subs);
+    let mut conns = Vec::with_capacity(subs);
     for idx in 0..subs {
         let c = Stream::connect(net, &addr)?;
         let sc = listener.accept()?;
-        let p = Arc::clone(&pacer);
-        readers.push(thread::spawn(move || {
-            let r = subscriber(c, idx, n, payload, &p);
-            if r.is_err() {
-                p.abort();
+        // A stuck subscriber fails the cell instead of blocking the publisher for ever.
+        sc.set_write_timeout(Some(IO_TIMEOUT))?;
+        conns.push(BufWriter::with_capacity(BUF, sc));
+        readers.push(thread::spawn(move || subscriber(c, idx, n, payload)));
+    }
+    let bytes = payload_bytes(payload);
+    let start = Instant::now();
+    let published = (|| -> BenchResult<()> {
+        for seq in 0..n {
+            let body = encode(seq, &bytes)?;
+            for c in &mut conns {
+                write_frame(c, &body).map_err(ctx("publisher write"))?;
             }
-            r
-        }));
-        let outbox = Arc::new(Outbox::default());
-        outboxes.push(Arc::clone(&outbox));
-        writers.push(thread::spawn(move || writer(&outbox, sc)));
-    }
-    let (start, failure) = publish(
-        n,
-        payload,
-        &pacer,
-        || outboxes.iter().for_each(|o| o.kick()),
-        |msg| {
-            let frame = encode_frame(msg, MAX_FRAME).map_err(ctx("encode"))?;
-            for o in &outboxes {
-                o.push(frame.as_bytes());
-            }
-            Ok(())
-        },
-    );
-    outboxes.iter().for_each(|o| o.close());
-    for w in writers {
-        w.join().map_err(|_| "writer thread panicked".to_owned())??;
-    }
-    let mut lasts = Vec::with_capacity(subs);
-    for r in readers {
-        lasts.push(r.join().map_err(|_| "subscriber thread panicked".to_owned())??);
-    }
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    Ok(rate(n, start, &lasts))
-}
-
-/// Reads one frame and decodes it.
-fn read_message(s: &mut Stream, dec: &mut FrameDecoder) -> BenchResult<Option<socket_core::SocketMessage>> {
-    let lim = limits();
-    loop {
-        if let Some(body) = dec.next_frame().map_err(ctx("framing"))? {
-            return decode_body(body, &lim).map(Some).map_err(ctx("decode"));
         }
-        let k = s.read(dec.spare(READ_BUF)).map_err(ctx("read"))?;
-        if k == 0 {
-            return Ok(None);
-        }
-        dec.commit(k);
-    }
-}
-
-/// Ping-pong: the client sends, the server decodes, re-encodes and sends it back.
-pub(crate) fn round_trip(net: Net, payload: usize, plan: RttPlan) -> BenchResult<Rtt> {
-    let (listener, addr, _dir) = listen(net)?;
-    let mut client = Stream::connect(net, &addr)?;
-    let mut sc = listener.accept()?;
-    sc.set_read_timeout(Some(IO_TIMEOUT))?;
-    let server = thread::spawn(move || -> BenchResult<()> {
-        let mut dec = FrameDecoder::new(limits());
-        while let Some(msg) = read_message(&mut sc, &mut dec)? {
-            let f = encode_frame(&msg, MAX_FRAME).map_err(ctx("encode"))?;
-            sc.write_all(f.as_bytes()).map_err(ctx("server write"))?;
+        for c in &mut conns {
+            c.flush().map_err(ctx("publisher flush"))?;
         }
         Ok(())
-    });
-    let mut dec = FrameDecoder::new(limits());
-    let mut msg = make_message(payload);
-    let mut samples = Vec::with_capacity(plan.count as usize);
-    let mut seq = 0u64;
-    let mut timed_start = Instant::now();
-    loop {
-        if seq == plan.warmup {
-            timed_start = Instant::now();
+    })();
+    // End of stream for every subscriber (also after a failure, so none waits for more).
+    drop(conns);
+    let mut lasts = Vec::with_capacity(subs);
+    let mut first_err = published.err();
+    for r in readers {
+        match r.join().map_err(|_| "subscriber thread panicked".to_owned()).and_then(|r| r) {
+            Ok(t) => lasts.push(t),
+            Err(e) => {
+                // A subscriber's own failure explains the publisher's broken pipe: it comes first.
+                first_err = Some(e);
+            }
         }
-        if seq >= plan.warmup && plan.done(seq - plan.warmup, timed_start) {
-            break;
-        }
-        let t = Instant::now();
-        set_seq(&mut msg, seq);
-        let f = encode_frame(&msg, MAX_FRAME).map_err(ctx("encode"))?;
-        client.write_all(f.as_bytes()).map_err(ctx("client write"))?;
-        let reply = read_message(&mut client, &mut dec)?.ok_or("server closed the connection")?;
-        check_seq(&reply, seq, payload)?;
-        if seq >= plan.warmup {
-            samples.push(t.elapsed().as_nanos() as u64);
-        }
-        seq += 1;
     }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(rate(n, start, &lasts)),
+    }
+}
+
+/// The echo peer: decodes every frame fully, re-encodes it and sends it back.
+fn echo(s: Stream) -> BenchResult<()> {
+    let mut r = BufReader::with_capacity(BUF, s.try_clone()?);
+    let mut w = BufWriter::with_capacity(BUF, s);
+    let mut buf = Vec::new();
+    while read_frame(&mut r, &mut buf)? {
+        let out = rmp_serde::to_vec_named(&decode(&buf)?).map_err(ctx("echo encode"))?;
+        write_frame(&mut w, &out).map_err(ctx("echo write"))?;
+        w.flush().map_err(ctx("echo flush"))?;
+    }
+    Ok(())
+}
+
+/// Ping-pong: the client encodes and sends, the peer decodes, re-encodes and sends it back, the client decodes.
+pub(crate) fn round_trip(net: Net, payload: usize, plan: RttPlan) -> BenchResult<Rtt> {
+    let (listener, addr, _dir) = listen(net)?;
+    let client = Stream::connect(net, &addr)?;
+    let sc = listener.accept()?;
+    sc.set_read_timeout(Some(IO_TIMEOUT))?;
+    let server = thread::spawn(move || echo(sc));
+    let bytes = payload_bytes(payload);
+    let result = (|| -> BenchResult<Vec<u64>> {
+        let mut r = BufReader::with_capacity(BUF, client.try_clone()?);
+        let mut w = BufWriter::with_capacity(BUF, client.try_clone()?);
+        let mut buf = Vec::new();
+        let mut samples = Vec::with_capacity(usize::try_from(plan.count).unwrap_or(0));
+        let mut seq = 0u64;
+        let mut timed_start = Instant::now();
+        loop {
+            if seq == plan.warmup {
+                timed_start = Instant::now();
+            }
+            if seq >= plan.warmup && plan.done(seq - plan.warmup, timed_start) {
+                return Ok(samples);
+            }
+            let t = Instant::now();
+            let body = encode(seq, &bytes)?;
+            write_frame(&mut w, &body).map_err(ctx("client write"))?;
+            w.flush().map_err(ctx("client flush"))?;
+            if !read_frame(&mut r, &mut buf)? {
+                return Err("the echo peer closed the connection".into());
+            }
+            let reply = decode(&buf)?;
+            let dt = t.elapsed();
+            check(&reply, seq, payload)?;
+            if seq >= plan.warmup {
+                samples.push(u64::try_from(dt.as_nanos()).unwrap_or(u64::MAX));
+            }
+            seq += 1;
+        }
+    })();
+    // End of stream for the echo peer.
     drop(client);
-    server.join().map_err(|_| "server thread panicked".to_owned())??;
+    let served = server.join().map_err(|_| "echo thread panicked".to_owned())?;
+    let samples = result?;
+    served?;
     rtt_stats(samples)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_is_the_harness_message() {
+        let b = encode(7, &payload_bytes(64)).unwrap();
+        // A fixmap of 5 entries with named fields, 187 bytes for 64 B as the harness's frame_B.
+        assert_eq!(b[0], 0x85);
+        assert_eq!(b.len(), 187);
+        let m = decode(&b).unwrap();
+        check(&m, 7, 64).unwrap();
+        assert!(check(&m, 8, 64).is_err());
+        assert!(check(&m, 7, 65).is_err());
+        let again = rmp_serde::to_vec_named(&m).unwrap();
+        assert_eq!(again, b);
+    }
+
+    #[test]
+    fn frames_round_trip_and_end_cleanly() {
+        let mut wire = Vec::new();
+        write_frame(&mut wire, b"abc").unwrap();
+        assert_eq!(&wire[..4], &[0, 0, 0, 3]);
+        let mut r = &wire[..];
+        let mut buf = Vec::new();
+        assert!(read_frame(&mut r, &mut buf).unwrap());
+        assert_eq!(buf, b"abc");
+        assert!(!read_frame(&mut r, &mut buf).unwrap());
+    }
 }

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use event_listener::{Event, Listener as _};
 use socket_core::codec::Limits;
 use socket_core::{Data, EventName, SocketMessage};
 
@@ -15,15 +14,6 @@ pub(crate) const EVENT: &str = "bench";
 
 /// Largest frame accepted or produced (the library default, 1 MiB).
 pub(crate) const MAX_FRAME: usize = 1 << 20;
-
-/// The publisher never runs more than this many messages ahead of the slowest
-/// subscriber (the same application-level flow control for every contender).
-/// It stays below the library's default outbound queue (1024 frames) and its
-/// default client receive buffer, so the library runs with its default settings.
-pub(crate) const WINDOW: u64 = 512;
-
-/// Largest read of the plain-socket subscribers (straight into the `FrameDecoder`).
-pub(crate) const READ_BUF: usize = 64 * 1024;
 
 /// Every network wait in the bench gives up after this long: a cell must fail, not hang.
 pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(20);
@@ -69,34 +59,28 @@ pub(crate) fn event_name() -> EventName {
     EventName::new(EVENT).unwrap_or_else(|e| panic!("constant event name is valid: {e}"))
 }
 
-/// The publisher's loop, the same for every contender: messages `0..n` (see
-/// [`make_message`]), never more than the pacer's window ahead of the slowest
-/// subscriber. `before_wait` runs whenever the publisher may have to wait (the
-/// ceiling flushes its outboxes there); `send` publishes one message. Returns
-/// the instant of the first send and the first failure (a failed send aborts
-/// the pacer, so the subscribers stop waiting).
+/// The publisher's loop of the zmq and library contenders: messages `0..n`
+/// (see [`make_message`]), sent as fast as `send` takes them; no window (the
+/// ceiling blocks in `write`, libzmq runs with high-water marks 0, the
+/// library's outbound queue holds the whole run). `send` publishes one message.
+/// Stops at the first failed send, or as soon as a subscriber reported a
+/// failure through `abort`. Returns the instant of the first send and the first
+/// failure.
 pub(crate) fn publish(
     n: u64,
     payload: usize,
-    pacer: &Pacer,
-    mut before_wait: impl FnMut(),
+    abort: &Abort,
     mut send: impl FnMut(&SocketMessage) -> BenchResult<()>,
 ) -> (Instant, Option<String>) {
-    let deadline = Instant::now() + IO_TIMEOUT;
     let mut msg = make_message(payload);
     let start = Instant::now();
-    let mut allowed = 0;
     for seq in 0..n {
-        if seq >= allowed {
-            before_wait();
-            match pacer.wait(seq, deadline) {
-                Ok(a) => allowed = a,
-                Err(e) => return (start, Some(e)),
-            }
+        if abort.is_set() {
+            return (start, Some(format!("a subscriber failed; publisher stopped at seq {seq}")));
         }
         set_seq(&mut msg, seq);
         if let Err(e) = send(&msg) {
-            pacer.abort();
+            abort.set();
             return (start, Some(e));
         }
     }
@@ -108,8 +92,13 @@ pub(crate) fn publish(
 /// It is stamped once; the publisher only rewrites `seq` before each send, so
 /// every contender pays the same application cost per message.
 pub(crate) fn make_message(payload: usize) -> SocketMessage {
-    let data = Data::new().with("seq", 0u64).with("payload", vec![0xA5u8; payload]);
+    let data = Data::new().with("seq", 0u64).with("payload", payload_bytes(payload));
     SocketMessage::data(event_name(), data)
+}
+
+/// The payload of every contender's message: `len` bytes of 0xA5.
+pub(crate) fn payload_bytes(len: usize) -> Vec<u8> {
+    vec![0xA5u8; len]
 }
 
 /// Rewrites the sequence number of a message made by [`make_message`].
@@ -135,75 +124,20 @@ pub(crate) fn limits() -> Limits {
     Limits::default()
 }
 
-#[repr(align(128))]
+/// A failure flag shared by the publisher and its subscribers: whoever fails
+/// first sets it, and the publisher stops sending.
 #[derive(Debug, Default)]
-struct Padded(AtomicU64);
+pub(crate) struct Abort(AtomicBool);
 
-/// Per-subscriber delivery counters and the publisher's flow-control window.
-#[derive(Debug)]
-pub(crate) struct Pacer {
-    counts: Vec<Padded>,
-    event: Event,
-    aborted: AtomicBool,
-}
-
-/// Subscribers wake a waiting publisher every this many messages.
-const NOTIFY_EVERY: u64 = 32;
-
-impl Pacer {
-    /// Counters for `subs` subscribers.
-    pub(crate) fn new(subs: usize) -> Pacer {
-        Pacer {
-            counts: (0..subs).map(|_| Padded::default()).collect(),
-            event: Event::new(),
-            aborted: AtomicBool::new(false),
-        }
+impl Abort {
+    /// Someone failed.
+    pub(crate) fn set(&self) {
+        self.0.store(true, Ordering::Release);
     }
 
-    /// Subscriber `sub` has received `count` messages in total.
-    pub(crate) fn delivered(&self, sub: usize, count: u64) {
-        self.counts[sub].0.store(count, Ordering::Release);
-        if count % NOTIFY_EVERY == 0 {
-            self.event.notify(usize::MAX);
-        }
-    }
-
-    /// A subscriber failed: the publisher stops waiting.
-    pub(crate) fn abort(&self) {
-        self.aborted.store(true, Ordering::Release);
-        self.event.notify(usize::MAX);
-    }
-
-    fn min(&self) -> u64 {
-        self.counts.iter().map(|c| c.0.load(Ordering::Acquire)).min().unwrap_or(u64::MAX)
-    }
-
-    fn check(&self, seq: u64) -> BenchResult<Option<u64>> {
-        if self.aborted.load(Ordering::Acquire) {
-            return Err("a subscriber failed".into());
-        }
-        let min = self.min();
-        Ok((seq < min.saturating_add(WINDOW)).then(|| min.saturating_add(WINDOW)))
-    }
-
-    /// Blocks until message `seq` may be sent; returns the first seq that must wait again.
-    pub(crate) fn wait(&self, seq: u64, deadline: Instant) -> BenchResult<u64> {
-        loop {
-            if let Some(next) = self.check(seq)? {
-                return Ok(next);
-            }
-            let listener = self.event.listen();
-            if let Some(next) = self.check(seq)? {
-                return Ok(next);
-            }
-            if Instant::now() >= deadline {
-                return Err(format!("timed out: slowest subscriber stuck at {} messages", self.min()));
-            }
-            if listener.wait_timeout(Duration::from_millis(50)).is_none() && std::env::var_os("SBENCH_DEBUG").is_some()
-            {
-                eprintln!("pacer: 50 ms without progress at seq {seq}, min {}", self.min());
-            }
-        }
+    /// True once someone failed.
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
     }
 }
 

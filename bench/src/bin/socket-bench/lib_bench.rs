@@ -7,6 +7,14 @@
 //! `Client`s in this process: with the async API all of them run as tasks on
 //! one application thread; with the blocking API each has its own thread
 //! calling `Client::receive`.
+//!
+//! The publisher is not paced: `Server::broadcast` never blocks, and a client
+//! whose outbound queue overflows is disconnected as a slow consumer. So, like
+//! libzmq with high-water marks 0 and like the independent harness's `project`
+//! contender, the throughput cells raise the server's per-client outbound queue
+//! (`socket.outbound_queue_size` / `_bytes`) to hold the whole run; everything
+//! else is the default configuration. A slow-consumer disconnect or a dropped
+//! message still fails the cell (the server's statistics are checked after it).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,12 +22,13 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use socket_core::config::{MAX_QUEUE_BYTES, MAX_QUEUE_LEN};
 use socket_core::server::ServerEvent;
 use socket_core::{Client, Config, MessageType, Server, SocketMessage, Transport};
 
 use crate::common::{
-    check_seq, event_name, free_port, make_message, publish, rate, rtt_stats, set_seq, temp_dir, BenchResult, Net,
-    Pacer, Rtt, RttPlan, IO_TIMEOUT,
+    check_seq, event_name, free_port, make_message, publish, rate, rtt_stats, set_seq, temp_dir, Abort, BenchResult,
+    Net, Rtt, RttPlan, IO_TIMEOUT,
 };
 
 /// Which public API drives the library.
@@ -54,6 +63,16 @@ fn setup(net: Net, max_connections: usize) -> BenchResult<Setup> {
     }
     let transport = crate::serve::registry().get(net.name()).map_err(err("transport"))?;
     Ok(Setup { cfg, transport, _dir: dir })
+}
+
+/// Raises the per-client outbound queue to hold `n` messages of `payload` bytes
+/// (as the harness's `project.rs` does), within the configuration's limits.
+fn queue_whole_run(cfg: &mut Config, n: u64, payload: usize) {
+    let n = usize::try_from(n).unwrap_or(usize::MAX);
+    // A frame of the bench message is the payload plus well under 512 bytes of header.
+    let frame_guess = payload.saturating_add(512);
+    cfg.socket.outbound_queue_size = n.saturating_add(4096).min(MAX_QUEUE_LEN);
+    cfg.socket.outbound_queue_bytes = n.saturating_mul(frame_guess).saturating_add(64 << 20).min(MAX_QUEUE_BYTES);
 }
 
 /// Drains the server's event stream on a thread of its own (nobody else reads it
@@ -92,10 +111,11 @@ fn check_data(msg: &SocketMessage, want: u64, payload: usize) -> BenchResult<()>
 
 /// Broadcast throughput: messages/s delivered to every one of `subs` subscribers.
 pub(crate) fn throughput(api: Api, net: Net, payload: usize, subs: usize, n: u64) -> BenchResult<f64> {
-    let s = setup(net, subs + 8)?;
+    let mut s = setup(net, subs + 8)?;
+    queue_whole_run(&mut s.cfg, n, payload);
     let server = Server::new(Arc::clone(&s.transport), event_name(), &s.cfg).map_err(err("server"))?;
     let connected = drain_events(&server);
-    let pacer = Arc::new(Pacer::new(subs));
+    let abort = Arc::new(Abort::default());
     let result = (|| {
         let readers: Vec<thread::JoinHandle<BenchResult<Vec<Instant>>>> = match api {
             Api::Blocking => {
@@ -103,11 +123,11 @@ pub(crate) fn throughput(api: Api, net: Net, payload: usize, subs: usize, n: u64
                 let mut readers = Vec::with_capacity(subs);
                 for idx in 0..subs {
                     let c = Client::connect(Arc::clone(&s.transport), event_name(), &s.cfg).map_err(err("connect"))?;
-                    let p = Arc::clone(&pacer);
+                    let a = Arc::clone(&abort);
                     readers.push(thread::spawn(move || {
-                        let r = subscribe_blocking(&c, idx, n, payload, &p);
+                        let r = subscribe_blocking(&c, idx, n, payload);
                         if r.is_err() {
-                            p.abort();
+                            a.set();
                         }
                         c.disconnect();
                         r.map(|t| vec![t])
@@ -117,7 +137,7 @@ pub(crate) fn throughput(api: Api, net: Net, payload: usize, subs: usize, n: u64
             }
             Api::Async => {
                 let (server2, t, cfg, p) =
-                    (server.clone(), Arc::clone(&s.transport), s.cfg.clone(), Arc::clone(&pacer));
+                    (server.clone(), Arc::clone(&s.transport), s.cfg.clone(), Arc::clone(&abort));
                 // One application thread runs every subscriber task.
                 let (tx, rx) = std::sync::mpsc::channel::<BenchResult<()>>();
                 let app = thread::spawn(move || {
@@ -145,11 +165,11 @@ pub(crate) fn throughput(api: Api, net: Net, payload: usize, subs: usize, n: u64
                             .into_iter()
                             .enumerate()
                             .map(|(idx, c)| {
-                                let p = Arc::clone(&p);
+                                let a = Arc::clone(&p);
                                 ex.spawn(async move {
-                                    let r = subscribe_async(&c, idx, n, payload, &p).await;
+                                    let r = subscribe_async(&c, idx, n, payload).await;
                                     if r.is_err() {
-                                        p.abort();
+                                        a.set();
                                     }
                                     c.disconnect_async().await;
                                     r
@@ -174,20 +194,26 @@ pub(crate) fn throughput(api: Api, net: Net, payload: usize, subs: usize, n: u64
         };
         wait_connected(&connected, subs)?;
         let (start, failure) =
-            publish(n, payload, &pacer, || {}, |msg| server.broadcast(msg).map_err(|e| format!("broadcast: {e}")));
+            publish(n, payload, &abort, |msg| server.broadcast(msg).map_err(|e| format!("broadcast: {e}")));
         let mut lasts = Vec::with_capacity(subs);
-        let mut first_err = failure;
+        let mut sub_err = None;
         for r in readers {
             match r.join().map_err(|_| "subscriber thread panicked".to_owned()).and_then(|r| r) {
                 Ok(l) => lasts.extend(l),
                 Err(e) => {
-                    first_err.get_or_insert(e);
+                    sub_err.get_or_insert(e);
                 }
             }
         }
+        // A subscriber's own failure is the cause of the publisher's stop: it is reported first.
+        let mut first_err = sub_err.or(failure);
+        // The server's view tells a slow-consumer disconnect from a lost message;
+        // either fails the cell even when every subscriber got its messages.
+        let st = server.stats();
+        if first_err.is_none() && (st.slow_consumers > 0 || st.dropped > 0) {
+            first_err = Some("the server lost messages".to_owned());
+        }
         if let Some(e) = first_err {
-            // The server's view tells a slow-consumer disconnect from a lost message.
-            let st = server.stats();
             return Err(format!(
                 "{e} (server: {} slow consumers, {} dropped, {} sent)",
                 st.slow_consumers, st.dropped, st.messages_sent
@@ -199,14 +225,13 @@ pub(crate) fn throughput(api: Api, net: Net, payload: usize, subs: usize, n: u64
     result
 }
 
-fn subscribe_blocking(c: &Client, idx: usize, n: u64, payload: usize, pacer: &Pacer) -> BenchResult<Instant> {
+fn subscribe_blocking(c: &Client, idx: usize, n: u64, payload: usize) -> BenchResult<Instant> {
     for next in 0..n {
         let msg = c
             .receive(Some(IO_TIMEOUT))
             .map_err(|e| format!("subscriber {idx} after {next} messages: {e}"))?
             .ok_or_else(|| format!("subscriber {idx} timed out after {next} of {n} messages"))?;
         check_data(&msg, next, payload)?;
-        pacer.delivered(idx, next + 1);
     }
     let last = Instant::now();
     match c.receive(Some(Duration::from_millis(50))) {
@@ -215,7 +240,7 @@ fn subscribe_blocking(c: &Client, idx: usize, n: u64, payload: usize, pacer: &Pa
     }
 }
 
-async fn subscribe_async(c: &Client, idx: usize, n: u64, payload: usize, pacer: &Pacer) -> BenchResult<Instant> {
+async fn subscribe_async(c: &Client, idx: usize, n: u64, payload: usize) -> BenchResult<Instant> {
     for next in 0..n {
         let msg = c
             .receive_async(Some(IO_TIMEOUT))
@@ -223,7 +248,6 @@ async fn subscribe_async(c: &Client, idx: usize, n: u64, payload: usize, pacer: 
             .map_err(|e| format!("subscriber {idx} after {next} messages: {e}"))?
             .ok_or_else(|| format!("subscriber {idx} timed out after {next} of {n} messages"))?;
         check_data(&msg, next, payload)?;
-        pacer.delivered(idx, next + 1);
     }
     let last = Instant::now();
     match c.receive_async(Some(Duration::from_millis(50))).await {
