@@ -328,3 +328,104 @@ fn during_an_outage_the_oldest_are_dropped_and_the_count_is_exactly_what_did_not
     assert_eq!(stats.not_published(), stats.dropped, "{stats:?}");
     Ok(())
 }
+
+/// Two hosts whose local queues hold a whole burst: a local client that falls behind is
+/// never disconnected as a slow consumer (what is tested is the bridge, not them).
+fn burst_hosts() -> TestResult<(Host, Host)> {
+    let (mut a, mut b) = (Host::new()?, Host::new()?);
+    for h in [&mut a, &mut b] {
+        h.config.socket.outbound_queue_size = 65_536;
+        h.config.socket.outbound_queue_bytes = 256 << 20;
+        h.config.socket.receive_buffer_size = 65_536;
+    }
+    Ok((a, b))
+}
+
+/// Sends `n` messages of kind `burst` from `from` on a thread while `to` reads them: the
+/// sequence numbers `to` received, in arrival order, up to the `burst-end` sentinel.
+fn burst_across(event: &EventName, from: Client, to: &Client, n: u64) -> TestResult<Vec<u64>> {
+    let sender = {
+        let event = event.clone();
+        std::thread::spawn(move || -> TestResult {
+            for k in 0..n {
+                from.send(&msg(&event, "burst", k))?;
+            }
+            from.send(&msg(&event, "burst-end", n))?;
+            Ok(())
+        })
+    };
+    let mut got = Vec::new();
+    loop {
+        let m = next(to)?;
+        match m.data.get_str("kind") {
+            Some("burst") => got.push(m.data.get("n").and_then(|v| v.as_u64()).unwrap_or(u64::MAX)),
+            Some("burst-end") => break,
+            other => return Err(fail(format!("unexpected {other:?}"))),
+        }
+    }
+    sender.join().map_err(|_| fail("the sender panicked"))??;
+    Ok(got)
+}
+
+/// The publisher takes the outbound buffer in batches and the local readers fill it in
+/// batches: a burst many batches long, through a buffer smaller than one batch, crosses
+/// whole and in order while NATS is connected (readers wait for room, nothing is dropped).
+#[test]
+fn a_burst_larger_than_the_outbound_buffer_crosses_whole_and_in_order_while_connected() -> TestResult {
+    let nats = NatsServer::start(&NodeOptions::default())?;
+    let event = EventName::new("burst_ev")?;
+    let (a, b) = burst_hosts()?;
+    let bridge_a = Bridge::builder(a.transport.clone(), a.config.clone())
+        .event(event.clone())
+        .urls([nats.url()])
+        .outbound_buffer(16)
+        .start()?;
+    wait_event(&bridge_a, |e| matches!(e, BridgeEvent::NatsConnected { .. }))?;
+    let bridge_b = b.bridge(&event, &nats.url(), false)?;
+    let (ca, cb) = (a.client(&event)?, b.client(&event)?);
+    warm_up(&event, &ca, &cb)?;
+    let before = (bridge_a.stats().published, bridge_b.stats().received);
+
+    const N: u64 = 5000;
+    let got = burst_across(&event, ca, &cb, N)?;
+    assert_eq!(got, (0..N).collect::<Vec<_>>(), "all of them, in order, once");
+    let (sa, sb) = (bridge_a.stats(), bridge_b.stats());
+    assert_eq!(sa.dropped, 0, "{sa:?}");
+    assert_eq!(sa.published - before.0, N + 1, "{sa:?}");
+    assert_eq!(sb.received - before.1, N + 1, "{sb:?}");
+    Ok(())
+}
+
+/// The same in attach mode: the bridge's client takes every relayed message already
+/// buffered at once.
+#[test]
+fn in_attach_mode_a_burst_crosses_whole_and_in_order() -> TestResult {
+    let nats = NatsServer::start(&NodeOptions::default())?;
+    let event = EventName::new("burst_attach_ev")?;
+    let (a, b) = burst_hosts()?;
+    let mut relay = a.config.clone();
+    relay.socket.relay = true;
+    let app = socket_core::Server::new(a.transport.clone(), event.clone(), &relay)?;
+    app.start()?;
+    let bridge_a = Bridge::builder(a.transport.clone(), a.config.clone())
+        .event(event.clone())
+        .urls([nats.url()])
+        .outbound_buffer(16)
+        .start()?;
+    assert!(matches!(bridge_a.modes()[0].1, Mode::Attach { relay: true }), "{:?}", bridge_a.modes());
+    wait_event(&bridge_a, |e| matches!(e, BridgeEvent::NatsConnected { .. }))?;
+    let bridge_b = b.bridge(&event, &nats.url(), false)?;
+    let (ca, cb) = (a.client(&event)?, b.client(&event)?);
+    warm_up(&event, &ca, &cb)?;
+    let before = bridge_a.stats().published;
+
+    const N: u64 = 3000;
+    let got = burst_across(&event, ca, &cb, N)?;
+    assert_eq!(got, (0..N).collect::<Vec<_>>(), "all of them, in order, once");
+    let sa = bridge_a.stats();
+    assert_eq!(sa.dropped, 0, "{sa:?}");
+    assert_eq!(sa.published - before, N + 1, "{sa:?}");
+    drop(bridge_b);
+    app.stop()?;
+    Ok(())
+}
