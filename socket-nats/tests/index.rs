@@ -384,15 +384,20 @@ fn a_burst_larger_than_the_outbound_buffer_crosses_whole_and_in_order_while_conn
     let bridge_b = b.bridge(&event, &nats.url(), false)?;
     let (ca, cb) = (a.client(&event)?, b.client(&event)?);
     warm_up(&event, &ca, &cb)?;
-    let before = (bridge_a.stats().published, bridge_b.stats().received);
+    // A bridge counts a message just after handing it on: wait until the counts of the
+    // warm-ups have settled (everything published was received).
+    let settled = || {
+        let (sa, sb) = (bridge_a.stats(), bridge_b.stats());
+        (sa.published == sb.received).then_some((sa.published, sb.received))
+    };
+    let before = poll("the warm-ups counted", settled)?;
 
     const N: u64 = 5000;
     let got = burst_across(&event, ca, &cb, N)?;
     assert_eq!(got, (0..N).collect::<Vec<_>>(), "all of them, in order, once");
-    let (sa, sb) = (bridge_a.stats(), bridge_b.stats());
-    assert_eq!(sa.dropped, 0, "{sa:?}");
-    assert_eq!(sa.published - before.0, N + 1, "{sa:?}");
-    assert_eq!(sb.received - before.1, N + 1, "{sb:?}");
+    let after = poll("the burst counted", || settled().filter(|&(p, _)| p >= before.0 + N + 1))?;
+    assert_eq!(after, (before.0 + N + 1, before.1 + N + 1), "the burst and its sentinel, each once");
+    assert_eq!(bridge_a.stats().dropped, 0, "{:?}", bridge_a.stats());
     Ok(())
 }
 
@@ -417,14 +422,20 @@ fn in_attach_mode_a_burst_crosses_whole_and_in_order() -> TestResult {
     let bridge_b = b.bridge(&event, &nats.url(), false)?;
     let (ca, cb) = (a.client(&event)?, b.client(&event)?);
     warm_up(&event, &ca, &cb)?;
-    let before = bridge_a.stats().published;
+    // A bridge counts a message just after handing it on: wait until the counts of the
+    // warm-ups have settled (everything published was received).
+    let settled = || {
+        let (sa, sb) = (bridge_a.stats(), bridge_b.stats());
+        (sa.published == sb.received).then_some(sa.published)
+    };
+    let before = poll("the warm-ups counted", settled)?;
 
     const N: u64 = 3000;
     let got = burst_across(&event, ca, &cb, N)?;
     assert_eq!(got, (0..N).collect::<Vec<_>>(), "all of them, in order, once");
-    let sa = bridge_a.stats();
-    assert_eq!(sa.dropped, 0, "{sa:?}");
-    assert_eq!(sa.published - before, N + 1, "{sa:?}");
+    let after = poll("the burst counted", || settled().filter(|&p| p >= before + N + 1))?;
+    assert_eq!(after, before + N + 1, "the burst and its sentinel, each once");
+    assert_eq!(bridge_a.stats().dropped, 0, "{:?}", bridge_a.stats());
     drop(bridge_b);
     app.stop()?;
     Ok(())
