@@ -440,3 +440,112 @@ fn in_attach_mode_a_burst_crosses_whole_and_in_order() -> TestResult {
     app.stop()?;
     Ok(())
 }
+
+/// NATS decentralized auth, made here: an operator, an account and users as NKeys, and the
+/// JWTs that sign them (`ed25519-nkey`, what `nsc` writes).
+mod creds {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use nkeys::KeyPair;
+    use serde_json::{json, Value};
+
+    /// A JWT for `sub`, issued (signed) by `issuer`, with `nats` claims.
+    pub(super) fn jwt(issuer: &KeyPair, sub: &str, name: &str, nats: Value) -> super::TestResult<String> {
+        let header = URL_SAFE_NO_PAD.encode(json!({ "typ": "JWT", "alg": "ed25519-nkey" }).to_string());
+        let iat = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+        let claims = json!({
+            "jti": format!("{:032X}", fastrand::u128(..)),
+            "iat": iat,
+            "iss": issuer.public_key(),
+            "sub": sub,
+            "name": name,
+            "nats": nats,
+        });
+        let signed = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims.to_string()));
+        let sig = issuer.sign(signed.as_bytes()).map_err(|e| super::fail(e.to_string()))?;
+        Ok(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig)))
+    }
+
+    pub(super) fn unlimited_account() -> Value {
+        json!({
+            "limits": { "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                        "wildcards": true, "conn": -1, "leaf": -1 },
+            "type": "account",
+            "version": 2
+        })
+    }
+
+    pub(super) fn user() -> Value {
+        json!({ "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1, "type": "user", "version": 2 })
+    }
+
+    /// The text of a `.creds` file.
+    pub(super) fn file(user_jwt: &str, seed: &str) -> String {
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             ************************* IMPORTANT *************************\n\
+             NKEY Seed printed below can be used to sign and prove identity.\n\
+             NKEYs are sensitive and should be treated as secrets.\n\n\
+             -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n\n\
+             *************************************************************\n"
+        )
+    }
+}
+
+/// `.creds` files (NKey/JWT) against a nats-server in operator mode that knows one account:
+/// two bridges with users of that account exchange messages; a user of an account the
+/// server does not know, or no credentials at all, is refused at start (Auth).
+#[test]
+fn creds_files_authenticate_and_an_unknown_account_is_refused() -> TestResult {
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let stranger = nkeys::KeyPair::new_account();
+    let op_jwt =
+        creds::jwt(&operator, &operator.public_key(), "op", serde_json::json!({ "type": "operator", "version": 2 }))?;
+    let acc_jwt = creds::jwt(&operator, &account.public_key(), "acc", creds::unlimited_account())?;
+    let nats = NatsServer::start(&NodeOptions {
+        extra: format!(
+            "operator: {op_jwt}\nresolver: MEMORY\nresolver_preload: {{\n  {}: {acc_jwt}\n}}\n",
+            account.public_key()
+        ),
+        ..NodeOptions::default()
+    })?;
+    let dir = tempfile::tempdir()?;
+    let write_creds = |name: &str, issuer: &nkeys::KeyPair| -> TestResult<std::path::PathBuf> {
+        let user = nkeys::KeyPair::new_user();
+        let jwt = creds::jwt(issuer, &user.public_key(), name, creds::user())?;
+        let path = dir.path().join(format!("{name}.creds"));
+        std::fs::write(&path, creds::file(&jwt, &user.seed().map_err(|e| fail(e.to_string()))?))?;
+        Ok(path)
+    };
+    let (creds_a, creds_b, creds_x) =
+        (write_creds("a", &account)?, write_creds("b", &account)?, write_creds("x", &stranger)?);
+
+    let event = EventName::new("creds_ev")?;
+    let (a, b) = (Host::new()?, Host::new()?);
+    let start = |host: &Host, creds: &std::path::Path| {
+        Bridge::builder(host.transport.clone(), host.config.clone())
+            .event(event.clone())
+            .urls([nats.url()])
+            .credentials_file(creds)
+            .start()
+    };
+    let bridge_a = start(&a, &creds_a)?;
+    wait_event(&bridge_a, |e| matches!(e, BridgeEvent::NatsConnected { .. }))?;
+    let bridge_b = start(&b, &creds_b)?;
+    wait_event(&bridge_b, |e| matches!(e, BridgeEvent::NatsConnected { .. }))?;
+    let (ca, cb) = (a.client(&event)?, b.client(&event)?);
+    warm_up(&event, &ca, &cb)?;
+    ca.send(&msg(&event, "signed", 7))?;
+    let m = next(&cb)?;
+    assert_eq!((m.data.get_str("kind"), m.data.get("n").and_then(|v| v.as_u64())), (Some("signed"), Some(7)));
+
+    let x = Host::new()?;
+    let refused = start(&x, &creds_x).err().ok_or_else(|| fail("a user of an unknown account was let in"))?;
+    assert_eq!(refused.kind(), ErrorKind::Auth, "{refused}");
+    let anonymous =
+        Bridge::builder(x.transport.clone(), x.config.clone()).event(event.clone()).urls([nats.url()]).start();
+    let refused = anonymous.err().ok_or_else(|| fail("a bridge without credentials was let in"))?;
+    assert_eq!(refused.kind(), ErrorKind::Auth, "{refused}");
+    Ok(())
+}
