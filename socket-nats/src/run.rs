@@ -319,7 +319,7 @@ struct Outgoing {
 /// The bounded outbound buffer: the oldest message is dropped when it is full.
 ///
 /// While NATS is connected, a full buffer is a burst that the publisher has not caught up
-/// with yet: the local reader waits for room ([`Outbox::push_waiting`], at most
+/// with yet: the local reader waits for room ([`Outbox::push_all_waiting`], at most
 /// [`OUTBOX_FULL_WAIT`]), so a healthy but busy link loses nothing. While NATS is down (or
 /// the publisher makes no progress for that long), the oldest message is dropped at once
 /// and counted, so local delivery is never held up for long by NATS.
@@ -350,19 +350,17 @@ impl Outbox {
         }
     }
 
-    /// Pushes `item`, first waiting for room while NATS is connected (see the type's
-    /// documentation); a buffer that stays full drops its oldest message.
+    /// Pushes `item` alone (see [`push_all_waiting`](Self::push_all_waiting)).
     #[cfg(test)]
     async fn push_waiting(&self, shared: &Shared, item: Outgoing, connected: &watch::Receiver<bool>) {
         let mut one = VecDeque::from([item]);
         self.push_all_waiting(shared, &mut one, connected).await;
     }
 
-    /// Pushes every item of `items` in order (it is left empty), each as
-    /// [`push_waiting`](Self::push_waiting) would: while NATS is connected and the buffer is
-    /// full, it waits for room, at most [`OUTBOX_FULL_WAIT`] without progress, then drops the
-    /// oldest. Takes the lock and wakes the publisher once per run of items that fit, not
-    /// once per item.
+    /// Pushes every item of `items` in order (it is left empty), each as if pushed alone:
+    /// while NATS is connected and the buffer is full, it waits for room, at most
+    /// [`OUTBOX_FULL_WAIT`] without progress, then drops the oldest. Takes the lock and wakes
+    /// the publisher once per run of items that fit, not once per item.
     async fn push_all_waiting(
         &self,
         shared: &Shared,
