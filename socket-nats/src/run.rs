@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -332,6 +332,9 @@ struct Outbox {
     room: Notify,
     /// A wait for room timed out and the buffer has not drained to half since.
     stalled: AtomicBool,
+    /// Messages the publisher has taken and not yet handed to the NATS client (changed under
+    /// the queue's lock when taken or put back, so that "empty and none in flight" is exact).
+    in_flight: AtomicUsize,
 }
 
 /// Longest time a local reader waits for room in a full outbound buffer while NATS is
@@ -347,6 +350,7 @@ impl Outbox {
             notify: Notify::new(),
             room: Notify::new(),
             stalled: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
         }
     }
 
@@ -435,6 +439,7 @@ impl Outbox {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             let n = q.len().min(max);
             out.extend(q.drain(..n));
+            self.in_flight.fetch_add(n, Ordering::AcqRel);
             (n, q.len())
         };
         if n > 0 {
@@ -450,6 +455,7 @@ impl Outbox {
     /// before what the buffer holds; if that overfills it, the oldest are dropped and counted.
     fn unpop(&self, shared: &Shared, rest: Vec<Outgoing>) {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        self.in_flight.fetch_sub(rest.len(), Ordering::AcqRel);
         for item in rest.into_iter().rev() {
             q.push_front(item);
         }
@@ -460,8 +466,15 @@ impl Outbox {
         }
     }
 
-    fn is_empty(&self) -> bool {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+    /// The publisher handed one message it had taken to the NATS client (or gave up on it).
+    fn handed(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Nothing buffered and nothing taken by the publisher but not yet handed on.
+    fn is_drained(&self) -> bool {
+        let q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.is_empty() && self.in_flight.load(Ordering::Acquire) == 0
     }
 }
 
@@ -594,7 +607,7 @@ async fn bridge_main(
             let _ = server.stop_async().await;
         }
     }
-    while !outbox.is_empty() && *connected_rx.borrow() && tokio::time::Instant::now() < deadline {
+    while !outbox.is_drained() && *connected_rx.borrow() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     if *connected_rx.borrow() {
@@ -711,6 +724,7 @@ async fn publisher(
                     max_payload = max,
                     "message larger than the NATS server's max_payload: not published"
                 );
+                outbox.handed();
                 continue;
             }
             // No flush and no wait for the socket: the client writes what it was given as soon
@@ -722,6 +736,7 @@ async fn publisher(
                     tracing::warn!(error = %e, "publish to NATS failed");
                 }
             }
+            outbox.handed();
         }
     }
 }
@@ -1085,6 +1100,26 @@ mod tests {
         assert_eq!(shared.counters.snapshot().dropped, 0);
         assert_eq!(outbox.pop_into(&mut batch, 10), 4);
         assert_eq!(payloads(batch.drain(..)), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_taken_batch_counts_as_not_drained_until_each_is_handed_on_or_put_back() {
+        let shared = new_shared("x".to_owned());
+        let outbox = Outbox::new(4);
+        for n in 0..3 {
+            outbox.push(&shared, item(n));
+        }
+        let mut batch = Vec::new();
+        outbox.pop_into(&mut batch, 10);
+        assert!(!outbox.is_drained(), "the publisher still holds 3");
+        outbox.handed();
+        outbox.unpop(&shared, batch.split_off(1));
+        assert!(!outbox.is_drained(), "2 are back in the buffer");
+        outbox.pop_into(&mut batch, 10);
+        outbox.handed();
+        assert!(!outbox.is_drained(), "one is still held");
+        outbox.handed();
+        assert!(outbox.is_drained());
     }
 
     #[test]
