@@ -3,14 +3,14 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::{ConnectErrorKind, ConnectOptions, HeaderMap, ServerAddr};
+use async_nats::{ConnectErrorKind, ConnectOptions, HeaderMap, HeaderName, ServerAddr};
 use bytes::Bytes;
 use futures_lite::StreamExt;
-use socket_core::codec::{decode_body_for, encode_frame, Frame, Limits};
+use socket_core::codec::{decode_body_for, Frame, Limits};
 use socket_core::config::{check_nats_url, is_valid_subject_prefix, MAX_NATS_OUTBOUND_BUFFER};
 use socket_core::control::Control as ProtocolControl;
 use socket_core::{Client, ClientOptions, EventName, Server, ServerEvent, ServerOptions, SocketMessage};
@@ -319,7 +319,7 @@ struct Outgoing {
 /// The bounded outbound buffer: the oldest message is dropped when it is full.
 ///
 /// While NATS is connected, a full buffer is a burst that the publisher has not caught up
-/// with yet: the local reader waits for room ([`Outbox::push_waiting`], at most
+/// with yet: the local reader waits for room ([`Outbox::push_all_waiting`], at most
 /// [`OUTBOX_FULL_WAIT`]), so a healthy but busy link loses nothing. While NATS is down (or
 /// the publisher makes no progress for that long), the oldest message is dropped at once
 /// and counted, so local delivery is never held up for long by NATS.
@@ -332,6 +332,9 @@ struct Outbox {
     room: Notify,
     /// A wait for room timed out and the buffer has not drained to half since.
     stalled: AtomicBool,
+    /// Messages the publisher has taken and not yet handed to the NATS client (changed under
+    /// the queue's lock when taken or put back, so that "empty and none in flight" is exact).
+    in_flight: AtomicUsize,
 }
 
 /// Longest time a local reader waits for room in a full outbound buffer while NATS is
@@ -347,22 +350,51 @@ impl Outbox {
             notify: Notify::new(),
             room: Notify::new(),
             stalled: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
         }
     }
 
-    fn len(&self) -> usize {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).len()
+    /// Pushes `item` alone (see [`push_all_waiting`](Self::push_all_waiting)).
+    #[cfg(test)]
+    async fn push_waiting(&self, shared: &Shared, item: Outgoing, connected: &watch::Receiver<bool>) {
+        let mut one = VecDeque::from([item]);
+        self.push_all_waiting(shared, &mut one, connected).await;
     }
 
-    /// Pushes `item`, first waiting for room while NATS is connected (see the type's
-    /// documentation); a buffer that stays full drops its oldest message.
-    async fn push_waiting(&self, shared: &Shared, item: Outgoing, connected: &watch::Receiver<bool>) {
-        let deadline = tokio::time::Instant::now() + OUTBOX_FULL_WAIT;
-        loop {
+    /// Pushes every item of `items` in order (it is left empty), each as if pushed alone:
+    /// while NATS is connected and the buffer is full, it waits for room, at most
+    /// [`OUTBOX_FULL_WAIT`] without progress, then drops the oldest. Takes the lock and wakes
+    /// the publisher once per run of items that fit, not once per item.
+    async fn push_all_waiting(
+        &self,
+        shared: &Shared,
+        items: &mut VecDeque<Outgoing>,
+        connected: &watch::Receiver<bool>,
+    ) {
+        let mut deadline = tokio::time::Instant::now() + OUTBOX_FULL_WAIT;
+        while !items.is_empty() {
             let room = self.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            if self.len() < self.capacity || !*connected.borrow() || self.stalled.load(Ordering::Acquire) {
+            let moved = {
+                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                if !*connected.borrow() || self.stalled.load(Ordering::Acquire) {
+                    let n = items.len();
+                    for item in items.drain(..) {
+                        self.push_locked(&mut q, shared, item);
+                    }
+                    n
+                } else {
+                    let n = self.capacity.saturating_sub(q.len()).min(items.len());
+                    q.extend(items.drain(..n));
+                    n
+                }
+            };
+            if moved > 0 {
+                self.notify.notify_one();
+                deadline = tokio::time::Instant::now() + OUTBOX_FULL_WAIT;
+            }
+            if items.is_empty() {
                 break;
             }
             if tokio::time::timeout_at(deadline, room).await.is_err() {
@@ -371,47 +403,95 @@ impl Outbox {
                     capacity = self.capacity,
                     "NATS publishing makes no progress: outbound messages are dropped until it catches up"
                 );
-                break;
             }
         }
-        self.push(shared, item);
     }
 
+    #[cfg(test)]
     fn push(&self, shared: &Shared, item: Outgoing) {
         {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            if q.len() >= self.capacity {
-                q.pop_front();
-                let dropped = shared.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                if dropped.is_power_of_two() {
-                    tracing::warn!(dropped, capacity = self.capacity, "outbound buffer full: oldest message dropped");
-                }
-            }
-            q.push_back(item);
+            self.push_locked(&mut q, shared, item);
         }
         self.notify.notify_one();
     }
 
+    /// Appends `item`, dropping (and counting) the oldest message if the buffer is full.
+    fn push_locked(&self, q: &mut VecDeque<Outgoing>, shared: &Shared, item: Outgoing) {
+        if q.len() >= self.capacity {
+            q.pop_front();
+            count_dropped(shared, self.capacity, 1);
+        }
+        q.push_back(item);
+    }
+
+    #[cfg(test)]
     fn pop(&self) -> Option<Outgoing> {
-        let (item, left) = {
+        let mut one = Vec::with_capacity(1);
+        self.pop_into(&mut one, 1);
+        one.pop()
+    }
+
+    /// Moves up to `max` of the oldest messages into `out`, in order, under one lock, and
+    /// wakes the readers waiting for room once. Returns how many.
+    fn pop_into(&self, out: &mut Vec<Outgoing>, max: usize) -> usize {
+        let (n, left) = {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            (q.pop_front(), q.len())
+            let n = q.len().min(max);
+            out.extend(q.drain(..n));
+            self.in_flight.fetch_add(n, Ordering::AcqRel);
+            (n, q.len())
         };
-        if item.is_some() {
+        if n > 0 {
             if left <= self.capacity / 2 {
                 self.stalled.store(false, Ordering::Release);
             }
             self.room.notify_waiters();
         }
-        item
+        n
     }
 
-    fn push_front(&self, item: Outgoing) {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push_front(item);
+    /// Puts back `rest` (taken by [`pop_into`](Self::pop_into) but not published), in order,
+    /// before what the buffer holds; if that overfills it, the oldest are dropped and counted.
+    fn unpop(&self, shared: &Shared, rest: Vec<Outgoing>) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        self.in_flight.fetch_sub(rest.len(), Ordering::AcqRel);
+        for item in rest.into_iter().rev() {
+            q.push_front(item);
+        }
+        let over = q.len().saturating_sub(self.capacity);
+        if over > 0 {
+            q.drain(..over);
+            count_dropped(shared, self.capacity, over as u64);
+        }
     }
 
-    fn is_empty(&self) -> bool {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+    /// The publisher handed one message it had taken to the NATS client (or gave up on it).
+    fn handed(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Nothing buffered and nothing taken by the publisher but not yet handed on.
+    fn is_drained(&self) -> bool {
+        let q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.is_empty() && self.in_flight.load(Ordering::Acquire) == 0
+    }
+}
+
+/// Most messages the publisher takes from the outbound buffer at once, and most events a
+/// local reader moves into it at once.
+const PUBLISH_BATCH: usize = 128;
+
+/// [`ORIGIN_HEADER`] as a header name, without an allocation.
+fn origin_name() -> HeaderName {
+    HeaderName::from_static(ORIGIN_HEADER)
+}
+
+/// Counts `n` outbound messages dropped from a full buffer (logged at 1, 2, 4, 8 … drops).
+fn count_dropped(shared: &Shared, capacity: usize, n: u64) {
+    let before = shared.counters.dropped.fetch_add(n, Ordering::Relaxed);
+    if (before + 1..=before + n).any(u64::is_power_of_two) {
+        tracing::warn!(dropped = before + n, capacity, "outbound buffer full: oldest message dropped");
     }
 }
 
@@ -527,7 +607,7 @@ async fn bridge_main(
             let _ = server.stop_async().await;
         }
     }
-    while !outbox.is_empty() && *connected_rx.borrow() && tokio::time::Instant::now() < deadline {
+    while !outbox.is_drained() && *connected_rx.borrow() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     if *connected_rx.borrow() {
@@ -604,6 +684,10 @@ async fn publisher(
     retain_ready: watch::Sender<bool>,
 ) {
     let mut retain_prefix = retain_prefix;
+    // The same header on every message: built once, cloned.
+    let mut headers = HeaderMap::new();
+    headers.insert(origin_name(), shared.id.as_str());
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     loop {
         // Wait for a connection, and for a message.
         while !*connected.borrow_and_update() {
@@ -616,36 +700,43 @@ async fn publisher(
             let _ = retain_ready.send(true);
         }
         let notified = outbox.notify.notified();
-        let Some(item) = outbox.pop() else {
+        if outbox.pop_into(&mut batch, PUBLISH_BATCH) == 0 {
             tokio::select! {
                 () = notified => {}
                 r = connected.changed() => if r.is_err() { return },
             }
             continue;
-        };
-        if !*connected.borrow() {
-            outbox.push_front(item);
-            continue;
         }
+        // One look at the server's limit per batch (server_info copies the whole INFO).
         let max = client.server_info().max_payload;
-        if max > 0 && wire_size(&shared.id, item.payload.len()) > max {
-            Counters::add(&shared.counters.oversize);
-            tracing::warn!(
-                subject = %item.subject,
-                size = item.payload.len(),
-                max_payload = max,
-                "message larger than the NATS server's max_payload: not published"
-            );
-            continue;
-        }
-        let mut headers = HeaderMap::new();
-        headers.insert(ORIGIN_HEADER, shared.id.as_str());
-        match client.publish_with_headers(item.subject, headers, item.payload).await {
-            Ok(()) => Counters::add(&shared.counters.published),
-            Err(e) => {
-                Counters::add(&shared.counters.publish_failed);
-                tracing::warn!(error = %e, "publish to NATS failed");
+        let mut items = batch.drain(..);
+        while let Some(item) = items.next() {
+            if !*connected.borrow() {
+                // Lost NATS while publishing: what is left goes back, in order.
+                outbox.unpop(&shared, std::iter::once(item).chain(items.by_ref()).collect());
+                break;
             }
+            if max > 0 && wire_size(&shared.id, item.payload.len()) > max {
+                Counters::add(&shared.counters.oversize);
+                tracing::warn!(
+                    subject = %item.subject,
+                    size = item.payload.len(),
+                    max_payload = max,
+                    "message larger than the NATS server's max_payload: not published"
+                );
+                outbox.handed();
+                continue;
+            }
+            // No flush and no wait for the socket: the client writes what it was given as soon
+            // as this task yields (at the end of the batch, or when its command channel is full).
+            match client.publish_with_headers(item.subject, headers.clone(), item.payload).await {
+                Ok(()) => Counters::add(&shared.counters.published),
+                Err(e) => {
+                    Counters::add(&shared.counters.publish_failed);
+                    tracing::warn!(error = %e, "publish to NATS failed");
+                }
+            }
+            outbox.handed();
         }
     }
 }
@@ -675,8 +766,10 @@ fn warn_retain(shared: &Shared, why: String) {
 }
 
 fn encode_body(message: &SocketMessage) -> Option<Bytes> {
-    match encode_frame(message, usize::MAX) {
-        Ok(frame) => Some(Bytes::copy_from_slice(frame.body())),
+    // Straight into the buffer that becomes the payload (no copy of a frame).
+    let mut body = Vec::with_capacity(128);
+    match socket_core::codec::encode_body(message, &mut body) {
+        Ok(()) => Some(Bytes::from(body)),
         Err(e) => {
             tracing::warn!(error = %e, "a local message cannot be encoded: not published");
             None
@@ -691,22 +784,32 @@ async fn host_reader(
     shared: Arc<Shared>,
     connected: watch::Receiver<bool>,
 ) {
+    let mut batch = VecDeque::with_capacity(PUBLISH_BATCH);
     while let Some(event) = events.next().await {
-        match event {
-            ServerEvent::Message { message, .. } => {
-                if let Some(payload) = encode_body(&message) {
-                    outbox.push_waiting(&shared, Outgoing { subject: subject.clone(), payload }, &connected).await;
+        // One wake-up of this thread takes every event that is ready (up to a batch): one
+        // lock of the outbound buffer and one wake-up of the publisher for all of them.
+        let mut next = Some(event);
+        while let Some(event) = next.take() {
+            match event {
+                ServerEvent::Message { message, .. } => {
+                    if let Some(payload) = encode_body(&message) {
+                        batch.push_back(Outgoing { subject: subject.clone(), payload });
+                    }
                 }
+                // A relay server never waits for its event stream: when this reader fell behind,
+                // the oldest local messages were dropped before they reached the outbound buffer.
+                // They count as outbound drops, like those of a full buffer.
+                ServerEvent::EventsDropped { count } => {
+                    shared.counters.dropped.fetch_add(count, Ordering::Relaxed);
+                    tracing::warn!(count, "the bridge fell behind the local server: local messages not bridged");
+                }
+                _ => {}
             }
-            // A relay server never waits for its event stream: when this reader fell behind,
-            // the oldest local messages were dropped before they reached the outbound buffer.
-            // They count as outbound drops, like those of a full buffer.
-            ServerEvent::EventsDropped { count } => {
-                shared.counters.dropped.fetch_add(count, Ordering::Relaxed);
-                tracing::warn!(count, "the bridge fell behind the local server: local messages not bridged");
+            if batch.len() < PUBLISH_BATCH {
+                next = events.try_recv().ok();
             }
-            _ => {}
         }
+        outbox.push_all_waiting(&shared, &mut batch, &connected).await;
     }
 }
 
@@ -717,15 +820,24 @@ async fn attach_reader(
     shared: Arc<Shared>,
     connected: watch::Receiver<bool>,
 ) {
+    let mut batch = VecDeque::with_capacity(PUBLISH_BATCH);
     loop {
         match client.receive_async(None).await {
             Ok(Some(message)) => {
-                if ProtocolControl::is_protocol(&message) {
-                    continue;
+                // And every message already buffered (up to a batch), without waiting.
+                let mut next = Some(message);
+                while let Some(message) = next.take() {
+                    if !ProtocolControl::is_protocol(&message) {
+                        if let Some(payload) = encode_body(&message) {
+                            batch.push_back(Outgoing { subject: subject.clone(), payload });
+                        }
+                    }
+                    if batch.len() < PUBLISH_BATCH {
+                        // An error (closed) comes again from receive_async, after this batch.
+                        next = client.try_receive().ok().flatten();
+                    }
                 }
-                if let Some(payload) = encode_body(&message) {
-                    outbox.push_waiting(&shared, Outgoing { subject: subject.clone(), payload }, &connected).await;
-                }
+                outbox.push_all_waiting(&shared, &mut batch, &connected).await;
             }
             Ok(None) => {}
             Err(e) => {
@@ -817,8 +929,8 @@ async fn inbound(
     }
     let mut first = true;
     while let Some(message) = sub.next().await {
-        let origin = message.headers.as_ref().and_then(|h| h.get(ORIGIN_HEADER)).map(|v| v.as_str().to_owned());
-        if origin.as_deref() == Some(shared.id.as_str()) {
+        let origin = message.headers.as_ref().and_then(|h| h.get(origin_name()));
+        if origin.is_some_and(|v| v.as_str() == shared.id) {
             continue; // Never ours (no_echo); a second guard against loops.
         }
         if std::mem::take(&mut first) && retained.as_ref() == Some(&message.payload) {
@@ -865,6 +977,7 @@ async fn fetch_retained(client: &async_nats::Client, stream: &str, subject: &str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use socket_core::codec::encode_frame;
 
     #[test]
     fn payloads_from_nats_are_checked_whole() -> std::result::Result<(), Box<dyn std::error::Error>> {
@@ -965,6 +1078,122 @@ mod tests {
         }
         assert_eq!(started.elapsed(), Duration::ZERO);
         assert_eq!(shared.counters.snapshot().dropped, 2);
+    }
+
+    fn payloads(items: impl IntoIterator<Item = Outgoing>) -> Vec<u8> {
+        items.into_iter().map(|o| o.payload[0]).collect()
+    }
+
+    #[test]
+    fn a_batch_is_taken_in_order_and_what_is_put_back_comes_first() {
+        let shared = new_shared("x".to_owned());
+        let outbox = Outbox::new(4);
+        for n in 0..4 {
+            outbox.push(&shared, item(n));
+        }
+        let mut batch = Vec::new();
+        assert_eq!(outbox.pop_into(&mut batch, 3), 3);
+        assert_eq!(payloads(batch.drain(..)), [0, 1, 2]);
+        // Not published (NATS lost): 1 and 2 go back before 3, and newer ones after it.
+        outbox.push(&shared, item(4));
+        outbox.unpop(&shared, vec![item(1), item(2)]);
+        assert_eq!(shared.counters.snapshot().dropped, 0);
+        assert_eq!(outbox.pop_into(&mut batch, 10), 4);
+        assert_eq!(payloads(batch.drain(..)), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_taken_batch_counts_as_not_drained_until_each_is_handed_on_or_put_back() {
+        let shared = new_shared("x".to_owned());
+        let outbox = Outbox::new(4);
+        for n in 0..3 {
+            outbox.push(&shared, item(n));
+        }
+        let mut batch = Vec::new();
+        outbox.pop_into(&mut batch, 10);
+        assert!(!outbox.is_drained(), "the publisher still holds 3");
+        outbox.handed();
+        outbox.unpop(&shared, batch.split_off(1));
+        assert!(!outbox.is_drained(), "2 are back in the buffer");
+        outbox.pop_into(&mut batch, 10);
+        outbox.handed();
+        assert!(!outbox.is_drained(), "one is still held");
+        outbox.handed();
+        assert!(outbox.is_drained());
+    }
+
+    #[test]
+    fn putting_back_into_a_full_buffer_drops_the_oldest_and_counts_them() {
+        let shared = new_shared("x".to_owned());
+        let outbox = Outbox::new(3);
+        for n in 3..6 {
+            outbox.push(&shared, item(n));
+        }
+        outbox.unpop(&shared, vec![item(0), item(1), item(2)]);
+        assert_eq!(shared.counters.snapshot().dropped, 3);
+        let mut batch = Vec::new();
+        outbox.pop_into(&mut batch, 10);
+        assert_eq!(payloads(batch), [3, 4, 5], "the newest are kept, in order");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_larger_than_the_room_waits_for_the_publisher_and_loses_nothing() {
+        let shared = new_shared("x".to_owned());
+        let outbox = Arc::new(Outbox::new(3));
+        let (_tx, connected) = watch::channel(true);
+        let publisher = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while got.len() < 10 {
+                    let notified = outbox.notify.notified();
+                    let mut batch = Vec::new();
+                    if outbox.pop_into(&mut batch, 2) == 0 {
+                        notified.await;
+                    }
+                    got.extend(payloads(batch));
+                    // A slow publisher: slower than one wait per item, never stalled for long.
+                    tokio::time::sleep(OUTBOX_FULL_WAIT / 4).await;
+                }
+                got
+            })
+        };
+        let mut items: VecDeque<Outgoing> = (0..10).map(item).collect();
+        outbox.push_all_waiting(&shared, &mut items, &connected).await;
+        assert!(items.is_empty());
+        assert_eq!(publisher.await.ok(), Some((0..10).collect::<Vec<u8>>()));
+        assert_eq!(shared.counters.snapshot().dropped, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_into_a_buffer_that_stays_full_drops_the_oldest_after_one_wait() {
+        let shared = new_shared("x".to_owned());
+        let outbox = Outbox::new(2);
+        let (_tx, connected) = watch::channel(true);
+        let started = tokio::time::Instant::now();
+        let mut items: VecDeque<Outgoing> = (0..5).map(item).collect();
+        outbox.push_all_waiting(&shared, &mut items, &connected).await;
+        assert_eq!(started.elapsed(), OUTBOX_FULL_WAIT, "one wait, bounded");
+        assert_eq!(shared.counters.snapshot().dropped, 3);
+        assert!(outbox.stalled.load(Ordering::Acquire));
+        let mut batch = Vec::new();
+        outbox.pop_into(&mut batch, 10);
+        assert_eq!(payloads(batch), [3, 4]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_drops_at_once_while_nats_is_down() {
+        let shared = new_shared("x".to_owned());
+        let outbox = Outbox::new(2);
+        let (_tx, connected) = watch::channel(false);
+        let started = tokio::time::Instant::now();
+        let mut items: VecDeque<Outgoing> = (0..5).map(item).collect();
+        outbox.push_all_waiting(&shared, &mut items, &connected).await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(shared.counters.snapshot().dropped, 3);
+        let mut batch = Vec::new();
+        outbox.pop_into(&mut batch, 10);
+        assert_eq!(payloads(batch), [3, 4]);
     }
 
     #[test]

@@ -328,3 +328,224 @@ fn during_an_outage_the_oldest_are_dropped_and_the_count_is_exactly_what_did_not
     assert_eq!(stats.not_published(), stats.dropped, "{stats:?}");
     Ok(())
 }
+
+/// Two hosts whose local queues hold a whole burst: a local client that falls behind is
+/// never disconnected as a slow consumer (what is tested is the bridge, not them).
+fn burst_hosts() -> TestResult<(Host, Host)> {
+    let (mut a, mut b) = (Host::new()?, Host::new()?);
+    for h in [&mut a, &mut b] {
+        h.config.socket.outbound_queue_size = 65_536;
+        h.config.socket.outbound_queue_bytes = 256 << 20;
+        h.config.socket.receive_buffer_size = 65_536;
+    }
+    Ok((a, b))
+}
+
+/// Sends `n` messages of kind `burst` from `from` on a thread while `to` reads them: the
+/// sequence numbers `to` received, in arrival order, up to the `burst-end` sentinel.
+fn burst_across(event: &EventName, from: Client, to: &Client, n: u64) -> TestResult<Vec<u64>> {
+    let sender = {
+        let event = event.clone();
+        std::thread::spawn(move || -> TestResult {
+            for k in 0..n {
+                from.send(&msg(&event, "burst", k))?;
+            }
+            from.send(&msg(&event, "burst-end", n))?;
+            Ok(())
+        })
+    };
+    let mut got = Vec::new();
+    loop {
+        let m = next(to)?;
+        match m.data.get_str("kind") {
+            Some("burst") => got.push(m.data.get("n").and_then(|v| v.as_u64()).unwrap_or(u64::MAX)),
+            Some("burst-end") => break,
+            other => return Err(fail(format!("unexpected {other:?}"))),
+        }
+    }
+    sender.join().map_err(|_| fail("the sender panicked"))??;
+    Ok(got)
+}
+
+/// The publisher takes the outbound buffer in batches and the local readers fill it in
+/// batches: a burst many batches long, through a buffer smaller than one batch, crosses
+/// whole and in order while NATS is connected (readers wait for room, nothing is dropped).
+#[test]
+fn a_burst_larger_than_the_outbound_buffer_crosses_whole_and_in_order_while_connected() -> TestResult {
+    let nats = NatsServer::start(&NodeOptions::default())?;
+    let event = EventName::new("burst_ev")?;
+    let (a, b) = burst_hosts()?;
+    let bridge_a = Bridge::builder(a.transport.clone(), a.config.clone())
+        .event(event.clone())
+        .urls([nats.url()])
+        .outbound_buffer(16)
+        .start()?;
+    wait_event(&bridge_a, |e| matches!(e, BridgeEvent::NatsConnected { .. }))?;
+    let bridge_b = b.bridge(&event, &nats.url(), false)?;
+    let (ca, cb) = (a.client(&event)?, b.client(&event)?);
+    warm_up(&event, &ca, &cb)?;
+    // A bridge counts a message just after handing it on: wait until the counts of the
+    // warm-ups have settled (everything published was received).
+    let settled = || {
+        let (sa, sb) = (bridge_a.stats(), bridge_b.stats());
+        (sa.published == sb.received).then_some((sa.published, sb.received))
+    };
+    let before = poll("the warm-ups counted", settled)?;
+
+    const N: u64 = 5000;
+    let got = burst_across(&event, ca, &cb, N)?;
+    assert_eq!(got, (0..N).collect::<Vec<_>>(), "all of them, in order, once");
+    let after = poll("the burst counted", || settled().filter(|&(p, _)| p > before.0 + N))?;
+    assert_eq!(after, (before.0 + N + 1, before.1 + N + 1), "the burst and its sentinel, each once");
+    assert_eq!(bridge_a.stats().dropped, 0, "{:?}", bridge_a.stats());
+    Ok(())
+}
+
+/// The same in attach mode: the bridge's client takes every relayed message already
+/// buffered at once.
+#[test]
+fn in_attach_mode_a_burst_crosses_whole_and_in_order() -> TestResult {
+    let nats = NatsServer::start(&NodeOptions::default())?;
+    let event = EventName::new("burst_attach_ev")?;
+    let (a, b) = burst_hosts()?;
+    let mut relay = a.config.clone();
+    relay.socket.relay = true;
+    let app = socket_core::Server::new(a.transport.clone(), event.clone(), &relay)?;
+    app.start()?;
+    let bridge_a = Bridge::builder(a.transport.clone(), a.config.clone())
+        .event(event.clone())
+        .urls([nats.url()])
+        .outbound_buffer(16)
+        .start()?;
+    assert!(matches!(bridge_a.modes()[0].1, Mode::Attach { relay: true }), "{:?}", bridge_a.modes());
+    wait_event(&bridge_a, |e| matches!(e, BridgeEvent::NatsConnected { .. }))?;
+    let bridge_b = b.bridge(&event, &nats.url(), false)?;
+    let (ca, cb) = (a.client(&event)?, b.client(&event)?);
+    warm_up(&event, &ca, &cb)?;
+    // A bridge counts a message just after handing it on: wait until the counts of the
+    // warm-ups have settled (everything published was received).
+    let settled = || {
+        let (sa, sb) = (bridge_a.stats(), bridge_b.stats());
+        (sa.published == sb.received).then_some(sa.published)
+    };
+    let before = poll("the warm-ups counted", settled)?;
+
+    const N: u64 = 3000;
+    let got = burst_across(&event, ca, &cb, N)?;
+    assert_eq!(got, (0..N).collect::<Vec<_>>(), "all of them, in order, once");
+    let after = poll("the burst counted", || settled().filter(|&p| p > before + N))?;
+    assert_eq!(after, before + N + 1, "the burst and its sentinel, each once");
+    assert_eq!(bridge_a.stats().dropped, 0, "{:?}", bridge_a.stats());
+    drop(bridge_b);
+    app.stop()?;
+    Ok(())
+}
+
+/// NATS decentralized auth, made here: an operator, an account and users as NKeys, and the
+/// JWTs that sign them (`ed25519-nkey`, what `nsc` writes).
+mod creds {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use nkeys::KeyPair;
+    use serde_json::{json, Value};
+
+    /// A JWT for `sub`, issued (signed) by `issuer`, with `nats` claims.
+    pub(super) fn jwt(issuer: &KeyPair, sub: &str, name: &str, nats: Value) -> super::TestResult<String> {
+        let header = URL_SAFE_NO_PAD.encode(json!({ "typ": "JWT", "alg": "ed25519-nkey" }).to_string());
+        let iat = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+        let claims = json!({
+            "jti": format!("{:032X}", fastrand::u128(..)),
+            "iat": iat,
+            "iss": issuer.public_key(),
+            "sub": sub,
+            "name": name,
+            "nats": nats,
+        });
+        let signed = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims.to_string()));
+        let sig = issuer.sign(signed.as_bytes()).map_err(|e| super::fail(e.to_string()))?;
+        Ok(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig)))
+    }
+
+    pub(super) fn unlimited_account() -> Value {
+        json!({
+            "limits": { "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                        "wildcards": true, "conn": -1, "leaf": -1 },
+            "type": "account",
+            "version": 2
+        })
+    }
+
+    pub(super) fn user() -> Value {
+        json!({ "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1, "type": "user", "version": 2 })
+    }
+
+    /// The text of a `.creds` file.
+    pub(super) fn file(user_jwt: &str, seed: &str) -> String {
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             ************************* IMPORTANT *************************\n\
+             NKEY Seed printed below can be used to sign and prove identity.\n\
+             NKEYs are sensitive and should be treated as secrets.\n\n\
+             -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n\n\
+             *************************************************************\n"
+        )
+    }
+}
+
+/// `.creds` files (NKey/JWT) against a nats-server in operator mode that knows one account:
+/// two bridges with users of that account exchange messages; a user of an account the
+/// server does not know, or no credentials at all, is refused at start (Auth).
+#[test]
+fn creds_files_authenticate_and_an_unknown_account_is_refused() -> TestResult {
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let stranger = nkeys::KeyPair::new_account();
+    let op_jwt =
+        creds::jwt(&operator, &operator.public_key(), "op", serde_json::json!({ "type": "operator", "version": 2 }))?;
+    let acc_jwt = creds::jwt(&operator, &account.public_key(), "acc", creds::unlimited_account())?;
+    let nats = NatsServer::start(&NodeOptions {
+        extra: format!(
+            "operator: {op_jwt}\nresolver: MEMORY\nresolver_preload: {{\n  {}: {acc_jwt}\n}}\n",
+            account.public_key()
+        ),
+        ..NodeOptions::default()
+    })?;
+    let dir = tempfile::tempdir()?;
+    let write_creds = |name: &str, issuer: &nkeys::KeyPair| -> TestResult<std::path::PathBuf> {
+        let user = nkeys::KeyPair::new_user();
+        let jwt = creds::jwt(issuer, &user.public_key(), name, creds::user())?;
+        let path = dir.path().join(format!("{name}.creds"));
+        std::fs::write(&path, creds::file(&jwt, &user.seed().map_err(|e| fail(e.to_string()))?))?;
+        Ok(path)
+    };
+    let (creds_a, creds_b, creds_x) =
+        (write_creds("a", &account)?, write_creds("b", &account)?, write_creds("x", &stranger)?);
+
+    let event = EventName::new("creds_ev")?;
+    let (a, b) = (Host::new()?, Host::new()?);
+    let start = |host: &Host, creds: &std::path::Path| {
+        Bridge::builder(host.transport.clone(), host.config.clone())
+            .event(event.clone())
+            .urls([nats.url()])
+            .credentials_file(creds)
+            .start()
+    };
+    let bridge_a = start(&a, &creds_a)?;
+    wait_event(&bridge_a, |e| matches!(e, BridgeEvent::NatsConnected { .. }))?;
+    let bridge_b = start(&b, &creds_b)?;
+    wait_event(&bridge_b, |e| matches!(e, BridgeEvent::NatsConnected { .. }))?;
+    let (ca, cb) = (a.client(&event)?, b.client(&event)?);
+    warm_up(&event, &ca, &cb)?;
+    ca.send(&msg(&event, "signed", 7))?;
+    let m = next(&cb)?;
+    assert_eq!((m.data.get_str("kind"), m.data.get("n").and_then(|v| v.as_u64())), (Some("signed"), Some(7)));
+
+    let x = Host::new()?;
+    let refused = start(&x, &creds_x).err().ok_or_else(|| fail("a user of an unknown account was let in"))?;
+    assert_eq!(refused.kind(), ErrorKind::Auth, "{refused}");
+    let anonymous =
+        Bridge::builder(x.transport.clone(), x.config.clone()).event(event.clone()).urls([nats.url()]).start();
+    let refused = anonymous.err().ok_or_else(|| fail("a bridge without credentials was let in"))?;
+    assert_eq!(refused.kind(), ErrorKind::Auth, "{refused}");
+    Ok(())
+}

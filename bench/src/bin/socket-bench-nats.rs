@@ -9,7 +9,9 @@
 //! Cells, contenders interleaved, `--runs` runs each (at least 5 unless `--quick`), medians:
 //! * throughput, 64 B and 1 KiB: messages/s from a publisher on host A to a subscriber on
 //!   host B through both bridges, against the same bodies published and received by two
-//!   plain async-nats connections, one per node;
+//!   plain async-nats connections, one per node; beside them, as a reference, the same
+//!   publisher and subscriber through a local relay server on one host (the first and last
+//!   hops of the bridged path, no bridge);
 //! * round trip p50: a ping-pong across the bridges, a ping-pong through a local relay
 //!   server (one host), and a ping-pong over plain NATS; the added latency of the bridge is
 //!   `bridge - local - nats`;
@@ -292,6 +294,18 @@ fn bridge_tput(a: &Host, b: &Host, payload: usize, n: u64) -> BenchResult<(f64, 
     }
     sending.join().map_err(|_| "publisher panicked".to_owned())??;
     Ok((got as f64 / last.duration_since(started).as_secs_f64(), got))
+}
+
+/// A reference, not a contender: the same publisher and subscriber on one host through a
+/// local relay server (no bridge, no NATS), the first and last hops of the bridged path.
+fn local_tput(c: &Host, payload: usize, n: u64) -> BenchResult<(f64, u64)> {
+    let mut config = c.config.clone();
+    config.socket.relay = true;
+    let server = Server::new(c.transport.clone(), EventName::new(TPUT).map_err(err)?, &config).map_err(err)?;
+    server.start().map_err(err)?;
+    let result = bridge_tput(c, c, payload, n);
+    let _ = server.stop();
+    result
 }
 
 fn runtime() -> BenchResult<tokio::runtime::Runtime> {
@@ -583,8 +597,11 @@ fn run(o: &Options) -> BenchResult {
     // Throughput.
     let mut rows = Vec::new();
     for payload in [64usize, 1024] {
-        let (mut bridge, mut ceiling, mut lost) = (Vec::new(), Vec::new(), 0u64);
+        let (mut bridge, mut ceiling, mut local, mut lost) = (Vec::new(), Vec::new(), Vec::new(), 0u64);
         for _ in 0..o.runs {
+            let (rate, got) = local_tput(&c, payload, o.messages)?;
+            local.push(rate);
+            lost += o.messages - got;
             let (rate, got) = bridge_tput(&a, &b, payload, o.messages)?;
             bridge.push(rate);
             lost += o.messages - got;
@@ -592,15 +609,20 @@ fn run(o: &Options) -> BenchResult {
             ceiling.push(rate);
             lost += o.messages - got;
         }
-        rows.push((payload, median(&mut bridge), median(&mut ceiling), lost));
+        rows.push((payload, median(&mut bridge), median(&mut ceiling), median(&mut local), lost));
     }
     println!("\nthroughput ({} messages per run)", o.messages);
-    println!("| payload | bridge msg/s | plain NATS msg/s | bridge / NATS | target | not delivered (all runs) |");
-    println!("|---|---:|---:|---:|---|---:|");
-    for (payload, bridge, ceiling, lost) in &rows {
+    println!(
+        "| payload | bridge msg/s | plain NATS msg/s | bridge / NATS | target | not delivered (all runs) | local relay msg/s (reference) | local / NATS |"
+    );
+    println!("|---|---:|---:|---:|---|---:|---:|---:|");
+    for (payload, bridge, ceiling, local, lost) in &rows {
         let ratio = bridge / ceiling;
         let verdict = if ratio >= 0.7 { "PASS" } else { "MISS" };
-        println!("| {payload} B | {bridge:.0} | {ceiling:.0} | {ratio:.2}x | >= 0.7x {verdict} | {lost} |");
+        println!(
+            "| {payload} B | {bridge:.0} | {ceiling:.0} | {ratio:.2}x | >= 0.7x {verdict} | {lost} | {local:.0} | {:.2}x |",
+            local / ceiling
+        );
     }
 
     // Round trips.
