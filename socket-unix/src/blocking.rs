@@ -73,3 +73,55 @@ impl<S: AsFd + Send + Sync> BlockingRead for FdReader<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A connected pair: the reading end non-blocking (as the async runtime leaves it).
+    fn pair() -> (impl AsFd + Send + Sync, impl Write + Send + 'static) {
+        let (a, b) = std_pair();
+        a.set_nonblocking(true).expect("non-blocking");
+        (a, b)
+    }
+
+    #[test]
+    fn waits_for_data_until_the_deadline_then_reads_it_and_sees_the_end() {
+        let (a, mut b) = pair();
+        let r = FdReader::new(a);
+        let mut buf = [0u8; 16];
+        let t = Instant::now();
+        assert_eq!(r.read_until(&mut buf, Some(t + Duration::from_millis(30))).expect("read"), None);
+        assert!(t.elapsed() >= Duration::from_millis(30), "returned before the deadline");
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            b.write_all(b"hello").expect("write");
+            b
+        });
+        // No deadline: waits for the bytes.
+        assert_eq!(r.read_until(&mut buf, None).expect("read"), Some(5));
+        assert_eq!(&buf[..5], b"hello");
+        drop(writer.join().expect("writer"));
+        assert_eq!(r.read_until(&mut buf, Some(Instant::now() + Duration::from_secs(5))).expect("read"), Some(0));
+    }
+
+    #[test]
+    fn a_deadline_already_passed_still_takes_what_is_there() {
+        let (a, mut b) = pair();
+        b.write_all(b"ready").expect("write");
+        // The bytes are there (a deadline, not a sleep) before the reader is asked with no time left.
+        let five = Timespec { tv_sec: 5, tv_nsec: 0 };
+        assert_eq!(poll(&mut [PollFd::new(&a, PollFlags::IN)], Some(&five)).expect("poll"), 1);
+        let r = FdReader::new(a);
+        let mut buf = [0u8; 16];
+        assert_eq!(r.read_until(&mut buf, Some(Instant::now())).expect("read"), Some(5));
+        assert_eq!(r.read_until(&mut buf, Some(Instant::now())).expect("read"), None);
+    }
+
+    fn std_pair() -> (std::os::unix::net::UnixStream, std::os::unix::net::UnixStream) {
+        std::os::unix::net::UnixStream::pair().expect("socket pair")
+    }
+}

@@ -162,10 +162,11 @@ impl Inner {
                     }
                     return Ok(lr);
                 }
-                st.last.filter(|_| st.side.is_some()).map(|t| t + LEASE)
+                // Look again when the lease runs out: a leader gives the side back without a
+                // word after a delivery, and the side may then lie unused.
+                let from = if st.side.is_some() { st.last } else { None };
+                Some(from.unwrap_or_else(Instant::now) + LEASE)
             };
-            // A leader holds the side (it hands it back when it goes quiet or the switch
-            // is thrown), or the lease runs.
             let _ = runtime::until(until, future::or(listener, switch.dead())).await;
         }
     }

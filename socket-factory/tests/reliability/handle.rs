@@ -149,3 +149,60 @@ fn receive_share(client: &Client, r: usize, taken: &AtomicU64) -> TestResult<Vec
         taken.fetch_add(1, Ordering::Relaxed);
     }
 }
+
+on_both!(disconnect_ends_a_receive_reading_on_its_thread);
+
+/// A thread blocks in `receive(None)` while it reads the socket itself (it received before, so
+/// it holds the read side); `disconnect` from another thread ends that receive with `Closed`
+/// at once, not after some timeout.
+fn disconnect_ends_a_receive_reading_on_its_thread(net: Net, _name: &str) -> TestResult {
+    watchdog(30, move || {
+        let fx = Fx::new(net)?;
+        let server = fx.server()?;
+        let client = fx.client()?;
+        wait_until(Duration::from_secs(5), "the client counted by the server", || server.client_count() == 1)?;
+        server.broadcast(&fx.data(0, 0))?;
+        ensure!(client.receive(Some(GAP))?.is_some(), "the first broadcast did not arrive");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiting = client.clone();
+        let receiver = std::thread::spawn(move || {
+            let _ = tx.send(());
+            waiting.receive(None)
+        });
+        rx.recv()?;
+        // Give the receiver the chance to be reading (not required for the assertion).
+        wait_until(Duration::from_secs(5), "the server to see the client", || server.client_count() == 1)?;
+        let t = std::time::Instant::now();
+        client.disconnect();
+        let ended = receiver.join().map_err(|_| "the receiver panicked")?;
+        let took = t.elapsed();
+        ensure!(
+            ended.as_ref().is_err_and(|e| e.kind() == socket_factory::ErrorKind::Closed),
+            "receive ended with {ended:?}, not Closed"
+        );
+        ensure!(took < Duration::from_secs(2), "receive ended {took:?} after disconnect");
+        server.stop()?;
+        Ok(())
+    })
+}
+
+on_both!(end_of_stream_noticed_after_the_receivers_go_quiet);
+
+/// Blocking receives read the socket on their own thread; once the application stops
+/// receiving, the engine reads again by itself: a server that goes away is noticed
+/// (`is_connected` false, the client reconnecting) without any `receive`.
+fn end_of_stream_noticed_after_the_receivers_go_quiet(net: Net, _name: &str) -> TestResult {
+    watchdog(30, move || {
+        let fx = Fx::new(net)?;
+        let server = fx.server()?;
+        let client = fx.client()?;
+        wait_until(Duration::from_secs(5), "the client counted by the server", || server.client_count() == 1)?;
+        for seq in 0..100 {
+            server.broadcast(&fx.data(seq, 0))?;
+            ensure!(client.receive(Some(GAP))?.is_some(), "broadcast {seq} did not arrive");
+        }
+        server.stop()?;
+        wait_until(Duration::from_secs(5), "the client to notice the server is gone", || !client.is_connected())?;
+        Ok(())
+    })
+}
