@@ -23,8 +23,8 @@ fn prepare(
 ///
 /// # Errors
 ///
-/// [`ErrorKind::Validation`] for an invalid event name (checked before anything else);
-/// [`ErrorKind::Config`] for an unknown or not compiled-in transport or invalid settings.
+/// [`ErrorKind::Validation`](crate::ErrorKind::Validation) for an invalid event name (checked before anything else);
+/// [`ErrorKind::Config`](crate::ErrorKind::Config) for an unknown or not compiled-in transport or invalid settings.
 ///
 /// # Examples
 ///
@@ -92,7 +92,7 @@ pub fn create_server_for(
 ///
 /// # Errors
 ///
-/// [`ErrorKind::Validation`] for an invalid event name; [`ErrorKind::Config`] for an unknown or
+/// [`ErrorKind::Validation`](crate::ErrorKind::Validation) for an invalid event name; [`ErrorKind::Config`](crate::ErrorKind::Config) for an unknown or
 /// not compiled-in transport or invalid settings; the errors of [`Client::connect`].
 ///
 /// # Examples

@@ -66,7 +66,7 @@ fn reference_order(registry: &TransportRegistry) -> Vec<String> {
 
 /// The configuration reference `docs/configuration.md`: the core keys and the keys every
 /// transport of `registry` declares ([`Transport::settings`]), built-in and plug-in alike
-/// (`cargo xtask doc` writes it from [`default_registry`] with both transports compiled in).
+/// (`cargo xtask doc` writes it from [`default_registry`](crate::default_registry) with both transports compiled in).
 ///
 /// # Examples
 ///

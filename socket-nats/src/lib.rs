@@ -42,6 +42,9 @@
 //! ```
 
 mod error;
+mod inbound;
+mod nats;
+mod outbox;
 mod run;
 
 use std::path::PathBuf;

@@ -16,7 +16,7 @@ use crate::runtime;
 pub enum ServerEvent {
     /// A client connected: sent once its `hello` arrived or `hello_grace`
     /// ended. A `hello` arriving later (as the connection's first frame)
-    /// still gets `welcome`; [`Server::clients`] then shows the client
+    /// still gets `welcome`; [`Server::clients`](super::Server::clients) then shows the client
     /// handshaken, but no second event is sent.
     Connected(ClientInfo),
     /// A client disconnected.
@@ -36,14 +36,14 @@ pub enum ServerEvent {
     /// `count` events were dropped before this one because the application did
     /// not take them in time (relay mode only: there, delivery to the other
     /// clients never waits for the event stream; the oldest events go first).
-    /// Also counted in [`ServerStats::events_dropped`].
+    /// Also counted in [`ServerStats::events_dropped`](super::ServerStats::events_dropped).
     EventsDropped {
         /// Events dropped since the last `EventsDropped`.
         count: u64,
     },
 }
 
-/// The events of one server (see [`Server::events`]): an async [`Stream`](futures_lite::Stream)
+/// The events of one server (see [`Server::events`](super::Server::events)): an async [`Stream`](futures_lite::Stream)
 /// of [`ServerEvent`]s that is [`Unpin`], and, through [`Deref`](std::ops::Deref), the
 /// [`async_channel::Receiver`] it wraps (`recv`, `recv_blocking`, `try_recv`, `len`, ...).
 ///
@@ -82,7 +82,7 @@ impl ServerEvents {
     }
 
     /// The channel receiver, for code that stores or passes an
-    /// `async_channel::Receiver<ServerEvent>` (what [`Server::events`] returned before it
+    /// `async_channel::Receiver<ServerEvent>` (what [`Server::events`](super::Server::events) returned before it
     /// returned this type). It receives the same events.
     ///
     /// # Examples
@@ -187,7 +187,7 @@ impl EventQueue {
 impl Inner {
     /// Delivers an event without ever waiting (relay mode: delivery to the
     /// other clients must not wait for the application). A full buffer loses
-    /// its oldest events; an [`ServerEvent::EventsDropped`] ahead of the new
+    /// its oldest events; an [`ServerEvent::EventsDropped`](super::ServerEvent::EventsDropped) ahead of the new
     /// event says how many.
     pub(super) fn emit_lossy(&self, ev: ServerEvent) {
         let mut unreported = self.events_unreported.lock().unwrap_or_else(|e| e.into_inner());

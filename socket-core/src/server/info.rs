@@ -68,6 +68,6 @@ pub struct ServerStats {
     /// late `hello`) dropped because that client's outbound queue was full.
     pub replies_dropped: u64,
     /// Server events dropped because the application did not take them from
-    /// [`Server::events`] in time (relay mode; see [`ServerEvent::EventsDropped`]).
+    /// [`Server::events`](super::Server::events) in time (relay mode; see [`ServerEvent::EventsDropped`](super::ServerEvent::EventsDropped)).
     pub events_dropped: u64,
 }

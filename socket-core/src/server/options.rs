@@ -36,7 +36,7 @@ pub struct ServerOptions {
     /// Server events buffered for the application.
     pub inbound_queue_size: usize,
     /// Relay mode only: a full event buffer holds up reading from clients (`true`) instead
-    /// of dropping its oldest events with a counted [`ServerEvent::EventsDropped`] (`false`,
+    /// of dropping its oldest events with a counted [`ServerEvent::EventsDropped`](super::ServerEvent::EventsDropped) (`false`,
     /// the default, so that an application that does not read its events never holds up
     /// relaying). Set it when the event stream is itself a delivery path whose reader
     /// never blocks for long, as the NATS bridge's is: messages then wait instead of being
