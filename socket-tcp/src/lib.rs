@@ -76,22 +76,21 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(unix)]
 mod blocking;
 mod listener;
 mod port;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use socket2::{SockRef, TcpKeepalive};
 use socket_core::config::{check_transport_table, KeySpec, ValueType, MAX_CONNECTIONS};
-use socket_core::{
-    BlockingRead, Config, Connection, Endpoint, Error, ErrorKind, EventName, PeerInfo, Result, Transport,
-};
+use socket_core::{Config, Connection, Endpoint, Error, ErrorKind, EventName, PeerInfo, Result, Transport};
 
+#[cfg(unix)]
 use crate::blocking::FdReader;
 
 pub use listener::TcpListener;
@@ -495,14 +494,17 @@ impl Transport for TcpTransport {
         Ok(Connection { reader: Box::new(stream.clone()), writer: Box::new(stream), peer })
     }
 
+    // Unix: `poll` and `read` on the socket; elsewhere the default (reads through the reactor).
+    #[cfg(unix)]
     async fn connect_blocking(
         &self,
         endpoint: &Endpoint,
         config: &Config,
-    ) -> Result<(Connection, Option<Arc<dyn BlockingRead>>)> {
+    ) -> Result<(Connection, Option<std::sync::Arc<dyn socket_core::BlockingRead>>)> {
         let _ = config;
         let (stream, peer) = self.connect_stream(endpoint).await?;
-        let blocking: Arc<dyn BlockingRead> = Arc::new(FdReader::new(stream.clone()));
+        let blocking: std::sync::Arc<dyn socket_core::BlockingRead> =
+            std::sync::Arc::new(FdReader::new(stream.clone()));
         Ok((Connection { reader: Box::new(stream.clone()), writer: Box::new(stream), peer }, Some(blocking)))
     }
 }
