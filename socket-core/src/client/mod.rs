@@ -368,7 +368,11 @@ impl Client {
     /// # Blocking
     ///
     /// Blocks for at most `timeout` (`None`: until a message arrives or the client closes).
-    /// The calling thread parks itself; no executor or timer is involved.
+    /// No executor or timer is involved: when the receive buffer is empty and the transport
+    /// gives a blocking view of the stream (the Unix and TCP transports do), the calling
+    /// thread reads the socket itself, one receiving thread at a time, and decodes what it
+    /// read (the others, and every thread when the transport gives none, park until the
+    /// buffer has something). Messages and their order are the same either way.
     ///
     /// # Errors
     ///
