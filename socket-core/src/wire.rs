@@ -135,24 +135,21 @@ impl FrameReader {
             }
         })
         .await;
-        let res = match res {
-            Ok(res) => res,
-            Err(e) => {
-                dec.commit(0);
-                return Err(e);
-            }
+        self.settle(res, want)
+    }
+
+    /// Commits what a read of at most `want` bytes got (`Ok(None)`: nothing before the
+    /// deadline) and says what it was.
+    fn settle(&mut self, res: io::Result<Option<usize>>, want: usize) -> io::Result<Fill> {
+        let n = match res {
+            Ok(Some(n)) => n,
+            Ok(None) | Err(_) => 0,
         };
-        Ok(match res {
-            None => {
-                dec.commit(0);
-                Fill::Deadline
-            }
-            Some(0) => {
-                dec.commit(0);
-                Fill::Eof
-            }
+        self.dec.commit(n);
+        Ok(match res? {
+            None => Fill::Deadline,
+            Some(0) => Fill::Eof,
             Some(n) => {
-                dec.commit(n);
                 self.adapt(n, want);
                 Fill::Data
             }
@@ -168,25 +165,7 @@ impl FrameReader {
                 res => break res,
             }
         };
-        Ok(match res {
-            Err(e) => {
-                self.dec.commit(0);
-                return Err(e);
-            }
-            Ok(None) => {
-                self.dec.commit(0);
-                Fill::Deadline
-            }
-            Ok(Some(0)) => {
-                self.dec.commit(0);
-                Fill::Eof
-            }
-            Ok(Some(n)) => {
-                self.dec.commit(n);
-                self.adapt(n, want);
-                Fill::Data
-            }
-        })
+        self.settle(res, want)
     }
 }
 

@@ -84,9 +84,14 @@ fn reference_order(registry: &TransportRegistry) -> Vec<String> {
 /// impl Transport for Pigeon {
 ///     fn scheme(&self) -> &str { "pigeon" }
 ///     fn settings(&self) -> &'static [KeySpec] { PIGEON }
-///     async fn bind(&self, _: &EventName, _: &Config) -> Result<Box<dyn Listener>> { unimplemented!() }
+///     async fn bind(&self, _: &EventName, _: &Config) -> Result<Box<dyn Listener>> { Err(no_pigeon()) }
 ///     fn endpoints(&self, _: &EventName, _: &Config) -> Result<Vec<Endpoint>> { Ok(Vec::new()) }
-///     async fn connect(&self, _: &Endpoint, _: &Config) -> Result<Connection> { unimplemented!() }
+///     async fn connect(&self, _: &Endpoint, _: &Config) -> Result<Connection> { Err(no_pigeon()) }
+/// }
+///
+/// // Only the settings matter here: the transport itself never carries a message.
+/// fn no_pigeon() -> socket_factory::Error {
+///     socket_factory::Error::new(socket_factory::ErrorKind::Connection, "no pigeon available")
 /// }
 ///
 /// let registry = socket_factory::default_registry();

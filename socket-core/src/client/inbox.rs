@@ -158,24 +158,7 @@ impl Inbox {
     /// reaches the server and nothing is dropped.
     pub(super) async fn push_all(&self, batch: &mut VecDeque<Incoming>) -> Result<(), Closed> {
         while !batch.is_empty() {
-            let listener = {
-                let mut st = self.lock();
-                if st.closed {
-                    batch.clear();
-                    return Err(Closed);
-                }
-                let room = self.cap.saturating_sub(st.items.len()).min(batch.len());
-                st.items.extend(batch.drain(..room));
-                let listener = (!batch.is_empty()).then(|| self.writable.listen());
-                let sleepers = if room > 0 { std::mem::take(&mut st.sleepers) } else { Vec::new() };
-                drop(st);
-                if room > 0 {
-                    wake(sleepers);
-                    self.readable.notify(usize::MAX);
-                }
-                listener
-            };
-            if let Some(listener) = listener {
+            if let Some(listener) = self.put(batch, true)? {
                 // Room made between our check and `listen` was notified to
                 // this listener only if it existed: look once more first.
                 if self.lock().items.len() >= self.cap {
@@ -184,6 +167,26 @@ impl Inbox {
             }
         }
         Ok(())
+    }
+
+    /// Moves what fits of `batch` (all of it unless `bounded`) into the inbox, in order, and
+    /// wakes the consumers; returns a listener for room when some of `batch` is left.
+    fn put(&self, batch: &mut VecDeque<Incoming>, bounded: bool) -> Result<Option<EventListener>, Closed> {
+        let mut st = self.lock();
+        if st.closed {
+            batch.clear();
+            return Err(Closed);
+        }
+        let room = if bounded { self.cap.saturating_sub(st.items.len()).min(batch.len()) } else { batch.len() };
+        st.items.extend(batch.drain(..room));
+        let listener = (!batch.is_empty()).then(|| self.writable.listen());
+        let sleepers = if room > 0 { std::mem::take(&mut st.sleepers) } else { Vec::new() };
+        drop(st);
+        if room > 0 {
+            wake(sleepers);
+            self.readable.notify(usize::MAX);
+        }
+        Ok(listener)
     }
 
     /// [`try_pop`](Self::try_pop) for a blocking consumer about to wait: when there is
@@ -233,18 +236,7 @@ impl Inbox {
     /// receiving thread made on its own because the buffer was empty (so the buffer holds at
     /// most its capacity plus one read). `Err` once closed.
     pub(super) fn push_now(&self, batch: &mut VecDeque<Incoming>) -> Result<(), Closed> {
-        let sleepers = {
-            let mut st = self.lock();
-            if st.closed {
-                batch.clear();
-                return Err(Closed);
-            }
-            st.items.extend(batch.drain(..));
-            std::mem::take(&mut st.sleepers)
-        };
-        wake(sleepers);
-        self.readable.notify(usize::MAX);
-        Ok(())
+        self.put(batch, false).map(drop)
     }
 
     /// Items waiting.

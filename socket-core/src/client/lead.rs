@@ -1,7 +1,7 @@
 //! Who reads the live connection: the supervisor task, or a blocking `receive` on the
 //! application's own thread (leader/follower).
 //!
-//! When the transport gives a blocking view of the stream ([`BlockingRead`]), a blocking
+//! When the transport gives a blocking view of the stream ([`BlockingRead`](crate::BlockingRead)), a blocking
 //! `receive` that finds the receive buffer empty asks for the read side
 //! ([`ReadSlot::request`]). The supervisor hands it over at a point where everything it read
 //! is delivered (its pending read is cancel-safe), and from then on the receiving threads
@@ -31,10 +31,9 @@ use event_listener::Event;
 use futures_lite::future;
 
 use super::link::Link;
-use super::receive::{LinkReader, Step};
+use super::receive::{read_failed, LinkReader, Step, SERVER_CLOSED, WRITE_FAILED};
 use super::Inner;
 use crate::runtime;
-use crate::transport::BlockingRead;
 use crate::wire::Fill;
 
 /// How long the read side stays with the receiving threads after they last read.
@@ -152,15 +151,17 @@ impl Inner {
             let until = {
                 let mut st = self.reads.lock();
                 let idle = st.last.is_none_or(|t| t.elapsed() >= LEASE);
-                if st.side.is_some() && (!st.callers || idle || switch.is_dead()) {
-                    st.callers = false;
-                    let ended = st.ended.take();
-                    let Some(lr) = st.side.take() else { unreachable!("checked above") };
-                    drop(st);
-                    if switch.is_dead() {
-                        return Err((ended.unwrap_or_else(|| "a write to the server failed".to_owned()), lr));
+                let dead = switch.is_dead();
+                if !st.callers || idle || dead {
+                    if let Some(lr) = st.side.take() {
+                        st.callers = false;
+                        let ended = st.ended.take();
+                        drop(st);
+                        if dead {
+                            return Err((ended.unwrap_or_else(|| WRITE_FAILED.to_owned()), lr));
+                        }
+                        return Ok(lr);
                     }
-                    return Ok(lr);
                 }
                 // Look again when the lease runs out: a leader gives the side back without a
                 // word after a delivery, and the side may then lie unused.
@@ -243,14 +244,13 @@ impl Inner {
             // Quiet only between frames: a frame in progress waits for its own deadline.
             let quiet = (!lr.fr.in_frame()).then_some(quiet_at);
             let until = [deadline, frame_at, quiet, Some(now + SLICE)].into_iter().flatten().min();
-            match lr.fr.fill_blocking(&*blocking as &dyn BlockingRead, until) {
+            match lr.fr.fill_blocking(&*blocking, until) {
                 Ok(Fill::Data) => quiet_at = Instant::now() + LEASE,
-                Ok(Fill::Eof) => return Here::Ended("the server closed the connection".to_owned()),
+                Ok(Fill::Eof) => return Here::Ended(SERVER_CLOSED.to_owned()),
                 Ok(Fill::Deadline) => {
                     let now = Instant::now();
                     if frame_at.is_some_and(|at| now >= at) {
-                        let timeout = self.opts.frame_timeout;
-                        return Here::Ended(format!("the server did not complete a frame within {timeout:?}"));
+                        return Here::Ended(self.frame_unfinished());
                     }
                     if deadline.is_some_and(|at| now >= at) {
                         return Here::TimedOut;
@@ -259,7 +259,7 @@ impl Inner {
                         return Here::Quiet;
                     }
                 }
-                Err(e) => return Here::Ended(format!("read failed: {e}")),
+                Err(e) => return Here::Ended(read_failed(&e)),
             }
         }
     }

@@ -269,16 +269,30 @@ impl Inner {
             };
             match filled {
                 Ok(Fill::Data) => {}
-                Ok(Fill::Eof) => return ReadEnd::Ended("the server closed the connection".to_owned()),
-                Ok(Fill::Deadline) => {
-                    return ReadEnd::Ended(format!(
-                        "the server did not complete a frame within {:?}",
-                        self.opts.frame_timeout
-                    ))
-                }
-                Err(e) => return ReadEnd::Ended(format!("read failed: {e}")),
+                Ok(Fill::Eof) => return ReadEnd::Ended(SERVER_CLOSED.to_owned()),
+                // The only deadline here is the frame's.
+                Ok(Fill::Deadline) => return ReadEnd::Ended(self.frame_unfinished()),
+                Err(e) => return ReadEnd::Ended(read_failed(&e)),
             }
         }
+    }
+}
+
+/// Why a connection ended at end-of-stream.
+pub(super) const SERVER_CLOSED: &str = "the server closed the connection";
+
+/// Why a connection ended when its death switch was thrown by a failed write.
+pub(super) const WRITE_FAILED: &str = "a write to the server failed";
+
+/// Why a connection ended on a failed read.
+pub(super) fn read_failed(e: &std::io::Error) -> String {
+    format!("read failed: {e}")
+}
+
+impl Inner {
+    /// Why a connection ended when a frame was not completed in time.
+    pub(super) fn frame_unfinished(&self) -> String {
+        format!("the server did not complete a frame within {:?}", self.opts.frame_timeout)
     }
 }
 

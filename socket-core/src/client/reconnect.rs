@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_lite::future;
 
 use super::connect::ProtocolMismatch;
-use super::receive::{drain, LinkReader, ReadEnd};
+use super::receive::{drain, LinkReader, ReadEnd, WRITE_FAILED};
 use super::{ConnectionState, Inner};
 use crate::runtime;
 
@@ -21,7 +21,7 @@ impl Inner {
         loop {
             let end = future::or(self.read_frames(&mut link), async {
                 switch.dead().await;
-                ReadEnd::Ended("a write to the server failed".to_owned())
+                ReadEnd::Ended(WRITE_FAILED.to_owned())
             })
             .await;
             match end {

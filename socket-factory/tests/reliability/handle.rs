@@ -157,10 +157,7 @@ on_both!(disconnect_ends_a_receive_reading_on_its_thread);
 /// at once, not after some timeout.
 fn disconnect_ends_a_receive_reading_on_its_thread(net: Net, _name: &str) -> TestResult {
     watchdog(30, move || {
-        let fx = Fx::new(net)?;
-        let server = fx.server()?;
-        let client = fx.client()?;
-        wait_until(Duration::from_secs(5), "the client counted by the server", || server.client_count() == 1)?;
+        let (fx, server, client) = connected(net)?;
         server.broadcast(&fx.data(0, 0))?;
         ensure!(client.receive(Some(GAP))?.is_some(), "the first broadcast did not arrive");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -170,8 +167,6 @@ fn disconnect_ends_a_receive_reading_on_its_thread(net: Net, _name: &str) -> Tes
             waiting.receive(None)
         });
         rx.recv()?;
-        // Give the receiver the chance to be reading (not required for the assertion).
-        wait_until(Duration::from_secs(5), "the server to see the client", || server.client_count() == 1)?;
         let t = std::time::Instant::now();
         client.disconnect();
         let ended = receiver.join().map_err(|_| "the receiver panicked")?;
@@ -193,10 +188,7 @@ on_both!(end_of_stream_noticed_after_the_receivers_go_quiet);
 /// (`is_connected` false, the client reconnecting) without any `receive`.
 fn end_of_stream_noticed_after_the_receivers_go_quiet(net: Net, _name: &str) -> TestResult {
     watchdog(30, move || {
-        let fx = Fx::new(net)?;
-        let server = fx.server()?;
-        let client = fx.client()?;
-        wait_until(Duration::from_secs(5), "the client counted by the server", || server.client_count() == 1)?;
+        let (fx, server, client) = connected(net)?;
         for seq in 0..100 {
             server.broadcast(&fx.data(seq, 0))?;
             ensure!(client.receive(Some(GAP))?.is_some(), "broadcast {seq} did not arrive");
@@ -205,4 +197,13 @@ fn end_of_stream_noticed_after_the_receivers_go_quiet(net: Net, _name: &str) -> 
         wait_until(Duration::from_secs(5), "the client to notice the server is gone", || !client.is_connected())?;
         Ok(())
     })
+}
+
+/// A started server and one client that the server counts.
+fn connected(net: Net) -> TestResult<(Fx, socket_factory::Server, Client)> {
+    let fx = Fx::new(net)?;
+    let server = fx.server()?;
+    let client = fx.client()?;
+    wait_until(Duration::from_secs(5), "the client counted by the server", || server.client_count() == 1)?;
+    Ok((fx, server, client))
 }
