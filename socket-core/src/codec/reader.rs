@@ -342,13 +342,20 @@ impl<'a> Reader<'a> {
 
     fn str_body(&mut self, len: usize) -> Result<&'a str, DecodeError> {
         let bytes = self.take(len)?;
-        std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8 { path: String::new() })
+        utf8(bytes)
     }
 
     /// Reads a map key: a string, or an error naming what was found.
     fn key(&mut self) -> Result<&'a str, DecodeError> {
+        let bytes = self.key_bytes()?;
+        utf8(bytes)
+    }
+
+    /// Reads a map key's bytes, not yet checked as UTF-8 (a known key is
+    /// compared as bytes: ASCII bytes that match are valid).
+    fn key_bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         match self.head()? {
-            Head::Str(len) => self.str_body(len),
+            Head::Str(len) => self.take(len),
             Head::Ext(type_id) => Err(DecodeError::ExtType { type_id, path: String::new() }),
             other => Err(DecodeError::NonStringKey { found: other.type_name(), path: String::new() }),
         }
@@ -418,8 +425,15 @@ impl<'a> Reader<'a> {
 
     /// Reads a top-level field that must be a string.
     fn str_field(&mut self, field: &'static str) -> Result<&'a str, DecodeError> {
+        let bytes = self.str_field_bytes(field)?;
+        utf8(bytes).map_err(|e| e.under_key(field))
+    }
+
+    /// Reads a top-level field that must be a string, without checking its
+    /// bytes as UTF-8 (the caller compares them first, or checks them).
+    fn str_field_bytes(&mut self, field: &'static str) -> Result<&'a [u8], DecodeError> {
         match self.field_head(field)? {
-            Head::Str(len) => self.str_body(len).map_err(|e| e.under_key(field)),
+            Head::Str(len) => self.take(len).map_err(|e| e.under_key(field)),
             other => Err(DecodeError::WrongType { field, expected: "a string", found: other.type_name() }),
         }
     }
@@ -442,30 +456,32 @@ impl<'a> Reader<'a> {
         let mut data = None;
         let mut unknown = Unknown { keys: [""; MAX_UNKNOWN_KEYS], len: 0 };
         for _ in 0..len {
-            let key = self.key()?;
+            // The five known keys are matched as bytes; only another key is checked as UTF-8.
+            let key = self.key_bytes()?;
             // A repeated key is an error before its value is read.
             match key {
-                "event_name" => {
-                    let slot = vacant(&mut event_name, key)?;
+                b"event_name" => {
+                    let slot = vacant(&mut event_name, "event_name")?;
                     *slot = Some(self.event_name_field()?);
                 }
-                "timestamp_ms" => {
-                    let slot = vacant(&mut timestamp_ms, key)?;
+                b"timestamp_ms" => {
+                    let slot = vacant(&mut timestamp_ms, "timestamp_ms")?;
                     *slot = Some(self.timestamp_ms_field()?);
                 }
-                "timestamp_iso" => {
-                    let slot = vacant(&mut timestamp_iso, key)?;
+                b"timestamp_iso" => {
+                    let slot = vacant(&mut timestamp_iso, "timestamp_iso")?;
                     *slot = Some(self.str_field("timestamp_iso")?.to_owned());
                 }
-                "message_type" => {
-                    let slot = vacant(&mut message_type, key)?;
+                b"message_type" => {
+                    let slot = vacant(&mut message_type, "message_type")?;
                     *slot = Some(self.message_type_field()?);
                 }
-                "data" => {
-                    let slot = vacant(&mut data, key)?;
+                b"data" => {
+                    let slot = vacant(&mut data, "data")?;
                     *slot = Some(self.data_field()?);
                 }
                 _ => {
+                    let key = utf8(key)?;
                     unknown.add(key)?;
                     // Validated like any value, then ignored.
                     self.value(1).map_err(|e| e.under_key(key))?;
@@ -484,11 +500,15 @@ impl<'a> Reader<'a> {
 
     /// The value of `event_name`: a valid event name (the expected one is shared, not copied).
     fn event_name_field(&mut self) -> Result<EventName, DecodeError> {
-        let s = self.str_field("event_name")?;
+        let bytes = self.str_field_bytes("event_name")?;
         match self.known {
-            Some(k) if k.as_str() == s => Ok(k.clone()),
-            _ => EventName::new(s)
-                .map_err(|e| DecodeError::InvalidField { field: "event_name", reason: e.message().to_owned() }),
+            // The known name is valid UTF-8, so equal bytes are too.
+            Some(k) if k.as_str().as_bytes() == bytes => Ok(k.clone()),
+            _ => {
+                let s = utf8(bytes).map_err(|e| e.under_key("event_name"))?;
+                EventName::new(s)
+                    .map_err(|e| DecodeError::InvalidField { field: "event_name", reason: e.message().to_owned() })
+            }
         }
     }
 
@@ -510,14 +530,17 @@ impl<'a> Reader<'a> {
 
     /// The value of `message_type`: `"data"`, `"error"` or `"control"`.
     fn message_type_field(&mut self) -> Result<MessageType, DecodeError> {
-        match self.str_field("message_type")? {
-            "data" => Ok(MessageType::Data),
-            "error" => Ok(MessageType::Error),
-            "control" => Ok(MessageType::Control),
-            other => Err(DecodeError::InvalidField {
-                field: "message_type",
-                reason: format!("unknown value {}: expected \"data\", \"error\" or \"control\"", quote(other)),
-            }),
+        match self.str_field_bytes("message_type")? {
+            b"data" => Ok(MessageType::Data),
+            b"error" => Ok(MessageType::Error),
+            b"control" => Ok(MessageType::Control),
+            other => {
+                let other = utf8(other).map_err(|e| e.under_key("message_type"))?;
+                Err(DecodeError::InvalidField {
+                    field: "message_type",
+                    reason: format!("unknown value {}: expected \"data\", \"error\" or \"control\"", quote(other)),
+                })
+            }
         }
     }
 
@@ -528,6 +551,11 @@ impl<'a> Reader<'a> {
             other => Err(DecodeError::WrongType { field: "data", expected: "a map", found: other.type_name() }),
         }
     }
+}
+
+/// `bytes` as a string; invalid UTF-8 is an error (its path added by the caller).
+fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
+    std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8 { path: String::new() })
 }
 
 /// `slot` while it is empty; a repeated `key` is an error.
