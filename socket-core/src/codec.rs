@@ -338,6 +338,11 @@ impl Frame {
         self.0.is_empty()
     }
 
+    /// A frame holding a copy of `frame` (header included, already checked).
+    pub(crate) fn copy_of(frame: &[u8]) -> Frame {
+        Frame(Arc::from(frame))
+    }
+
     /// Wraps a body already encoded, adding the header.
     ///
     /// # Errors
@@ -429,12 +434,20 @@ pub fn encode_frame(msg: &SocketMessage, max_frame_len: usize) -> Result<Frame, 
 /// encoded (see [`encode_body`]).
 pub fn encode_frame_with(msg: &SocketMessage, limits: &Limits) -> Result<Frame, Error> {
     let mut buf = Vec::with_capacity(128);
+    encode_frame_into(msg, limits, &mut buf)?;
+    Ok(Frame(buf.into()))
+}
+
+/// [`encode_frame_with`] into `buf` (cleared first), so that a caller that
+/// keeps `buf` encodes without allocating (the server's broadcast).
+pub(crate) fn encode_frame_into(msg: &SocketMessage, limits: &Limits, buf: &mut Vec<u8>) -> Result<(), Error> {
+    buf.clear();
     buf.extend_from_slice(&[0; HEADER_LEN]);
-    writer::write_message(&mut buf, msg, limits.depth())?;
+    writer::write_message(buf, msg, limits.depth())?;
     let len = buf.len() - HEADER_LEN;
     check_len(len, limits.max_frame_len)?;
     buf[..HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
-    Ok(Frame(buf.into()))
+    Ok(())
 }
 
 /// Decodes one frame body into a message.

@@ -11,25 +11,16 @@
 //!
 //! The cfg is `socket_loom`, not the customary `loom`: a global `--cfg loom`
 //! also switches concurrent-queue to loom's atomics, and async-executor then
-//! fails to compile. The per-client queue (async-channel) therefore runs with
-//! its real atomics inside the models: each of its operations is one
-//! indivisible step there (it is linearizable), and loom explores the
-//! interleavings of our own mutex and atomics around it.
+//! fails to compile. The per-client queue is the registry's own (a mutex from
+//! here); only the event that wakes its writer (`event-listener`) runs with
+//! its real atomics inside the models, where a notification is one
+//! indivisible step that wakes nobody (the models poll).
 
 #[cfg(socket_loom)]
-pub(crate) use loom::sync::{
-    atomic::{AtomicBool, AtomicUsize, Ordering},
-    Mutex, MutexGuard,
-};
+pub(crate) use loom::sync::{atomic::AtomicBool, Mutex, MutexGuard};
 
 #[cfg(all(shuttle, not(socket_loom)))]
-pub(crate) use shuttle::sync::{
-    atomic::{AtomicBool, AtomicUsize, Ordering},
-    Mutex, MutexGuard,
-};
+pub(crate) use shuttle::sync::{atomic::AtomicBool, Mutex, MutexGuard};
 
 #[cfg(not(any(socket_loom, shuttle)))]
-pub(crate) use std::sync::{
-    atomic::{AtomicBool, AtomicUsize, Ordering},
-    Mutex, MutexGuard,
-};
+pub(crate) use std::sync::{atomic::AtomicBool, Mutex, MutexGuard};

@@ -10,6 +10,7 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use tracing::Instrument;
 
 use super::outlet::OutletWrite;
+use super::registry::CHUNK;
 use super::{ClientId, ClientInfo, Closing, ConnShared, Inner, ServerEvent, CLOSE_LINGER, STOP_FLUSH};
 use crate::codec::{decode_body_for, encode_frame, Frame};
 use crate::control::{Control, ErrorCode};
@@ -19,8 +20,6 @@ use crate::transport::{BoxRead, Connection, Listener};
 use crate::wire::{write_all, Fill, FrameReader, StallTimer, WriteFail};
 use crate::{PROTOCOL_VERSION, SERVER_NAME};
 
-/// Largest batch of queued frames copied into one write.
-const BATCH: usize = 64 * 1024;
 /// How long the reading side goes on without a new frame once the writing side has
 /// stopped (see `Conn::race`).
 const DRAIN_QUIET: Duration = Duration::from_millis(200);
@@ -117,7 +116,6 @@ pub(super) struct Conn {
     pub(super) inner: Arc<Inner>,
     pub(super) id: u64,
     pub(super) info: ClientInfo,
-    pub(super) rx: Receiver<Frame>,
     pub(super) shared: Arc<ConnShared>,
     pub(super) abort_rx: Receiver<()>,
     /// Held until the task ends: `stop` waits for all of these to drop.
@@ -229,64 +227,39 @@ impl Conn {
         let _ = self.shared.kill_rx.recv().await;
     }
 
-    /// Takes one frame off the queue into the batch (or as the big frame).
-    fn stage(&self, f: Frame, buf: &mut Vec<u8>, big: &mut Option<Frame>, frames: &mut u64) {
-        self.shared.taken(&f);
-        *frames += 1;
-        if f.len() >= BATCH / 2 {
-            *big = Some(f);
-        } else {
-            buf.extend_from_slice(f.as_bytes());
-        }
-    }
-
     async fn write_loop(&self, hs_rx: &Receiver<Option<Frame>>) -> WriterEnd {
         let inner = &*self.inner;
         let outlet = &self.shared.outlet;
         let w = &mut outlet.writer();
         let mut st = StallTimer::new();
         let mut buf: Vec<u8> = Vec::new();
-        let mut big: Option<Frame> = None;
         let mut frames = 0u64;
         if let Some(welcome) = self.wait_handshake(hs_rx).await {
             buf.extend_from_slice(welcome.as_bytes());
             frames += 1;
         }
         let mut rest: Vec<u8> = Vec::new();
-        let mut closed = false;
         loop {
             // Bytes of `buf` that a direct write left (counted as sent there).
             let mut carried = 0;
             let mut flush = false;
-            if buf.is_empty() && big.is_none() {
-                let next = future::or(async { Some(self.rx.recv().await) }, async {
-                    outlet.kicked().await;
-                    None
-                })
-                .await;
-                // Busy before a frame is accounted taken: no direct write overtakes it.
+            if buf.is_empty() {
+                future::or(self.shared.ready(), outlet.kicked()).await;
+                // Busy before a frame is taken off the queue: no direct write overtakes it.
                 let begun = outlet.begin();
                 carried = begun.carry.len();
                 flush = begun.flush;
                 buf = begun.carry;
-                match next {
-                    Some(Ok(f)) => self.stage(f, &mut buf, &mut big, &mut frames),
-                    Some(Err(_)) => closed = true,
-                    None => {}
-                }
             }
-            while !closed && buf.len() < BATCH && big.is_none() {
-                match self.rx.try_recv() {
-                    Ok(f) => self.stage(f, &mut buf, &mut big, &mut frames),
-                    Err(_) => break,
-                }
-            }
+            // One chunk of the queue, behind what is in `buf`.
+            let taken = self.shared.take(&mut buf);
+            frames += taken.frames as u64;
             if self.killed() {
                 // Finish the frame a direct write began so the final ERROR stays frame-aligned.
                 rest.extend_from_slice(&buf[..carried]);
                 break;
             }
-            let bytes = match self.write_batch(w, &buf, big.as_ref(), flush, &mut st, &mut rest).await {
+            let bytes = match self.write_batch(w, &buf, flush, &mut st, &mut rest).await {
                 Ok(bytes) => bytes,
                 Err(Halt::Finish) => return self.finish(w, rest, &mut st).await,
                 Err(Halt::End(end)) => return end,
@@ -295,11 +268,11 @@ impl Conn {
             inner.counters.bytes_sent.fetch_add(bytes.saturating_sub(carried) as u64, Ordering::Relaxed);
             frames = 0;
             buf.clear();
-            big = None;
-            if buf.capacity() > 4 * BATCH {
-                buf.shrink_to(BATCH);
+            if buf.capacity() > 2 * CHUNK {
+                // A frame larger than a chunk went out: do not keep its storage.
+                buf = Vec::new();
             }
-            if closed {
+            if taken.closed {
                 break;
             }
             outlet.end();
@@ -321,43 +294,35 @@ impl Conn {
         welcome
     }
 
-    /// Writes the batch `buf` (or only flushes what direct writes left, with `flush`), then
-    /// the big frame; returns the bytes written.
+    /// Writes the batch `buf` (or only flushes what direct writes left, with `flush`); returns
+    /// the bytes written.
     async fn write_batch(
         &self,
         w: &mut OutletWrite<'_>,
         buf: &[u8],
-        big: Option<&Frame>,
         flush: bool,
         st: &mut StallTimer,
         rest: &mut Vec<u8>,
     ) -> Result<usize, Halt> {
         let stall = self.inner.opts.write_stall_timeout;
-        let mut bytes = 0usize;
-        for (part, data) in [buf, big.map_or(&[][..], |f| f.as_bytes())].into_iter().enumerate() {
-            if data.is_empty() && !(part == 0 && flush) {
-                continue;
-            }
-            match write_all(w, data, stall, st, self.kill_signal()).await {
-                Ok(()) => bytes += data.len(),
-                Err(WriteFail::Interrupted { written }) => {
-                    // Finish the frame in flight so the final ERROR stays frame-aligned.
-                    rest.extend_from_slice(&data[written..]);
-                    if let (0, Some(f)) = (part, big) {
-                        rest.extend_from_slice(f.as_bytes());
-                    }
-                    return Err(Halt::Finish);
-                }
-                Err(WriteFail::Stalled) => {
-                    self.inner.counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(?stall, "write stalled: disconnecting slow consumer");
-                    let why = format!("slow consumer: no write progress for {stall:?}");
-                    return Err(Halt::End(WriterEnd::read_on(why)));
-                }
-                Err(e @ WriteFail::Io(_)) => return Err(Halt::End(WriterEnd::read_on(e.to_string()))),
-            }
+        if buf.is_empty() && !flush {
+            return Ok(0);
         }
-        Ok(bytes)
+        match write_all(w, buf, stall, st, self.kill_signal()).await {
+            Ok(()) => Ok(buf.len()),
+            Err(WriteFail::Interrupted { written }) => {
+                // Finish the frame in flight so the final ERROR stays frame-aligned.
+                rest.extend_from_slice(&buf[written..]);
+                Err(Halt::Finish)
+            }
+            Err(WriteFail::Stalled) => {
+                self.inner.counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(?stall, "write stalled: disconnecting slow consumer");
+                let why = format!("slow consumer: no write progress for {stall:?}");
+                Err(Halt::End(WriterEnd::read_on(why)))
+            }
+            Err(e @ WriteFail::Io(_)) => Err(Halt::End(WriterEnd::read_on(e.to_string()))),
+        }
     }
 
     /// The end of the writer: `shutdown` after a clean drain, or the final
@@ -498,7 +463,7 @@ impl Conn {
         if inner.opts.relay {
             // Re-broadcast the exact bytes received.
             if let Ok(f) = Frame::from_body(body, usize::MAX) {
-                inner.fan_out(f, Some(self.id));
+                inner.fan_out(f.as_bytes(), Some(self.id));
             }
         }
         if inner.wants_events() {
@@ -588,7 +553,7 @@ impl Conn {
     /// The `Connected` event already went out, with the legacy info.
     fn upgrade(&self, client_name: Option<String>) {
         let Some(welcome) = self.welcome_frame() else { return };
-        match self.shared.push_unmetered(welcome) {
+        match self.shared.push_unmetered(welcome.as_bytes()) {
             Ok(()) => {}
             Err(super::registry::Refused::Full(_)) => {
                 // The client waits for `welcome` in vain and gives the connection up.
@@ -612,7 +577,7 @@ impl Conn {
     /// Queues a frame for this client only; dropped (and counted in
     /// `ServerStats::replies_dropped`) if its queue is full.
     fn push_own(&self, f: Frame) {
-        if let Err(super::registry::Refused::Full(_)) = self.shared.push_unmetered(f) {
+        if let Err(super::registry::Refused::Full(_)) = self.shared.push_unmetered(f.as_bytes()) {
             self.inner.counters.replies_dropped.fetch_add(1, Ordering::Relaxed);
             tracing::debug!("reply dropped: the client's outbound queue is full");
         }

@@ -13,14 +13,21 @@ use crate::error::{Error, ErrorKind, Result};
 impl Inner {
     /// Pushes `frame` to every client except `except`, or to the offline
     /// queue when there is no such client (see [`Registry::fan_out`]).
-    pub(super) fn fan_out(&self, frame: Frame, except: Option<u64>) {
-        let out = self.registry.fan_out(&frame, except);
+    pub(super) fn fan_out(&self, frame: &[u8], except: Option<u64>) {
+        let out = self.registry.fan_out(frame, except);
         if out.offline {
             self.counters.queued.fetch_add(1, Ordering::Relaxed);
             self.count_offline_drops(out.dropped);
         }
         for (c, why) in out.slow {
             self.drop_slow(c, why);
+        }
+        // A complete chunk goes out from this thread when the writer task is idle.
+        for shared in out.full {
+            if let Some((frames, bytes)) = shared.outlet.try_flush(&shared) {
+                self.counters.messages_sent.fetch_add(frames as u64, Ordering::Relaxed);
+                self.counters.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+            }
         }
     }
 

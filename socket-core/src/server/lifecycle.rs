@@ -119,7 +119,6 @@ impl Inner {
             inner: self.clone(),
             id: a.id,
             info: a.info,
-            rx: a.rx,
             shared: a.shared,
             abort_rx: abort_rx.clone(),
             alive: alive_tx.clone(),

@@ -54,6 +54,7 @@ mod options;
 mod outlet;
 mod registry;
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -61,7 +62,7 @@ use std::time::Duration;
 use async_channel::{Receiver, Sender};
 use async_executor::Task;
 
-use crate::codec::{encode_frame_with, Frame};
+use crate::codec::{encode_frame_into, encode_frame_with, Frame};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{EventName, SocketMessage};
@@ -250,8 +251,22 @@ impl Server {
     /// [`crate::ErrorKind::Message`] if the message cannot be encoded,
     /// [`crate::ErrorKind::Closed`] if the server is not running.
     pub fn broadcast(&self, message: &SocketMessage) -> Result<()> {
-        let frame = encode_frame_with(message, &self.inner.opts.limits)?;
-        self.broadcast_frame(frame)
+        thread_local! {
+            /// The calling thread's encoding buffer: a broadcast allocates nothing.
+            static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+        }
+        let mut buf = SCRATCH.take();
+        let res = encode_frame_into(message, &self.inner.opts.limits, &mut buf).and_then(|()| {
+            self.inner.check_running()?;
+            self.inner.fan_out(&buf, None);
+            Ok(())
+        });
+        if buf.capacity() > SCRATCH_KEEP {
+            // A large message passed: do not keep its storage.
+            buf = Vec::new();
+        }
+        SCRATCH.set(buf);
+        res
     }
 
     /// Broadcasts an already encoded frame (see [`broadcast`](Self::broadcast)).
@@ -261,7 +276,7 @@ impl Server {
     /// [`crate::ErrorKind::Closed`] if the server is not running.
     pub fn broadcast_frame(&self, frame: Frame) -> Result<()> {
         self.inner.check_running()?;
-        self.inner.fan_out(frame, None);
+        self.inner.fan_out(frame.as_bytes(), None);
         Ok(())
     }
 
@@ -461,6 +476,8 @@ struct Run {
     stopped_tx: Sender<()>,
 }
 
+/// Largest encoding buffer a broadcasting thread keeps between broadcasts.
+const SCRATCH_KEEP: usize = 1 << 20;
 /// Time the writer gets to push a final ERROR frame out before the connection closes.
 const CLOSE_LINGER: Duration = Duration::from_millis(200);
 /// Time writers get to flush their queues on `stop`.

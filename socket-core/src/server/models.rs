@@ -12,7 +12,7 @@
 //!
 //! Actors play the roles of production callers: the broadcaster is
 //! `Server::broadcast` (`Inner::fan_out`), a client's writer is the
-//! `stage` of `conn.rs` (take a frame, then [`ConnShared::taken`]), its
+//! `write_loop` of `conn.rs` (take a chunk of frames, [`ConnShared::take`]), its
 //! reader's replies are `push_own` ([`ConnShared::push_unmetered`]), a
 //! leaving client is the end of `Conn::serve` (close the queue, then
 //! [`Registry::remove`]), and a stop is `Inner::begin_stop`
@@ -21,13 +21,11 @@
 
 use std::sync::Arc;
 
-use async_channel::Receiver;
-
 #[cfg(socket_loom)]
 use super::registry::Admitted;
 use super::registry::{Admission, Bounds, Closing, ConnShared, FanOut, Registry};
 use super::{ClientId, ClientInfo};
-use crate::codec::Frame;
+use crate::codec::{Frame, HEADER_LEN};
 
 #[cfg(socket_loom)]
 use loom::thread;
@@ -36,10 +34,6 @@ use shuttle::thread;
 
 fn frame(seq: u8) -> Frame {
     Frame::from_body(&[seq], 64).expect("a one-byte body is a valid frame")
-}
-
-fn seq(f: &Frame) -> u8 {
-    f.body()[0]
 }
 
 fn info(id: u64) -> ClientInfo {
@@ -81,16 +75,26 @@ fn admit(reg: &Registry) -> Admitted {
     }
 }
 
-/// The writer's side: takes one queued frame, as `conn.rs`'s `stage` does.
-fn take_one(rx: &Receiver<Frame>, shared: &ConnShared) -> Option<u8> {
-    let f = rx.try_recv().ok()?;
-    shared.taken(&f);
-    Some(seq(&f))
+/// The writer's side: takes one chunk of the queue, as `conn.rs`'s writer
+/// does, and returns the sequence numbers of its frames.
+fn take_one(shared: &ConnShared) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let taken = shared.take(&mut buf);
+    let seqs: Vec<u8> = buf.chunks(HEADER_LEN + 1).map(|f| f[HEADER_LEN]).collect();
+    assert_eq!(seqs.len(), taken.frames, "a chunk holds whole one-byte frames only");
+    seqs
 }
 
 /// Takes every queued frame.
-fn drain(rx: &Receiver<Frame>, shared: &ConnShared) -> Vec<u8> {
-    std::iter::from_fn(|| take_one(rx, shared)).collect()
+fn drain(shared: &ConnShared) -> Vec<u8> {
+    let mut got = Vec::new();
+    loop {
+        let seqs = take_one(shared);
+        if seqs.is_empty() {
+            return got;
+        }
+        got.extend(seqs);
+    }
 }
 
 /// The caller's side of a slow consumer (`Inner::drop_slow`).
@@ -144,34 +148,33 @@ mod loom_models {
             let a = admit(&reg);
             let a_id = a.id;
             let a_shared = a.shared.clone();
-            let a_rx = a.rx.clone();
 
             let r = reg.clone();
             let broadcaster = thread::spawn(move || {
                 for s in 1..=2 {
-                    let out = r.fan_out(&frame(s), None);
+                    let out = r.fan_out(frame(s).as_bytes(), None);
                     assert!(out.slow.is_empty(), "no queue can be full here");
                 }
             });
             let r = reg.clone();
             let leaver = thread::spawn(move || {
                 // Its writer takes what is there, then the connection ends.
-                let mut got: Vec<u8> = take_one(&a.rx, &a.shared).into_iter().collect();
+                let mut got: Vec<u8> = take_one(&a.shared).into_iter().collect();
                 a.shared.close_queue();
                 assert!(r.remove(a.id).is_some(), "the leaving client was registered");
-                got.extend(drain(&a.rx, &a.shared));
+                got.extend(drain(&a.shared));
                 got
             });
             let r = reg.clone();
             let joiner = thread::spawn(move || {
                 let b = admit(&r);
-                let got: Vec<u8> = take_one(&b.rx, &b.shared).into_iter().collect();
+                let got: Vec<u8> = take_one(&b.shared).into_iter().collect();
                 (b, got)
             });
             broadcaster.join().expect("broadcaster");
             let a_got = leaver.join().expect("leaver");
             let (b, mut b_got) = joiner.join().expect("joiner");
-            b_got.extend(drain(&b.rx, &b.shared));
+            b_got.extend(drain(&b.shared));
 
             assert_increasing("leaving client", &a_got);
             assert_increasing("joining client", &b_got);
@@ -188,7 +191,7 @@ mod loom_models {
                 assert_eq!(b_got, (first..=2).collect::<Vec<_>>(), "joining client missed a broadcast");
             }
             assert!(reg.remove(a_id).is_none(), "the leaving client is gone");
-            assert!(a_rx.try_recv().is_err(), "the removed client got a frame after its removal");
+            assert!(take_one(&a_shared).is_empty(), "the removed client got a frame after its removal");
             assert_drained("leaving client", &a_shared);
             assert_drained("joining client", &b.shared);
             assert_eq!(reg.len(), 1);
@@ -205,13 +208,13 @@ mod loom_models {
         model("bound_holds_between_broadcast_reply_and_writer", || {
             let reg = open_registry(bounds(1));
             let a = admit(&reg);
-            let (shared, rx) = (a.shared.clone(), a.rx.clone());
+            let shared = a.shared.clone();
 
             let r = reg.clone();
             let broadcaster = thread::spawn(move || {
                 let mut slow = 0;
                 for s in 1..=2 {
-                    let out = r.fan_out(&frame(s), None);
+                    let out = r.fan_out(frame(s).as_bytes(), None);
                     close_slow(&out);
                     slow += out.slow.len();
                 }
@@ -219,12 +222,12 @@ mod loom_models {
             });
             let s2 = shared.clone();
             let reader = thread::spawn(move || {
-                let _ = s2.push_unmetered(frame(9));
+                let _ = s2.push_unmetered(frame(9).as_bytes());
                 assert!(s2.queued_frames() <= 1, "queue over its bound of 1 frame");
             });
-            let (s3, rx3) = (shared.clone(), rx.clone());
+            let s3 = shared.clone();
             let writer = thread::spawn(move || {
-                let got = take_one(&rx3, &s3);
+                let got = take_one(&s3);
                 assert!(s3.queued_frames() <= 1, "queue over its bound of 1 frame");
                 got
             });
@@ -232,10 +235,9 @@ mod loom_models {
             reader.join().expect("reader");
             let first = writer.join().expect("writer");
 
-            assert!(rx.len() <= 1, "queue holds {} frames, bound 1", rx.len());
             assert!(shared.queued_frames() <= 1);
             let mut got: Vec<u8> = first.into_iter().collect();
-            got.extend(drain(&rx, &shared));
+            got.extend(drain(&shared));
             let live: Vec<u8> = got.iter().copied().filter(|&s| s != 9).collect();
             assert_increasing("client", &live);
             if slow == 1 {
@@ -260,13 +262,13 @@ mod loom_models {
         model("slow_consumer_removed_while_another_broadcaster_and_a_joiner_run", || {
             let reg = open_registry(bounds(1));
             let a = admit(&reg);
-            let (a_shared, a_rx) = (a.shared.clone(), a.rx.clone());
+            let a_shared = a.shared.clone();
             let r = reg.clone();
             // Each broadcaster returns the broadcasts a slow consumer refused (lost with it).
             let first = thread::spawn(move || {
                 let mut refused = Vec::new();
                 for s in 1..=2 {
-                    let out = r.fan_out(&frame(s), None);
+                    let out = r.fan_out(frame(s).as_bytes(), None);
                     close_slow(&out);
                     refused.extend(out.slow.iter().map(|(c, _)| (s, c.id)));
                 }
@@ -274,14 +276,14 @@ mod loom_models {
             });
             let r = reg.clone();
             let second = thread::spawn(move || {
-                let out = r.fan_out(&frame(3), None);
+                let out = r.fan_out(frame(3).as_bytes(), None);
                 close_slow(&out);
                 out.slow.iter().map(|(c, _)| (3, c.id)).collect::<Vec<_>>()
             });
             let r = reg.clone();
             let joiner = thread::spawn(move || {
                 let b = admit(&r);
-                let got = take_one(&b.rx, &b.shared);
+                let got = take_one(&b.shared);
                 (b, got)
             });
             let mut refused = first.join().expect("first broadcaster");
@@ -294,13 +296,13 @@ mod loom_models {
             assert!(slow_ids.contains(&a.id), "the client that never reads was not found slow");
             let (b, got) = joiner.join().expect("joiner");
             let mut b_got: Vec<u8> = got.into_iter().collect();
-            b_got.extend(drain(&b.rx, &b.shared));
+            b_got.extend(drain(&b.shared));
 
             // A never reads: its queue of 1 holds the first frame it got, then it is slow.
-            assert_eq!(a_rx.len(), 1, "the slow consumer's queue holds exactly its bound");
+            assert_eq!(a_shared.queued_frames(), 1, "the slow consumer's queue holds exactly its bound");
             assert!(a_shared.is_closed(), "the slow consumer was closed");
             assert!(reg.remove(a.id).is_none(), "the slow consumer is not registered");
-            let a_got = drain(&a_rx, &a_shared);
+            let a_got = drain(&a_shared);
             let b_first: Vec<u8> = b_got.iter().copied().filter(|&s| s != 3).collect();
             assert_increasing("joining client (first broadcaster)", &b_first);
             let mut all = b_got.clone();
@@ -338,17 +340,17 @@ mod loom_models {
                 Admission::Full => panic!("3 clients allowed, 2 at most here"),
             });
             let r = reg.clone();
-            let broadcaster = thread::spawn(move || r.fan_out(&frame(1), None).offline);
+            let broadcaster = thread::spawn(move || r.fan_out(frame(1).as_bytes(), None).offline);
             stopper.join().expect("stopper");
             let b = joiner.join().expect("joiner");
             let offline = broadcaster.join().expect("broadcaster");
 
             assert!(matches!(reg.admit(info), Admission::Stopped), "a stopped registry admitted a client");
             assert!(a.shared.is_closed(), "stop left a client open");
-            let mut delivered = drain(&a.rx, &a.shared).len();
+            let mut delivered = drain(&a.shared).len();
             if let Some(b) = &b {
                 assert!(b.shared.is_closed(), "a client admitted before the stop was left open");
-                delivered += drain(&b.rx, &b.shared).len();
+                delivered += drain(&b.shared).len();
                 assert_drained("joining client", &b.shared);
             }
             assert_drained("client", &a.shared);
@@ -369,12 +371,12 @@ mod loom_models {
         model("offline_handoff_while_publishing_and_two_clients_connect", || {
             let reg = open_registry(bounds(8));
             for s in 1..=2 {
-                assert!(reg.fan_out(&frame(s), None).offline);
+                assert!(reg.fan_out(frame(s).as_bytes(), None).offline);
             }
             let r = reg.clone();
             let broadcaster = thread::spawn(move || {
                 for s in 3..=4 {
-                    r.fan_out(&frame(s), None);
+                    r.fan_out(frame(s).as_bytes(), None);
                 }
             });
             let joiners: Vec<_> = (0..2)
@@ -382,7 +384,7 @@ mod loom_models {
                     let r = reg.clone();
                     thread::spawn(move || {
                         let c = admit(&r);
-                        let got: Vec<u8> = take_one(&c.rx, &c.shared).into_iter().collect();
+                        let got: Vec<u8> = take_one(&c.shared).into_iter().collect();
                         (c, got)
                     })
                 })
@@ -392,7 +394,7 @@ mod loom_models {
                 joiners.into_iter().map(|j| j.join().expect("joiner")).collect();
             clients.sort_by_key(|(c, _)| c.id);
             for (c, got) in &mut clients {
-                got.extend(drain(&c.rx, &c.shared));
+                got.extend(drain(&c.shared));
                 assert_drained("client", &c.shared);
             }
             let (first, second) = (&clients[0], &clients[1]);
@@ -417,14 +419,14 @@ mod loom_models {
             let r = reg.clone();
             let broadcaster = thread::spawn(move || {
                 for s in 1..=2 {
-                    r.fan_out(&frame(s), None);
+                    r.fan_out(frame(s).as_bytes(), None);
                 }
             });
             let r = reg.clone();
             let leaver = thread::spawn(move || {
                 a.shared.close_queue();
                 r.remove(a.id);
-                let got = drain(&a.rx, &a.shared);
+                let got = drain(&a.shared);
                 assert_drained("leaving client", &a.shared);
                 got
             });
@@ -433,7 +435,7 @@ mod loom_models {
             broadcaster.join().expect("broadcaster");
             let a_got = leaver.join().expect("leaver");
             let b = joiner.join().expect("joiner");
-            let b_got = drain(&b.rx, &b.shared);
+            let b_got = drain(&b.shared);
             assert_increasing("new client", &b_got);
             for s in 1..=2 {
                 assert!(a_got.contains(&s) || b_got.contains(&s), "broadcast {s} lost: a {a_got:?}, b {b_got:?}");
@@ -507,17 +509,17 @@ mod shuttle_models {
                     break;
                 }
                 if step == 1 {
-                    let _ = a.shared.push_unmetered(frame(REPLY));
+                    let _ = a.shared.push_unmetered(frame(REPLY).as_bytes());
                 }
                 check_bound(&a.shared);
                 if !(slow && session == 0) {
-                    got.extend(take_one(&a.rx, &a.shared));
+                    got.extend(take_one(&a.shared));
                 }
                 thread::yield_now();
             }
             a.shared.close_queue();
             reg.remove(a.id);
-            got.extend(drain(&a.rx, &a.shared));
+            got.extend(drain(&a.shared));
             assert_drained("client", &a.shared);
             let got = got.into_iter().filter(|&s| s != REPLY).collect();
             let mut log = log.lock().expect("log");
@@ -574,7 +576,7 @@ mod shuttle_models {
         let (r, l) = (reg.clone(), log.clone());
         actors.push(thread::spawn(move || {
             for s in 1..=BROADCASTS {
-                let out = r.fan_out(&frame(s), None);
+                let out = r.fan_out(frame(s).as_bytes(), None);
                 close_slow(&out);
                 let mut log = l.lock().expect("log");
                 if out.offline {

@@ -3,15 +3,18 @@
 //!
 //! A reply to an idle connection is written by the thread that calls
 //! `send_to`, without waking the engine: one non-blocking write attempt on
-//! the caller's thread. Everything else goes through the connection's
-//! bounded queue and its writer task, which batches.
+//! the caller's thread ([`Outlet::try_direct`]). A broadcast that completed
+//! a chunk of the connection's queue writes that chunk the same way
+//! ([`Outlet::try_flush`]). Everything else goes through the queue and the
+//! connection's writer task.
 //!
 //! Rules that keep the byte stream whole and in order:
 //!
 //! * A direct write happens only while the writer task holds no bytes it has
-//!   not written (`busy` is false) and the queue is empty (the caller's
-//!   `idle` check). The writer task sets `busy` *before* it accounts a frame
-//!   taken off the queue, so a frame queued earlier is never overtaken.
+//!   not written (`busy` is false), and it writes either a frame while the
+//!   queue is empty (the caller's `idle` check) or the queue's first chunk.
+//!   The writer task sets `busy` *before* it takes a chunk off the queue,
+//!   so a frame queued earlier is never overtaken.
 //! * A direct write that the stream takes only in part leaves the rest in
 //!   `carry` and sets `busy`; the writer task writes the carry before
 //!   anything else (it is woken through `kick`). The stall deadline applies
@@ -31,6 +34,7 @@ use std::task::{Context, Poll, Waker};
 use event_listener::Event;
 use futures_lite::AsyncWrite;
 
+use super::registry::ConnShared;
 use crate::transport::BoxWrite;
 
 /// See the module documentation.
@@ -63,6 +67,52 @@ struct State {
     carry: Vec<u8>,
     /// A direct write wrote everything but its flush did not complete.
     flush_owed: bool,
+}
+
+impl State {
+    /// One non-blocking write attempt of `data`: returns the bytes that went
+    /// out (0: nothing, the caller queues or keeps the data). A rest, or a
+    /// flush that did not complete, is left to the writer task (kicked).
+    fn write_now(&mut self, data: &[u8], kick: &Event) -> usize {
+        let Some(w) = self.w.as_mut() else { return 0 };
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut written = 0;
+        let mut failed = false;
+        while written < data.len() {
+            match Pin::new(&mut *w).poll_write(&mut cx, &data[written..]) {
+                Poll::Ready(Ok(0)) => {
+                    failed = true;
+                    break;
+                }
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(_)) => {
+                    failed = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if written == 0 {
+            if failed {
+                // The writer task meets the same error on the queued data and ends the connection.
+                self.retired = true;
+            }
+            return 0;
+        }
+        if written < data.len() {
+            self.carry.extend_from_slice(&data[written..]);
+        } else {
+            match Pin::new(&mut *w).poll_flush(&mut cx) {
+                Poll::Ready(Ok(())) => return written,
+                // Pending or failed: the writer task flushes (and meets the error, if any).
+                _ => self.flush_owed = true,
+            }
+        }
+        self.busy = true;
+        kick.notify(1);
+        written
+    }
 }
 
 impl Default for State {
@@ -114,45 +164,34 @@ impl Outlet {
         if st.busy || st.retired || !idle() {
             return Direct::Declined;
         }
-        let st = &mut *st;
-        let Some(w) = st.w.as_mut() else { return Direct::Declined };
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut written = 0;
-        let mut failed = false;
-        while written < data.len() {
-            match Pin::new(&mut *w).poll_write(&mut cx, &data[written..]) {
-                Poll::Ready(Ok(0)) => {
-                    failed = true;
-                    break;
-                }
-                Poll::Ready(Ok(n)) => written += n,
-                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Poll::Ready(Err(_)) => {
-                    failed = true;
-                    break;
-                }
-                Poll::Pending => break,
-            }
+        match st.write_now(data, &self.kick) {
+            0 => Direct::Declined,
+            _ => Direct::Written,
         }
-        if written == 0 {
-            if failed {
-                // The writer task meets the same error on the queued frame and ends the connection.
-                st.retired = true;
-            }
-            return Direct::Declined;
+    }
+
+    /// Writes the first chunk of `queue` now, from the caller's thread, if the
+    /// writer task holds nothing (a broadcast that filled a chunk calls this,
+    /// as a `BufWriter` writes a full buffer). Returns the frames and bytes
+    /// that went out (a rest left to the writer task included); `None` leaves
+    /// everything to the writer task.
+    ///
+    /// The writer task takes from the queue only between [`begin`](Self::begin)
+    /// and [`end`](Self::end), and this holds the state lock from the check
+    /// of `busy` to the end, so the chunk is the first thing written.
+    pub(super) fn try_flush(&self, queue: &ConnShared) -> Option<(usize, usize)> {
+        let Ok(mut st) = self.state.try_lock() else { return None };
+        if st.busy || st.retired || st.w.is_none() {
+            return None;
         }
-        if written < data.len() {
-            st.carry.extend_from_slice(&data[written..]);
-        } else {
-            match Pin::new(&mut *w).poll_flush(&mut cx) {
-                Poll::Ready(Ok(())) => return Direct::Written,
-                // Pending or failed: the writer task flushes (and meets the error, if any).
-                _ => st.flush_owed = true,
-            }
+        let lent = queue.lend()?;
+        let len = lent.bytes().len();
+        let written = st.write_now(lent.bytes(), &self.kick);
+        // A rest left in the carry counts as sent here, as with `try_direct`.
+        match queue.settle(lent, written) {
+            0 => None,
+            frames => Some((frames, len)),
         }
-        st.busy = true;
-        self.kick.notify(1);
-        Direct::Written
     }
 
     /// The writer task starts a batch: no direct write until [`end`](Self::end).
@@ -366,6 +405,82 @@ mod tests {
         assert!(format!("{o:?}").contains("retired: true"));
         assert!(o.take().is_some());
         assert!(o.take().is_none());
+    }
+
+    /// A connection's shared state whose outlet writes into `sink`, ready for direct writes.
+    fn conn(sink: &Sink) -> Arc<ConnShared> {
+        let shared = ConnShared::new(10_000, 1 << 30);
+        shared.outlet.install(Box::new(sink.clone()));
+        shared.outlet.end();
+        shared
+    }
+
+    /// Queues frames of `len` bytes (each byte its index) until one begins a new chunk;
+    /// returns the bytes queued before it (the complete first chunk).
+    fn fill_a_chunk(shared: &ConnShared, len: usize) -> Vec<u8> {
+        let mut first = Vec::new();
+        for i in 0u8.. {
+            let frame = vec![i; len];
+            if shared.push(&frame).expect("room in the queue") {
+                return first;
+            }
+            first.extend_from_slice(&frame);
+        }
+        unreachable!()
+    }
+
+    #[test]
+    fn a_complete_chunk_goes_out_from_the_callers_thread_in_one_piece() {
+        let sink = Sink::with_room(1 << 20);
+        let shared = conn(&sink);
+        let first = fill_a_chunk(&shared, 1000);
+        assert_eq!(first.len(), 65_000, "a chunk holds whole frames, at most CHUNK bytes");
+        assert_eq!(shared.outlet.try_flush(&shared), Some((65, 65_000)));
+        assert_eq!(sink.got(), first);
+        // The frame that began the second chunk is still queued, for the writer task.
+        let mut buf = Vec::new();
+        let taken = shared.take(&mut buf);
+        assert_eq!((taken.frames, buf), (1, vec![65u8; 1000]));
+        assert!(shared.is_idle());
+    }
+
+    #[test]
+    fn a_chunk_the_stream_refuses_stays_first_in_the_queue() {
+        let sink = Sink::with_room(0);
+        let shared = conn(&sink);
+        let first = fill_a_chunk(&shared, 1000);
+        assert_eq!(shared.outlet.try_flush(&shared), None);
+        let mut buf = Vec::new();
+        assert_eq!(shared.take(&mut buf).frames, 65);
+        assert_eq!(buf, first, "the chunk went back to the front, unchanged");
+    }
+
+    #[test]
+    fn a_partly_written_chunk_leaves_its_rest_to_the_writer_task_first() {
+        let sink = Sink::with_room(100);
+        let shared = conn(&sink);
+        let first = fill_a_chunk(&shared, 1000);
+        assert_eq!(shared.outlet.try_flush(&shared), Some((65, 65_000)), "sent, its rest carried");
+        assert_eq!(sink.got(), first[..100]);
+        // Nothing may go between the chunk's two parts.
+        sink.0.lock().unwrap().room = 1 << 20;
+        assert_eq!(shared.outlet.try_flush(&shared), None, "a carry is waiting");
+        assert_eq!(shared.outlet.try_direct(b"x", || true), Direct::Declined);
+        futures_lite::future::block_on(shared.outlet.kicked());
+        assert_eq!(shared.outlet.begin().carry, first[100..]);
+    }
+
+    #[test]
+    fn no_flush_while_the_writer_task_is_busy_or_nothing_is_queued() {
+        let sink = Sink::with_room(1 << 20);
+        let shared = conn(&sink);
+        assert_eq!(shared.outlet.try_flush(&shared), None, "nothing queued");
+        fill_a_chunk(&shared, 1000);
+        let _ = shared.outlet.begin();
+        assert_eq!(shared.outlet.try_flush(&shared), None, "the writer task holds the stream");
+        assert!(sink.got().is_empty());
+        shared.outlet.end();
+        assert!(shared.outlet.try_flush(&shared).is_some());
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! * A client's queue never holds more than `outbound_frames` frames, and
 //!   never more than `outbound_bytes` bytes through [`ConnShared::push`]
 //!   (a single larger frame is let into an empty queue); the counters return
-//!   to zero once the writer took every frame ([`ConnShared::taken`]).
+//!   to zero once the writer took every frame ([`ConnShared::take`]).
 //! * Each broadcast reaches each client registered and open at that moment
 //!   exactly once, in broadcast order, and never reaches a removed client.
 //! * A broadcast that no open client took goes to the offline queue (unless
@@ -26,11 +26,12 @@ use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 
 use async_channel::{Receiver, Sender};
+use event_listener::Event;
 
 use super::outlet::Outlet;
 use super::ClientInfo;
 use crate::codec::Frame;
-use crate::sync::{AtomicBool, AtomicUsize, Mutex, MutexGuard, Ordering};
+use crate::sync::{AtomicBool, Mutex, MutexGuard};
 
 /// The bounds the registry enforces (from [`super::ServerOptions`]).
 #[derive(Debug, Clone, Copy)]
@@ -69,17 +70,25 @@ pub(super) enum Refused {
     Closed,
 }
 
+/// Largest chunk of the outbound queue (a frame larger than this is a chunk
+/// of its own): the writer takes one chunk and writes it with one call.
+pub(super) const CHUNK: usize = 64 * 1024;
+
 /// State shared by a connection task and the registry: the bounded
-/// outbound queue (its sending half) and how the connection ends.
+/// outbound queue and how the connection ends.
+///
+/// The queue holds the frames' bytes, back to back, in chunks of at most
+/// [`CHUNK`] bytes: a push copies the frame into the last chunk, and the
+/// writer takes the first chunk whole ([`ConnShared::take`]) and writes it
+/// with one call. Nothing is allocated per frame, and a chunk's storage is
+/// kept for reuse.
 #[derive(Debug)]
 pub(super) struct ConnShared {
-    tx: Sender<Frame>,
+    queue: Mutex<Queue>,
+    /// Notified when the queue gets its first frame, and when it is closed.
+    ready: Event,
     max_frames: usize,
     max_bytes: usize,
-    /// Frames pushed and not yet taken by the writer (reserved before the push).
-    queued_frames: AtomicUsize,
-    /// Bytes pushed and not yet taken by the writer (reserved before the push).
-    queued_bytes: AtomicUsize,
     pub(super) closing: OnceLock<Closing>,
     /// Closed to interrupt the writer.
     kill_tx: Sender<()>,
@@ -92,123 +101,222 @@ pub(super) struct ConnShared {
     pub(super) outlet: Outlet,
 }
 
+#[derive(Debug, Default)]
+struct Queue {
+    chunks: VecDeque<Chunk>,
+    /// Frames queued and not yet taken by the writer.
+    frames: usize,
+    /// Bytes queued and not yet taken by the writer.
+    bytes: usize,
+    /// No more pushes: the writer drains what is queued and ends.
+    closed: bool,
+    /// Storage of a chunk the writer is done with, for the next chunk.
+    spare: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Chunk {
+    bytes: Vec<u8>,
+    frames: usize,
+}
+
+/// A chunk lent to a direct writer ([`ConnShared::lend`]).
+#[derive(Debug)]
+pub(super) struct Lent(Chunk);
+
+impl Lent {
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.0.bytes
+    }
+}
+
+/// What [`ConnShared::take`] took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Taken {
+    /// Frames taken (whole frames, in order).
+    pub(super) frames: usize,
+    /// The queue is closed and now empty: the writer ends.
+    pub(super) closed: bool,
+}
+
 impl ConnShared {
-    /// A new connection's shared state and the receiving half of its queue.
-    pub(super) fn new(max_frames: usize, max_bytes: usize) -> (Arc<Self>, Receiver<Frame>) {
-        // Unbounded, so no slot is allocated before a frame is queued (a
-        // bounded channel preallocates all of them); `push` keeps the bound.
-        let (tx, rx) = async_channel::unbounded();
+    /// A new connection's shared state.
+    pub(super) fn new(max_frames: usize, max_bytes: usize) -> Arc<Self> {
         let (kill_tx, kill_rx) = async_channel::bounded(1);
-        let shared = ConnShared {
-            tx,
+        Arc::new(ConnShared {
+            // Empty: nothing is allocated before a frame is queued.
+            queue: Mutex::new(Queue::default()),
+            ready: Event::new(),
             max_frames: max_frames.max(1),
             max_bytes,
-            queued_frames: AtomicUsize::new(0),
-            queued_bytes: AtomicUsize::new(0),
             closing: OnceLock::new(),
             kill_tx,
             kill_rx,
             handshaken: AtomicBool::new(false),
             announced: AtomicBool::new(false),
             outlet: Outlet::default(),
-        };
-        (Arc::new(shared), rx)
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queues `frame` under the frame and the byte bound (broadcasts, unicasts).
-    pub(super) fn push(&self, frame: &Frame) -> Result<(), Refused> {
-        self.push_with(frame.clone(), true)
+    /// Returns true when the frame began a new chunk: the one before is
+    /// complete, and the caller may write it itself ([`Outlet::try_flush`]).
+    pub(super) fn push(&self, frame: &[u8]) -> Result<bool, Refused> {
+        self.push_with(frame, true)
     }
 
     /// Queues `frame` under the frame bound only (offline replay, the
     /// retained last message, the connection's own replies).
-    pub(super) fn push_unmetered(&self, frame: Frame) -> Result<(), Refused> {
-        self.push_with(frame, false)
+    pub(super) fn push_unmetered(&self, frame: &[u8]) -> Result<(), Refused> {
+        self.push_with(frame, false).map(drop)
     }
 
-    fn push_with(&self, frame: Frame, check_bytes: bool) -> Result<(), Refused> {
+    fn push_with(&self, frame: &[u8], check_bytes: bool) -> Result<bool, Refused> {
         let len = frame.len();
-        // Reserve bytes and a frame slot before pushing, each with one atomic
-        // read-modify-write: concurrent pushers (the fan-out under the
-        // registry lock, the connection's own replies outside it) can never
-        // overshoot a bound together.
-        let max_bytes = self.max_bytes;
-        let bytes = self.queued_bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
-            if check_bytes && q > 0 && q.saturating_add(len) > max_bytes {
-                None
-            } else {
-                Some(q.saturating_add(len))
-            }
-        });
-        if bytes.is_err() {
+        let mut q = self.lock();
+        if q.closed {
+            return Err(Refused::Closed);
+        }
+        // A single larger frame is let into an empty queue.
+        if check_bytes && q.bytes > 0 && q.bytes.saturating_add(len) > self.max_bytes {
             return Err(Refused::Full("outbound queue byte limit reached"));
         }
-        let max_frames = self.max_frames;
-        let slot = self.queued_frames.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            if n >= max_frames {
-                None
-            } else {
-                Some(n + 1)
-            }
-        });
-        if slot.is_err() {
-            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        if q.frames >= self.max_frames {
             return Err(Refused::Full("outbound queue full"));
         }
-        match self.tx.try_send(frame) {
-            Ok(()) => Ok(()),
-            Err(_) => {
-                // Closed (the queue is unbounded, so never full).
-                self.release(len);
-                Err(Refused::Closed)
+        let first = q.frames == 0;
+        q.frames += 1;
+        q.bytes = q.bytes.saturating_add(len);
+        let full = match q.chunks.back_mut() {
+            Some(last) if last.bytes.len() + len <= CHUNK => {
+                last.bytes.extend_from_slice(frame);
+                last.frames += 1;
+                false
             }
+            back => {
+                let full = back.is_some();
+                let mut bytes = std::mem::take(&mut q.spare);
+                bytes.extend_from_slice(frame);
+                q.chunks.push_back(Chunk { bytes, frames: 1 });
+                full
+            }
+        };
+        drop(q);
+        if first {
+            // The writer looks at the queue again after it starts listening,
+            // so only the first frame of a burst needs to wake it.
+            self.ready.notify(1);
+        }
+        Ok(full)
+    }
+
+    /// The writer takes the first chunk: into `buf` when `buf` is empty (its
+    /// storage comes back as the next chunk's), else appended to it.
+    pub(super) fn take(&self, buf: &mut Vec<u8>) -> Taken {
+        let mut q = self.lock();
+        let Some(mut chunk) = q.chunks.pop_front() else {
+            return Taken { frames: 0, closed: q.closed };
+        };
+        q.frames -= chunk.frames;
+        q.bytes -= chunk.bytes.len();
+        if buf.is_empty() {
+            std::mem::swap(buf, &mut chunk.bytes);
+        } else {
+            buf.extend_from_slice(&chunk.bytes);
+        }
+        chunk.bytes.clear();
+        // Keep one chunk's storage, unless a large frame made it large.
+        if chunk.bytes.capacity() <= CHUNK && chunk.bytes.capacity() > q.spare.capacity() {
+            q.spare = chunk.bytes;
+        }
+        Taken { frames: chunk.frames, closed: false }
+    }
+
+    /// Lends the first chunk to a direct writer ([`Outlet::try_flush`]): it
+    /// stays counted as queued until [`settle`](Self::settle).
+    pub(super) fn lend(&self) -> Option<Lent> {
+        let mut q = self.lock();
+        q.chunks.pop_front().map(Lent)
+    }
+
+    /// Ends a loan: `written` bytes went out (the writer task writes the rest
+    /// of a partly written chunk from the outlet's carry), or, with 0, the
+    /// chunk goes back to the front of the queue. Returns the frames sent.
+    pub(super) fn settle(&self, lent: Lent, written: usize) -> usize {
+        let Lent(mut chunk) = lent;
+        let mut q = self.lock();
+        if written == 0 {
+            q.chunks.push_front(chunk);
+            return 0;
+        }
+        q.frames -= chunk.frames;
+        q.bytes -= chunk.bytes.len();
+        chunk.bytes.clear();
+        if chunk.bytes.capacity() <= CHUNK && chunk.bytes.capacity() > q.spare.capacity() {
+            q.spare = chunk.bytes;
+        }
+        chunk.frames
+    }
+
+    /// Waits until a frame is queued or the queue is closed.
+    pub(super) async fn ready(&self) {
+        loop {
+            if self.has_work() {
+                return;
+            }
+            let listener = self.ready.listen();
+            if self.has_work() {
+                return;
+            }
+            listener.await;
         }
     }
 
-    /// The writer took `frame` off the queue.
-    pub(super) fn taken(&self, frame: &Frame) {
-        self.release(frame.len());
-    }
-
-    fn release(&self, len: usize) {
-        self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-        self.queued_frames.fetch_sub(1, Ordering::AcqRel);
+    fn has_work(&self) -> bool {
+        let q = self.lock();
+        !q.chunks.is_empty() || q.closed
     }
 
     /// Nothing is queued and the connection is open: a direct write may go
     /// ahead of the writer task (see `outlet.rs`).
     pub(super) fn is_idle(&self) -> bool {
-        self.queued_frames.load(Ordering::Acquire) == 0 && self.closing.get().is_none() && !self.tx.is_closed()
+        let q = self.lock();
+        q.frames == 0 && !q.closed && self.closing.get().is_none()
     }
 
     /// Frames queued and not yet taken.
     #[cfg(all(test, any(socket_loom, shuttle)))]
     pub(super) fn queued_frames(&self) -> usize {
-        self.queued_frames.load(Ordering::Acquire)
+        self.lock().frames
     }
 
     /// Bytes queued and not yet taken.
     #[cfg(all(test, any(socket_loom, shuttle)))]
     pub(super) fn queued_bytes(&self) -> usize {
-        self.queued_bytes.load(Ordering::Acquire)
+        self.lock().bytes
     }
 
     /// True once the queue is closed (the connection is ending).
     #[cfg(all(test, any(socket_loom, shuttle)))]
     pub(super) fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        self.lock().closed
     }
 
     /// Closes the queue only: the writer drains what is queued and ends.
     pub(super) fn close_queue(&self) {
-        self.tx.close();
+        self.lock().closed = true;
+        self.ready.notify(usize::MAX);
     }
 
     /// Closes the connection with `closing`; the first reason wins.
     pub(super) fn close(&self, closing: Closing) {
         let interrupt = !matches!(closing, Closing::Shutdown);
         let _ = self.closing.set(closing);
-        self.tx.close();
+        self.close_queue();
         if interrupt {
             self.kill_tx.close();
         }
@@ -228,6 +336,9 @@ pub(super) struct Entry {
 pub(super) struct FanOut {
     /// Slow consumers removed from the registry: the caller closes them.
     pub(super) slow: Vec<(Entry, &'static str)>,
+    /// Clients whose queue has a complete chunk since this frame: the caller
+    /// may write it from its own thread, outside the registry lock.
+    pub(super) full: Vec<Arc<ConnShared>>,
     /// The frame went to the offline queue.
     pub(super) offline: bool,
     /// Old frames dropped from the offline queue to make room.
@@ -251,7 +362,6 @@ pub(super) struct Admitted {
     pub(super) id: u64,
     pub(super) info: ClientInfo,
     pub(super) shared: Arc<ConnShared>,
-    pub(super) rx: Receiver<Frame>,
     /// Offline messages handed to it.
     pub(super) replayed: usize,
     /// Offline messages that did not fit its queue (the oldest).
@@ -335,7 +445,7 @@ impl Registry {
         let id = st.next_id;
         st.next_id += 1;
         let info = info(id);
-        let (shared, rx) = ConnShared::new(b.outbound_frames, b.outbound_bytes);
+        let shared = ConnShared::new(b.outbound_frames, b.outbound_bytes);
         let mut replayed = 0;
         let mut dropped = 0u64;
         let mut replayed_last = false;
@@ -354,7 +464,7 @@ impl Registry {
                     continue;
                 }
                 replayed_last |= st.last.as_ref() == Some(&frame);
-                match shared.push_unmetered(frame) {
+                match shared.push_unmetered(frame.as_bytes()) {
                     Ok(()) => replayed += 1,
                     Err(_) => dropped += 1,
                 }
@@ -362,21 +472,21 @@ impl Registry {
         }
         if b.retain_last && !replayed_last {
             if let Some(last) = st.last.clone() {
-                let _ = shared.push_unmetered(last);
+                let _ = shared.push_unmetered(last.as_bytes());
             }
         }
         st.clients.push(Entry { id, shared: shared.clone(), info: info.clone() });
-        Admission::Admitted(Admitted { id, info, shared, rx, replayed, dropped })
+        Admission::Admitted(Admitted { id, info, shared, replayed, dropped })
     }
 
     /// Pushes `frame` to every registered client except `except`; to the
     /// offline queue when no open client took it and no slow consumer
     /// refused it. Slow consumers are removed and returned.
-    pub(super) fn fan_out(&self, frame: &Frame, except: Option<u64>) -> FanOut {
+    pub(super) fn fan_out(&self, frame: &[u8], except: Option<u64>) -> FanOut {
         let mut out = FanOut::default();
         let mut st = self.lock();
         if self.bounds.retain_last {
-            st.last = Some(frame.clone());
+            st.last = Some(Frame::copy_of(frame));
         }
         let mut taken = false;
         let mut i = 0;
@@ -387,7 +497,10 @@ impl Registry {
                 continue;
             }
             match c.shared.push(frame) {
-                Ok(()) => {
+                Ok(full) => {
+                    if full {
+                        out.full.push(Arc::clone(&c.shared));
+                    }
                     taken = true;
                     i += 1;
                 }
@@ -402,7 +515,7 @@ impl Registry {
         }
         if !taken {
             out.offline = true;
-            out.dropped = self.push_offline(&mut st, frame.clone());
+            out.dropped = self.push_offline(&mut st, Frame::copy_of(frame));
         }
         out
     }
@@ -428,8 +541,8 @@ impl Registry {
         let Ok(i) = st.clients.binary_search_by_key(&id, |c| c.id) else {
             return Err(Unicast::NoClient);
         };
-        match st.clients[i].shared.push(frame) {
-            Ok(()) | Err(Refused::Closed) => Ok(()),
+        match st.clients[i].shared.push(frame.as_bytes()) {
+            Ok(_) | Err(Refused::Closed) => Ok(()),
             Err(Refused::Full(why)) => Err(Unicast::Slow(st.clients.remove(i), why)),
         }
     }
