@@ -200,6 +200,11 @@ impl ConnShared {
             back => {
                 let full = back.is_some();
                 let mut bytes = std::mem::take(&mut q.spare);
+                if full {
+                    // A burst fills chunks: allocate this one whole instead of growing it
+                    // by doubling (each step a copy). An idle connection's first chunk stays small.
+                    bytes.reserve(CHUNK.max(len));
+                }
                 bytes.extend_from_slice(frame);
                 q.chunks.push_back(Chunk { bytes, frames: 1 });
                 full
