@@ -340,6 +340,21 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// The fast path of the commonest header: a whole fixstr (up to 31 bytes,
+    /// every key of the wire format) at the position, taken; `None` for
+    /// anything else, including a truncated fixstr, which the general path
+    /// ([`head`](Self::head)) then reads and reports.
+    fn fixstr(&mut self) -> Option<&'a [u8]> {
+        let marker = *self.buf.get(self.pos)?;
+        if !(0xa0..=0xbf).contains(&marker) {
+            return None;
+        }
+        let start = self.pos + 1;
+        let bytes = self.buf.get(start..start + usize::from(marker & 0x1f))?;
+        self.pos = start + bytes.len();
+        Some(bytes)
+    }
+
     fn str_body(&mut self, len: usize) -> Result<&'a str, DecodeError> {
         let bytes = self.take(len)?;
         utf8(bytes)
@@ -354,6 +369,9 @@ impl<'a> Reader<'a> {
     /// Reads a map key's bytes, not yet checked as UTF-8 (a known key is
     /// compared as bytes: ASCII bytes that match are valid).
     fn key_bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        if let Some(bytes) = self.fixstr() {
+            return Ok(bytes);
+        }
         match self.head()? {
             Head::Str(len) => self.take(len),
             Head::Ext(type_id) => Err(DecodeError::ExtType { type_id, path: String::new() }),
@@ -432,6 +450,9 @@ impl<'a> Reader<'a> {
     /// Reads a top-level field that must be a string, without checking its
     /// bytes as UTF-8 (the caller compares them first, or checks them).
     fn str_field_bytes(&mut self, field: &'static str) -> Result<&'a [u8], DecodeError> {
+        if let Some(bytes) = self.fixstr() {
+            return Ok(bytes);
+        }
         match self.field_head(field)? {
             Head::Str(len) => self.take(len).map_err(|e| e.under_key(field)),
             other => Err(DecodeError::WrongType { field, expected: "a string", found: other.type_name() }),
