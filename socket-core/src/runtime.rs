@@ -63,6 +63,22 @@ pub fn block_on<T>(future: impl Future<Output = T>) -> T {
     future::block_on(future)
 }
 
+/// Waits until `ready()` holds, woken by `event` (whoever makes `ready()`
+/// true notifies it afterwards). `ready` is looked at again after the
+/// listener is registered, so a notification between the two is not lost.
+pub(crate) async fn wait_until(event: &event_listener::Event, ready: impl Fn() -> bool) {
+    loop {
+        if ready() {
+            return;
+        }
+        let listener = event.listen();
+        if ready() {
+            return;
+        }
+        listener.await;
+    }
+}
+
 /// `now + d`, or `None` when that instant cannot be represented (an "infinite" timeout).
 pub(crate) fn deadline_after(d: Duration) -> Option<Instant> {
     Instant::now().checked_add(d)

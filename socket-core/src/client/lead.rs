@@ -110,16 +110,7 @@ impl ReadSlot {
 
     /// Waits until a blocking `receive` asks for the read side.
     pub(super) async fn wait_wanted(&self) {
-        loop {
-            if self.wanted() {
-                return;
-            }
-            let listener = self.wanted.listen();
-            if self.wanted() {
-                return;
-            }
-            listener.await;
-        }
+        runtime::wait_until(&self.wanted, || self.wanted()).await;
     }
 
     /// Asks the supervisor for the read side (once: it may be asked already).

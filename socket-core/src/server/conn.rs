@@ -244,7 +244,7 @@ impl Conn {
             let mut carried = 0;
             let mut flush = false;
             if buf.is_empty() {
-                future::or(self.shared.ready(), outlet.kicked()).await;
+                future::or(runtime::wait_until(&self.shared.ready, || self.shared.has_work()), outlet.kicked()).await;
                 // Busy before a frame is taken off the queue: no direct write overtakes it.
                 let begun = outlet.begin();
                 carried = begun.carry.len();

@@ -35,6 +35,7 @@ use event_listener::Event;
 use futures_lite::AsyncWrite;
 
 use super::registry::ConnShared;
+use crate::runtime;
 use crate::transport::BoxWrite;
 
 /// See the module documentation.
@@ -219,16 +220,7 @@ impl Outlet {
 
     /// Waits until a direct write leaves a carry or a flush for the writer task.
     pub(super) async fn kicked(&self) {
-        loop {
-            if self.owed() {
-                return;
-            }
-            let listener = self.kick.listen();
-            if self.owed() {
-                return;
-            }
-            listener.await;
-        }
+        runtime::wait_until(&self.kick, || self.owed()).await;
     }
 
     fn owed(&self) -> bool {

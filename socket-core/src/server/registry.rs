@@ -85,8 +85,9 @@ pub(super) const CHUNK: usize = 64 * 1024;
 #[derive(Debug)]
 pub(super) struct ConnShared {
     queue: Mutex<Queue>,
-    /// Notified when the queue gets its first frame, and when it is closed.
-    ready: Event,
+    /// Notified when the queue gets its first frame, and when it is closed
+    /// (the writer waits on it until [`has_work`](Self::has_work)).
+    pub(super) ready: Event,
     max_frames: usize,
     max_bytes: usize,
     pub(super) closing: OnceLock<Closing>,
@@ -112,6 +113,21 @@ struct Queue {
     closed: bool,
     /// Storage of a chunk the writer is done with, for the next chunk.
     spare: Vec<u8>,
+}
+
+impl Queue {
+    /// A chunk of `frames` frames and `len` bytes left the queue: it no longer
+    /// counts, and `storage` (its buffer, or the one swapped for it) is kept
+    /// for the next chunk unless a large frame made it large. Returns `frames`.
+    fn release(&mut self, frames: usize, len: usize, mut storage: Vec<u8>) -> usize {
+        self.frames -= frames;
+        self.bytes -= len;
+        storage.clear();
+        if storage.capacity() <= CHUNK && storage.capacity() > self.spare.capacity() {
+            self.spare = storage;
+        }
+        frames
+    }
 }
 
 #[derive(Debug)]
@@ -226,19 +242,13 @@ impl ConnShared {
         let Some(mut chunk) = q.chunks.pop_front() else {
             return Taken { frames: 0, closed: q.closed };
         };
-        q.frames -= chunk.frames;
-        q.bytes -= chunk.bytes.len();
+        let len = chunk.bytes.len();
         if buf.is_empty() {
             std::mem::swap(buf, &mut chunk.bytes);
         } else {
             buf.extend_from_slice(&chunk.bytes);
         }
-        chunk.bytes.clear();
-        // Keep one chunk's storage, unless a large frame made it large.
-        if chunk.bytes.capacity() <= CHUNK && chunk.bytes.capacity() > q.spare.capacity() {
-            q.spare = chunk.bytes;
-        }
-        Taken { frames: chunk.frames, closed: false }
+        Taken { frames: q.release(chunk.frames, len, chunk.bytes), closed: false }
     }
 
     /// Lends the first chunk to a direct writer ([`Outlet::try_flush`]): it
@@ -252,36 +262,18 @@ impl ConnShared {
     /// of a partly written chunk from the outlet's carry), or, with 0, the
     /// chunk goes back to the front of the queue. Returns the frames sent.
     pub(super) fn settle(&self, lent: Lent, written: usize) -> usize {
-        let Lent(mut chunk) = lent;
+        let Lent(chunk) = lent;
         let mut q = self.lock();
         if written == 0 {
             q.chunks.push_front(chunk);
             return 0;
         }
-        q.frames -= chunk.frames;
-        q.bytes -= chunk.bytes.len();
-        chunk.bytes.clear();
-        if chunk.bytes.capacity() <= CHUNK && chunk.bytes.capacity() > q.spare.capacity() {
-            q.spare = chunk.bytes;
-        }
-        chunk.frames
+        let len = chunk.bytes.len();
+        q.release(chunk.frames, len, chunk.bytes)
     }
 
-    /// Waits until a frame is queued or the queue is closed.
-    pub(super) async fn ready(&self) {
-        loop {
-            if self.has_work() {
-                return;
-            }
-            let listener = self.ready.listen();
-            if self.has_work() {
-                return;
-            }
-            listener.await;
-        }
-    }
-
-    fn has_work(&self) -> bool {
+    /// A frame is queued or the queue is closed: the writer has something to do.
+    pub(super) fn has_work(&self) -> bool {
         let q = self.lock();
         !q.chunks.is_empty() || q.closed
     }
