@@ -249,7 +249,9 @@ impl Conn {
                 let begun = outlet.begin();
                 carried = begun.carry.len();
                 flush = begun.flush;
-                buf = begun.carry;
+                // `buf` is empty here: keep its storage (a chunk's, reused through the
+                // queue's spare) rather than replace it, which freed a chunk per batch.
+                buf.extend_from_slice(&begun.carry);
             }
             // One chunk of the queue, behind what is in `buf`.
             let taken = self.shared.take(&mut buf);
