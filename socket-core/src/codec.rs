@@ -695,6 +695,12 @@ impl FrameDecoder {
     /// header, as soon as the header is complete (the body is never
     /// buffered); after an error every later call fails the same way.
     pub fn next_frame(&mut self) -> Result<Option<&[u8]>, DecodeError> {
+        Ok(self.next_whole_frame()?.map(|frame| &frame[HEADER_LEN..]))
+    }
+
+    /// The next complete frame, its length header included (what a relay
+    /// forwards unchanged), if one is buffered; errors as [`next_frame`](Self::next_frame).
+    pub(crate) fn next_whole_frame(&mut self) -> Result<Option<&[u8]>, DecodeError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -711,13 +717,38 @@ impl FrameDecoder {
         if self.buffered() < HEADER_LEN + len {
             return Ok(None);
         }
-        let start = self.pos + HEADER_LEN;
-        self.pos = start + len;
-        Ok(Some(&self.buf[start..start + len]))
+        let start = self.pos;
+        self.pos = start + HEADER_LEN + len;
+        Ok(Some(&self.buf[start..self.pos]))
     }
 
     fn fail(&mut self, e: DecodeError) -> DecodeError {
         self.failed = Some(e.clone());
         e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A relay forwards `next_whole_frame` unchanged: it must be the frame as it came off the
+    /// wire, header included, and `next_frame` its body.
+    #[test]
+    fn a_whole_frame_is_the_wire_bytes_and_next_frame_its_body() {
+        let one = Frame::from_body(b"\x80", usize::MAX).unwrap();
+        let two = Frame::from_body(b"\x81\xa1k\xa1v", usize::MAX).unwrap();
+        let mut wire = one.as_bytes().to_vec();
+        wire.extend_from_slice(two.as_bytes());
+        wire.extend_from_slice(&[0, 0]); // half a header
+
+        let mut dec = FrameDecoder::new(Limits::default());
+        dec.feed(&wire);
+        assert_eq!(dec.next_whole_frame().unwrap(), Some(one.as_bytes()));
+        assert_eq!(dec.next_frame().unwrap(), Some(two.body()));
+        assert_eq!(dec.next_whole_frame().unwrap(), None);
+        dec.feed(&[0, 0]);
+        assert!(matches!(dec.next_whole_frame(), Err(DecodeError::EmptyFrame)));
+        assert!(matches!(dec.next_frame(), Err(DecodeError::EmptyFrame)), "the failure sticks");
     }
 }

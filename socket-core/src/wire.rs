@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures_lite::future::poll_fn;
 use futures_lite::{AsyncRead, AsyncWrite};
 
-use crate::codec::{DecodeError, FrameDecoder, Limits};
+use crate::codec::{DecodeError, FrameDecoder, Limits, HEADER_LEN};
 use crate::runtime::Deadline;
 use crate::transport::BlockingRead;
 
@@ -76,7 +76,12 @@ impl FrameReader {
     ///
     /// The slice stays valid until the next `&mut self` call.
     pub(crate) fn next_frame(&mut self) -> Result<Option<&[u8]>, DecodeError> {
-        let frame = self.dec.next_frame()?;
+        Ok(self.next_whole_frame()?.map(|frame| &frame[HEADER_LEN..]))
+    }
+
+    /// The next complete frame with its length header (see [`next_frame`](Self::next_frame)).
+    pub(crate) fn next_whole_frame(&mut self) -> Result<Option<&[u8]>, DecodeError> {
+        let frame = self.dec.next_whole_frame()?;
         if frame.is_some() {
             self.frame_started = None;
         }

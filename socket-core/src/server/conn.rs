@@ -12,7 +12,7 @@ use tracing::Instrument;
 use super::outlet::OutletWrite;
 use super::registry::CHUNK;
 use super::{ClientId, ClientInfo, Closing, ConnShared, Inner, ServerEvent, CLOSE_LINGER, STOP_FLUSH};
-use crate::codec::{decode_body_for, encode_frame, Frame};
+use crate::codec::{decode_body_for, encode_frame, Frame, HEADER_LEN};
 use crate::control::{Control, ErrorCode};
 use crate::message::{EventName, SocketMessage};
 use crate::runtime;
@@ -365,12 +365,12 @@ impl Conn {
         let mut ph = Phase { hs_tx, decided: false, spoke: false };
         loop {
             loop {
-                let body = match fr.next_frame() {
-                    Ok(Some(body)) => body,
+                let frame = match fr.next_whole_frame() {
+                    Ok(Some(frame)) => frame,
                     Ok(None) => break,
                     Err(e) => return self.fatal(&ph, e.error_code(), format!("{e}: connection closed")).await,
                 };
-                if let Some(end) = self.on_frame(body, &mut ph).await {
+                if let Some(end) = self.on_frame(frame, &mut ph).await {
                     return end;
                 }
             }
@@ -399,10 +399,11 @@ impl Conn {
         }
     }
 
-    /// One frame from the client: the handshake, protocol control, or a message. `Some`
-    /// ends the connection, with the reason.
-    async fn on_frame(&self, body: &[u8], ph: &mut Phase<'_>) -> Option<String> {
+    /// One frame from the client (its length header included): the handshake, protocol
+    /// control, or a message. `Some` ends the connection, with the reason.
+    async fn on_frame(&self, frame: &[u8], ph: &mut Phase<'_>) -> Option<String> {
         let inner = &*self.inner;
+        let body = &frame[HEADER_LEN..];
         let first = !ph.spoke;
         ph.spoke = true;
         self.frames_read.fetch_add(1, Ordering::Relaxed);
@@ -443,13 +444,13 @@ impl Conn {
             }
             return None;
         }
-        self.take_message(body, msg).await;
+        self.take_message(frame, msg).await;
         None
     }
 
     /// A message from the client: refused (`allow_client_send = false`), relayed, and handed
     /// to the application.
-    async fn take_message(&self, body: &[u8], msg: SocketMessage) {
+    async fn take_message(&self, frame: &[u8], msg: SocketMessage) {
         let inner = &*self.inner;
         inner.counters.messages_received.fetch_add(1, Ordering::Relaxed);
         if !inner.opts.allow_client_send {
@@ -463,10 +464,9 @@ impl Conn {
             return;
         }
         if inner.opts.relay {
-            // Re-broadcast the exact bytes received.
-            if let Ok(f) = Frame::from_body(body, usize::MAX) {
-                inner.fan_out(f.as_bytes(), Some(self.id));
-            }
+            // Re-broadcast the exact bytes received, from the read buffer (copied only
+            // into the other clients' queues).
+            inner.fan_out(frame, Some(self.id));
         }
         if inner.wants_events() {
             let ev = ServerEvent::Message { from: ClientId(self.id), message: msg };
