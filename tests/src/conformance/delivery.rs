@@ -30,6 +30,43 @@ pub(super) async fn broadcast_three_clients(cx: &Ctx) -> CaseResult {
     broadcast_to(cx, 3).await
 }
 
+/// Frames of very different sizes (a few bytes to several times a read buffer) broadcast
+/// to several clients: every client gets every message whole and in order, and a large
+/// relayed message reaches the others unchanged.
+pub(super) async fn broadcast_large_and_small_frames_in_order(cx: &Ctx) -> CaseResult {
+    let server = cx.started(|o| o.relay = true).await?;
+    let clients = [cx.connect().await?, cx.connect().await?, cx.connect().await?];
+    let size = |n: u64| [20_000, 3_000, 10, 2_048, 64][n as usize % 5];
+    let msgs: Vec<SocketMessage> = (0..51)
+        .map(|n: u64| {
+            let blob: Vec<u8> = (0..size(n)).map(|i| (i as u64 + n) as u8).collect();
+            SocketMessage::data(cx.event(), Data::new().with("n", n).with("blob", blob))
+        })
+        .collect();
+    for m in &msgs[..50] {
+        server.broadcast(m)?;
+    }
+    for (i, c) in clients.iter().enumerate() {
+        for (n, m) in msgs[..50].iter().enumerate() {
+            let got = cx.expect_message(c, &format!("client {i}, message {n}")).await?;
+            ensure!(
+                got == *m,
+                "client {i}: message {n} ({} bytes of blob) arrived changed or out of order",
+                size(n as u64)
+            );
+        }
+    }
+    let big = &msgs[50];
+    cx.send(&clients[0], big).await?;
+    for (i, c) in clients.iter().enumerate().skip(1) {
+        let got = cx.expect_message(c, "the relayed large message").await?;
+        ensure!(got == *big, "client {i} got the relayed large message changed");
+    }
+    cx.expect_nothing(&clients[0], "relay echoed the large message to its sender").await?;
+    cx.stop(&server).await?;
+    Ok(())
+}
+
 pub(super) async fn unicast(cx: &Ctx) -> CaseResult {
     let server = cx.started(|_| {}).await?;
     let a = cx.connect().await?;

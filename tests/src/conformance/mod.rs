@@ -205,6 +205,7 @@ macro_rules! __conformance_case_names {
             drop_stops_server,
             broadcast_one_client,
             broadcast_three_clients,
+            broadcast_large_and_small_frames_in_order,
             unicast,
             unicast_unknown_id,
             offline_queue_order_overflow_and_drain,
