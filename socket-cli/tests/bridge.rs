@@ -459,6 +459,31 @@ fn nats_down_at_start_local_delivery_works_at_once_and_crossing_starts_later() -
 }
 
 #[test]
+fn retain_against_nats_without_jetstream_warns_and_the_bridge_keeps_serving() -> TestResult {
+    let nats = NatsServer::start(&NodeOptions { jetstream: false, ..NodeOptions::default() })?;
+    let (a, b) = (Host::new("a")?, Host::new("b")?);
+    let (mut bridge_a, _) = a.bridge(&[EVENT], &nats.url(), &["--retain"])?;
+    let (mut bridge_b, _) = b.bridge(&[EVENT], &nats.url(), &["--retain"])?;
+    for p in [&mut bridge_a, &mut bridge_b] {
+        connected(p)?;
+        // Said on stderr (a warning log line), not an exit: the bridge goes on without it.
+        let line = p.expect_stderr_containing("--retain does not work")?;
+        assert!(line.contains("JetStream"), "{line}");
+    }
+    let (mut la, mut lb) = (a.listen()?, b.listen()?);
+    warm_up(&a, &mut [&mut la, &mut lb])?;
+    warm_up(&b, &mut [&mut la, &mut lb])?;
+    round(&a, &b, &mut la, &mut lb, "data", 100, 100, 1)?;
+    la.check_no_duplicates("a")?;
+    lb.check_no_duplicates("b")?;
+    for p in [bridge_a, bridge_b] {
+        let c = stop_bridge(p)?; // exit 0
+        assert_eq!((c["retained"].as_u64(), c["dropped"].as_u64()), (Some(0), Some(0)), "{c}");
+    }
+    Ok(())
+}
+
+#[test]
 fn bad_urls_and_secrets_on_the_command_line_are_usage_errors() -> TestResult {
     let h = Host::new("a")?;
     for url in ["http://127.0.0.1:4222", "nats://127.0.0.1:99999", "nats://", "nats://u:s3cr3t-pw@127.0.0.1:4222"] {
