@@ -167,10 +167,11 @@ fn is(m: &Json, origin: &str, kind: &str) -> bool {
 
 /// Sends warm-up messages from `from` until each listener has one: the bridges are
 /// connected, the NATS interest has spread over the routes, and the listeners are
-/// connected. Warm-ups are counted like everything else in the duplicate checks.
-fn warm_up(from: &Host, listeners: &mut [&mut Listener]) -> TestResult {
+/// connected. Warm-ups are counted like everything else in the duplicate checks. Returns
+/// how many warm-ups it sent.
+fn warm_up(from: &Host, listeners: &mut [&mut Listener]) -> TestResult<usize> {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    for _ in 0..60 {
+    for sent in 1..=60 {
         from.send_one("warmup", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))?;
         let mut all = true;
         for l in listeners.iter_mut() {
@@ -179,7 +180,7 @@ fn warm_up(from: &Host, listeners: &mut [&mut Listener]) -> TestResult {
             all &= r.is_ok();
         }
         if all {
-            return Ok(());
+            return Ok(sent);
         }
     }
     Err(fail(format!("no warm-up message from {} crossed within 60 tries", from.name)))
@@ -431,6 +432,183 @@ fn a_killed_nats_node_fails_over_and_the_flow_resumes() -> TestResult {
     Ok(())
 }
 
+/// Most messages of the mid-stream test's stream: below the listeners' outbound queue
+/// (65,536, set by [`Host::new`]), so a local listener can never be that far behind and be
+/// disconnected as a slow consumer, whatever the speeds.
+const STREAM_MAX: usize = 60_000;
+
+/// The outbound buffer of both bridges in the mid-stream test: small, so that an outage of
+/// a few milliseconds already overflows it and the drop counter is exercised.
+const SMALL_BUFFER: &str = "16";
+
+/// Sends on its channel when dropped (a thread's "I am done", also when it fails).
+struct DoneOnDrop(std::sync::mpsc::Sender<()>);
+
+impl Drop for DoneOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+#[test]
+fn a_nats_node_killed_mid_stream_every_message_is_delivered_locally_or_accounted_for() -> TestResult {
+    let started = Instant::now();
+    let mut cluster = Cluster::start(2)?;
+    let (mut a, mut b) = (Host::new("a")?, Host::new("b")?);
+    for h in [&mut a, &mut b] {
+        h.env.set_env("SOCKET__NATS__OUTBOUND_BUFFER", SMALL_BUFFER);
+    }
+    // Both bridges on node 1: both must fail over to node 2 (known from what node 1 advertised).
+    let (mut bridge_a, _) = a.bridge(&[EVENT], &cluster.nodes[0].url(), &[])?;
+    let (mut bridge_b, _) = b.bridge(&[EVENT], &cluster.nodes[0].url(), &[])?;
+    for p in [&mut bridge_a, &mut bridge_b] {
+        connected(p)?;
+    }
+    let (mut la, mut lb) = (a.listen()?, b.listen()?);
+    // Every local message of each host, to check the bridges' conservation at the end.
+    let mut local_a = warm_up(&a, &mut [&mut la, &mut lb])?;
+    let mut local_b = warm_up(&b, &mut [&mut la, &mut lb])?;
+
+    // Host a streams (one `socketctl send`, fed line by line from a thread) until told to stop.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let sent = std::sync::atomic::AtomicUsize::new(0);
+    let node2 = format!(":{}", cluster.nodes[1].port());
+    let send_pid = std::sync::atomic::AtomicU32::new(0);
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let (first_after, k0, total) = std::thread::scope(|s| -> TestResult<_> {
+        let (a, stop, sent, send_pid) = (&a, &stop, &sent, &send_pid);
+        let sender = s.spawn(move || -> Result<usize, String> {
+            let _done = DoneOnDrop(done_tx);
+            let mut send = a.env.spawn(&["send", EVENT]).map_err(|e| e.to_string())?;
+            send_pid.store(send.pid(), std::sync::atomic::Ordering::Release);
+            let mut i = 0;
+            while i < STREAM_MAX && !stop.load(std::sync::atomic::Ordering::Acquire) {
+                send.write_line(&payload("a", "stream", i)).map_err(|e| e.to_string())?;
+                i += 1;
+                sent.store(i, std::sync::atomic::Ordering::Release);
+            }
+            let out = send.finish().map_err(|e| e.to_string())?;
+            if out.code != 0 {
+                return Err(format!("the streaming send on a failed: {out:?}"));
+            }
+            Ok(i)
+        });
+        let steps = (|| -> TestResult<_> {
+            // The kill comes when b has seen part of the stream (an observed event, no timer).
+            let mut k0 = 0;
+            lb.wait_until("300 messages of the stream on b", Duration::from_secs(30), |m| {
+                if is(m, "a", "stream") {
+                    k0 = k0.max(m["data"]["seq"].as_u64().unwrap_or(0) as usize);
+                }
+                k0 >= 300
+            })?;
+            cluster.nodes[0].kill();
+            let killed_at = sent.load(std::sync::atomic::Ordering::Acquire);
+            // During the outage b's local side goes on untouched.
+            b.send(&burst(&b, "outage", 200))?;
+            lb.wait_until("b's local messages during the outage", Duration::from_secs(10), |m| {
+                is(m, "b", "outage") && m["data"]["seq"] == 199
+            })?;
+            for p in [&mut bridge_a, &mut bridge_b] {
+                p.expect_event("nats_disconnected")?;
+                let server = connected(p)?;
+                assert!(server.contains(&node2), "reconnected to {server}, not to node 2 ({node2})");
+            }
+            // Both are back: b gets a message that a sent after that, and the stream ends.
+            let sent_at_reconnect = sent.load(std::sync::atomic::Ordering::Acquire);
+            if sent_at_reconnect >= STREAM_MAX {
+                return Err(fail(format!("the stream ended ({STREAM_MAX}) before both bridges reconnected")));
+            }
+            let mut first_after = None;
+            lb.wait_until("a message of the stream sent after both reconnected", Duration::from_secs(30), |m| {
+                let seq = m["data"]["seq"].as_u64().unwrap_or(0) as usize;
+                if first_after.is_none() && is(m, "a", "stream") && seq >= sent_at_reconnect {
+                    first_after = Some(seq);
+                }
+                first_after.is_some()
+            })?;
+            eprintln!(
+                "mid-stream: b had seen {k0} when node 1 was killed (a had sent {killed_at}); \
+                 both reconnected when a had sent {sent_at_reconnect}"
+            );
+            Ok((first_after.unwrap_or(usize::MAX), k0))
+        })();
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        // Watchdog: a sender stuck in a write to a `send` that no longer reads is ended by
+        // killing that process (ours, by its pid), which fails the write.
+        if done_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let pid = send_pid.load(std::sync::atomic::Ordering::Acquire);
+            if let Some(pid) = rustix::process::Pid::from_raw(i32::try_from(pid).unwrap_or(0)) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+        let total = sender.join().map_err(|_| fail("the sender panicked"))?.map_err(fail);
+        let (first_after, k0) = steps?;
+        Ok((first_after, k0, total?))
+    })?;
+    local_a += total;
+    local_b += 200;
+    if first_after >= STREAM_MAX {
+        return Err(fail("the stream reached its maximum before it crossed again"));
+    }
+    // After the fail-over the flow crosses completely both ways, without a restart; the
+    // sentinels also close the stream (order per origin: what crosses of it came before).
+    round(&a, &b, &mut la, &mut lb, "after", 500, 500, 1)?;
+    local_a += 500 + 1;
+    local_b += 500 + 1;
+    la.check_no_duplicates("a")?;
+    lb.check_no_duplicates("b")?;
+
+    // (a) Local delivery never missed a message, on either host.
+    assert_eq!(la.seqs("a", "stream"), (0..total).collect::<Vec<_>>(), "a's own stream on a");
+    assert_eq!(lb.seqs("b", "outage"), (0..200).collect::<Vec<_>>(), "b's own messages on b during the outage");
+    // (b) Across: an ordered subset without duplicates; everything before the kill point and
+    // everything from the first message that crossed after the reconnect.
+    let on_b = lb.seqs("a", "stream");
+    assert!(on_b.windows(2).all(|w| w[0] < w[1]), "a's stream on b is out of order or duplicated");
+    assert!(on_b.last().is_some_and(|&l| l < total));
+    let crossed: BTreeSet<usize> = on_b.iter().copied().collect();
+    let missing: Vec<usize> = (0..total).filter(|i| !crossed.contains(i)).collect();
+    assert!(missing.iter().all(|&i| i > k0 && i < first_after), "lost outside the outage: {missing:?}");
+    let on_a = la.seqs("b", "outage");
+    assert!(on_a.windows(2).all(|w| w[0] < w[1]) && on_a.iter().all(|&i| i < 200), "{on_a:?}");
+
+    // (c) The counters. Each local message ends in exactly one of published, dropped,
+    // oversize, publish_failed; what was published may still be lost on the way (at most once:
+    // the dying node's buffers, and node 2 before the other bridge's subscription is back).
+    let ca = stop_bridge(bridge_a)?;
+    let cb = stop_bridge(bridge_b)?;
+    let n = |c: &Json, k: &str| c[k].as_u64().unwrap_or(u64::MAX);
+    for (who, c, local) in [("a", &ca, local_a), ("b", &cb, local_b)] {
+        assert_eq!((n(c, "oversize"), n(c, "publish_failed"), n(c, "bad_payload")), (0, 0, 0), "{who}: {c}");
+        assert_eq!(
+            n(c, "published") + n(c, "dropped"),
+            local as u64,
+            "{who}: every local message is counted once: {c}"
+        );
+    }
+    let dropped = n(&ca, "dropped");
+    assert!(dropped <= missing.len() as u64, "a counted {dropped} drops but only {} are missing on b", missing.len());
+    let lost = missing.len() as u64 - dropped;
+    let dropped_b = n(&cb, "dropped");
+    assert!(dropped_b <= 200 - on_a.len() as u64, "b counted {dropped_b} drops, {}/200 crossed", on_a.len());
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for &i in &missing {
+        match ranges.last_mut() {
+            Some(r) if r.1 + 1 == i => r.1 = i,
+            _ => ranges.push((i, i)),
+        }
+    }
+    eprintln!(
+        "mid-stream: sent {total}, crossed {}, dropped (counted) {dropped}, lost (published, not delivered) \
+         {lost}, missing on b {ranges:?}; b's outage messages on a {}/200; {:.1?}\n  a: {ca}\n  b: {cb}",
+        on_b.len(),
+        on_a.len(),
+        started.elapsed()
+    );
+    Ok(())
+}
+
 #[test]
 fn nats_down_at_start_local_delivery_works_at_once_and_crossing_starts_later() -> TestResult {
     let port = free_port()?;
@@ -455,6 +633,31 @@ fn nats_down_at_start_local_delivery_works_at_once_and_crossing_starts_later() -
     round(&a, &b, &mut la, &mut lb, "data", 100, 100, 1)?;
     stop_bridge(bridge_a)?;
     stop_bridge(bridge_b)?;
+    Ok(())
+}
+
+#[test]
+fn retain_against_nats_without_jetstream_warns_and_the_bridge_keeps_serving() -> TestResult {
+    let nats = NatsServer::start(&NodeOptions { jetstream: false, ..NodeOptions::default() })?;
+    let (a, b) = (Host::new("a")?, Host::new("b")?);
+    let (mut bridge_a, _) = a.bridge(&[EVENT], &nats.url(), &["--retain"])?;
+    let (mut bridge_b, _) = b.bridge(&[EVENT], &nats.url(), &["--retain"])?;
+    for p in [&mut bridge_a, &mut bridge_b] {
+        connected(p)?;
+        // Said on stderr (a warning log line), not an exit: the bridge goes on without it.
+        let line = p.expect_stderr_containing("--retain does not work")?;
+        assert!(line.contains("JetStream"), "{line}");
+    }
+    let (mut la, mut lb) = (a.listen()?, b.listen()?);
+    warm_up(&a, &mut [&mut la, &mut lb])?;
+    warm_up(&b, &mut [&mut la, &mut lb])?;
+    round(&a, &b, &mut la, &mut lb, "data", 100, 100, 1)?;
+    la.check_no_duplicates("a")?;
+    lb.check_no_duplicates("b")?;
+    for p in [bridge_a, bridge_b] {
+        let c = stop_bridge(p)?; // exit 0
+        assert_eq!((c["retained"].as_u64(), c["dropped"].as_u64()), (Some(0), Some(0)), "{c}");
+    }
     Ok(())
 }
 

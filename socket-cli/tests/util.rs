@@ -363,21 +363,25 @@ impl Proc {
 
     /// Reads stderr lines until one starts with `prefix` (log lines on the way are skipped).
     pub(crate) fn expect_stderr(&mut self, prefix: &str) -> TestResult<String> {
+        self.expect_stderr_where(&format!("starting with {prefix:?}"), |l| l.starts_with(prefix))
+    }
+
+    /// Reads stderr lines until one contains `needle` (a log line, whatever its prefix).
+    pub(crate) fn expect_stderr_containing(&mut self, needle: &str) -> TestResult<String> {
+        self.expect_stderr_where(&format!("containing {needle:?}"), |l| l.contains(needle))
+    }
+
+    fn expect_stderr_where(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> TestResult<String> {
         let deadline = Instant::now() + DEADLINE;
         loop {
             match self.stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(Line::Text(l)) => {
                     self.stderr_lines.push(l.clone());
-                    if l.starts_with(prefix) {
+                    if pred(&l) {
                         return Ok(l);
                     }
                 }
-                _ => {
-                    return Err(fail(format!(
-                        "{}: no stderr line starting with {prefix:?}; got {:?}",
-                        self.name, self.stderr_lines
-                    )))
-                }
+                _ => return Err(fail(format!("{}: no stderr line {what}; got {:?}", self.name, self.stderr_lines))),
             }
         }
     }

@@ -211,6 +211,59 @@ fn retain_gives_a_host_that_joins_late_the_last_message_first() -> TestResult {
 }
 
 #[test]
+fn retain_without_jetstream_warns_and_the_bridge_goes_on_without_it() -> TestResult {
+    let nats = NatsServer::start(&NodeOptions { jetstream: false, ..NodeOptions::default() })?;
+    let event = EventName::new("nojs_ev")?;
+    let (a, b) = (Host::new()?, Host::new()?);
+    let bridge_a = a.bridge(&event, &nats.url(), true)?;
+    let bridge_b = b.bridge(&event, &nats.url(), true)?;
+    // Each says that --retain does not work, and why, as a warning (not an error, no exit).
+    for bridge in [&bridge_a, &bridge_b] {
+        let warning = wait_event(
+            bridge,
+            |e| matches!(e, BridgeEvent::Warning { message } if message.starts_with("--retain does not work")),
+        )?;
+        let BridgeEvent::Warning { message } = warning else { unreachable!() };
+        assert!(message.contains("JetStream"), "{message}");
+        assert!(bridge.is_running() && bridge.is_nats_connected());
+    }
+    // Plain cross-host flow goes on, both ways, complete and in order.
+    let (ca, cb) = (a.client(&event)?, b.client(&event)?);
+    // A second client on a: what ca sends goes to it, not to the offline queue of the
+    // hosted server (which a late client would receive first, before the retained message).
+    let watcher = a.client(&event)?;
+    warm_up(&event, &ca, &cb)?;
+    warm_up(&event, &cb, &ca)?;
+    for (from, to) in [(&ca, &cb), (&cb, &ca)] {
+        for n in 0..20 {
+            from.send(&msg(&event, "data", n))?;
+        }
+        for n in 0..20 {
+            let m = next(to)?;
+            assert_eq!((m.data.get_str("kind"), m.data.get("n").and_then(|v| v.as_u64())), (Some("data"), Some(n)));
+        }
+    }
+    // Local retain (the hosted server's retain_last) does not need JetStream: a local
+    // client that connects later gets the last local message first.
+    ca.send(&msg(&event, "last", 7))?;
+    while next(&watcher)?.data.get_str("kind") != Some("last") {} // the server has broadcast it
+    let late = a.client(&event)?;
+    let first = next(&late)?;
+    assert_eq!((first.data.get_str("kind"), first.data.get("n").and_then(|v| v.as_u64())), (Some("last"), Some(7)));
+    // A bridge that starts later has nothing retained across hosts to deliver.
+    let c = Host::new()?;
+    let bridge_c = c.bridge(&event, &nats.url(), true)?;
+    wait_event(&bridge_c, |e| matches!(e, BridgeEvent::Warning { message } if message.starts_with("--retain")))?;
+    let cc = c.client(&event)?;
+    assert!(cc.receive(Some(Duration::from_millis(300)))?.is_none(), "something was retained without JetStream");
+    for bridge in [&bridge_a, &bridge_b, &bridge_c] {
+        let s = bridge.stats();
+        assert_eq!((s.retained, s.bad_payload, s.not_published()), (0, 0, 0), "{s:?}");
+    }
+    Ok(())
+}
+
+#[test]
 fn invalid_settings_are_config_errors() -> TestResult {
     let host = Host::new()?;
     let event = EventName::new("cfg_ev")?;
