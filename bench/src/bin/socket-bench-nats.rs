@@ -52,7 +52,7 @@ struct Options {
 }
 
 fn parse_args(args: &[String]) -> BenchResult<Options> {
-    let mut o = Options { runs: 5, messages: 20_000, rss_seconds: 600 };
+    let mut o = Options { runs: 5, messages: 100_000, rss_seconds: 600 };
     let mut it = args.iter();
     let num = |v: Option<&String>, what: &str| -> BenchResult<u64> {
         v.and_then(|v| v.parse::<u64>().ok())
@@ -269,13 +269,32 @@ fn warm_up(tx: &Client, rx: &Client, event: &str) -> BenchResult {
 // ---------------------------------------------------------------------------------------
 // Throughput
 
+/// One throughput run: messages/s, how many of `n` arrived, and the CPU time the whole
+/// machine spent meanwhile (every core, every process: both ends, the servers, the bridges and
+/// the NATS nodes), from the first send to the last message received.
+struct Tput {
+    rate: f64,
+    got: u64,
+    cpu: Duration,
+}
+
+/// The CPU time every core of the machine has spent busy so far (`/proc/stat`: user, nice,
+/// system, irq, softirq and steal; not idle or iowait).
+fn cpu_busy() -> BenchResult<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").map_err(|e| format!("cannot read /proc/stat: {e}"))?;
+    let fields = stat.lines().next().and_then(|l| l.strip_prefix("cpu ")).ok_or("/proc/stat has no cpu line")?;
+    let ticks: Vec<u64> = fields.split_whitespace().map(|v| v.parse().unwrap_or(0)).collect();
+    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|i| ticks.get(*i)).sum();
+    Ok(Duration::from_secs_f64(busy as f64 / rustix::param::clock_ticks_per_second() as f64))
+}
+
 /// Messages/s through the bridges, and how many of `n` arrived.
-fn bridge_tput(a: &Host, b: &Host, payload: usize, n: u64) -> BenchResult<(f64, u64)> {
+fn bridge_tput(a: &Host, b: &Host, payload: usize, n: u64) -> BenchResult<Tput> {
     let (publisher, subscriber) = (a.client(TPUT)?, b.client(TPUT)?);
     warm_up(&publisher, &subscriber, TPUT)?;
     let pad = "x".repeat(payload);
     let msgs: Vec<SocketMessage> = (0..n).map(|s| message(TPUT, "tput", s, &pad)).collect::<BenchResult<_>>()?;
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), cpu_busy()?);
     let sending = std::thread::spawn(move || -> BenchResult {
         for m in &msgs {
             publisher.send(m).map_err(err)?;
@@ -292,13 +311,14 @@ fn bridge_tput(a: &Host, b: &Host, payload: usize, n: u64) -> BenchResult<(f64, 
             }
         }
     }
+    let cpu = cpu_busy()?.saturating_sub(cpu_before);
     sending.join().map_err(|_| "publisher panicked".to_owned())??;
-    Ok((got as f64 / last.duration_since(started).as_secs_f64(), got))
+    Ok(Tput { rate: got as f64 / last.duration_since(started).as_secs_f64(), got, cpu })
 }
 
 /// A reference, not a contender: the same publisher and subscriber on one host through a
 /// local relay server (no bridge, no NATS), the first and last hops of the bridged path.
-fn local_tput(c: &Host, payload: usize, n: u64) -> BenchResult<(f64, u64)> {
+fn local_tput(c: &Host, payload: usize, n: u64) -> BenchResult<Tput> {
     let mut config = c.config.clone();
     config.socket.relay = true;
     let server = Server::new(c.transport.clone(), EventName::new(TPUT).map_err(err)?, &config).map_err(err)?;
@@ -314,7 +334,7 @@ fn runtime() -> BenchResult<tokio::runtime::Runtime> {
 
 /// The same bodies over two plain async-nats connections (publisher on node 0, subscriber on
 /// node 1), each on its own thread and runtime.
-fn nats_tput(urls: &[String], payload: usize, n: u64) -> BenchResult<(f64, u64)> {
+fn nats_tput(urls: &[String], payload: usize, n: u64) -> BenchResult<Tput> {
     use futures_lite::StreamExt;
     let pad = "x".repeat(payload);
     let body = bytes::Bytes::from(
@@ -323,7 +343,7 @@ fn nats_tput(urls: &[String], payload: usize, n: u64) -> BenchResult<(f64, u64)>
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let (warm_tx, warm_rx) = mpsc::channel::<()>();
     let sub_url = urls[1].clone();
-    let subscriber = std::thread::spawn(move || -> BenchResult<(Instant, u64)> {
+    let subscriber = std::thread::spawn(move || -> BenchResult<(Instant, u64, Duration)> {
         runtime()?.block_on(async move {
             let client = async_nats::connect(sub_url).await.map_err(err)?;
             let mut warm = client.subscribe("bench.warm").await.map_err(err)?;
@@ -345,12 +365,12 @@ fn nats_tput(urls: &[String], payload: usize, n: u64) -> BenchResult<(f64, u64)>
                     _ => break,
                 }
             }
-            Ok((last, got))
+            Ok((last, got, cpu_busy()?))
         })
     });
     ready_rx.recv_timeout(Duration::from_secs(10)).map_err(|_| "subscriber not ready".to_owned())?;
     let pub_url = urls[0].clone();
-    let started = runtime()?.block_on(async move {
+    let (started, cpu_before) = runtime()?.block_on(async move {
         let client = async_nats::connect(pub_url).await.map_err(err)?;
         let mut warmed = false;
         for _ in 0..500 {
@@ -364,15 +384,16 @@ fn nats_tput(urls: &[String], payload: usize, n: u64) -> BenchResult<(f64, u64)>
         if !warmed {
             return Err("no warm-up crossed".to_owned());
         }
-        let started = Instant::now();
+        let (started, cpu_before) = (Instant::now(), cpu_busy()?);
         for _ in 0..n {
             client.publish("bench.tput", body.clone()).await.map_err(err)?;
         }
         client.flush().await.map_err(err)?;
-        Ok::<_, String>(started)
+        Ok::<_, String>((started, cpu_before))
     })?;
-    let (last, got) = subscriber.join().map_err(|_| "subscriber panicked".to_owned())??;
-    Ok((got as f64 / last.duration_since(started).as_secs_f64(), got))
+    let (last, got, cpu_after) = subscriber.join().map_err(|_| "subscriber panicked".to_owned())??;
+    let (rate, cpu) = (got as f64 / last.duration_since(started).as_secs_f64(), cpu_after.saturating_sub(cpu_before));
+    Ok(Tput { rate, got, cpu })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -595,21 +616,24 @@ fn run(o: &Options) -> BenchResult {
     );
 
     // Throughput.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut rows = Vec::new();
     for payload in [64usize, 1024] {
-        let (mut bridge, mut ceiling, mut local, mut lost) = (Vec::new(), Vec::new(), Vec::new(), 0u64);
+        let mut lost = 0u64;
+        // Per contender: rates and CPU time per message of every run.
+        let mut runs: [(Vec<f64>, Vec<f64>); 3] = Default::default();
         for _ in 0..o.runs {
-            let (rate, got) = local_tput(&c, payload, o.messages)?;
-            local.push(rate);
-            lost += o.messages - got;
-            let (rate, got) = bridge_tput(&a, &b, payload, o.messages)?;
-            bridge.push(rate);
-            lost += o.messages - got;
-            let (rate, got) = nats_tput(&urls, payload, o.messages)?;
-            ceiling.push(rate);
-            lost += o.messages - got;
+            let local = local_tput(&c, payload, o.messages)?;
+            let bridge = bridge_tput(&a, &b, payload, o.messages)?;
+            let nats = nats_tput(&urls, payload, o.messages)?;
+            for (slot, t) in runs.iter_mut().zip([bridge, nats, local]) {
+                lost += o.messages - t.got;
+                slot.0.push(t.rate);
+                slot.1.push(t.cpu.as_secs_f64() * 1e6 / t.got.max(1) as f64);
+            }
         }
-        rows.push((payload, median(&mut bridge), median(&mut ceiling), median(&mut local), lost));
+        let [bridge, nats, local] = runs.map(|(mut rate, mut cpu)| (median(&mut rate), median(&mut cpu)));
+        rows.push((payload, bridge, nats, local, lost));
     }
     println!("\nthroughput ({} messages per run)", o.messages);
     println!(
@@ -617,12 +641,43 @@ fn run(o: &Options) -> BenchResult {
     );
     println!("|---|---:|---:|---:|---|---:|---:|---:|");
     for (payload, bridge, ceiling, local, lost) in &rows {
-        let ratio = bridge / ceiling;
+        let ratio = bridge.0 / ceiling.0;
         let verdict = if ratio >= 0.7 { "PASS" } else { "MISS" };
         println!(
-            "| {payload} B | {bridge:.0} | {ceiling:.0} | {ratio:.2}x | >= 0.7x {verdict} | {lost} | {local:.0} | {:.2}x |",
-            local / ceiling
+            "| {payload} B | {:.0} | {:.0} | {ratio:.2}x | >= 0.7x {verdict} | {lost} | {:.0} | {:.2}x |",
+            bridge.0,
+            ceiling.0,
+            local.0,
+            local.0 / ceiling.0
         );
+    }
+    // The bridged path does the work of the local relay path (its first and last hops) and of
+    // the plain NATS path (publish, two nodes, subscribe), plus the bridges' own: with every
+    // core busy, it cannot go faster than the cores spread over the first two.
+    println!("\nCPU time per message, whole machine ({cores} cores, every process; medians), and the bound it sets");
+    println!(
+        "| payload | bridge CPU-us | local relay CPU-us | plain NATS CPU-us | the bridges' own (bridge - local - NATS) | bound if the bridges cost nothing: cores / (local + NATS) | bound / NATS | bridge / bound |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (payload, bridge, ceiling, local, _) in &rows {
+        let bound = cores as f64 * 1e6 / (local.1 + ceiling.1);
+        println!(
+            "| {payload} B | {:.2} | {:.2} | {:.2} | {:.2} | {bound:.0} msg/s | {:.2}x | {:.2}x |",
+            bridge.1,
+            local.1,
+            ceiling.1,
+            bridge.1 - local.1 - ceiling.1,
+            bound / ceiling.0,
+            bridge.0 / bound
+        );
+    }
+    for (payload, _, ceiling, local, _) in &rows {
+        let bound = cores as f64 * 1e6 / (local.1 + ceiling.1) / ceiling.0;
+        if bound < 0.7 {
+            println!(
+                "{payload} B: even a bridge that cost nothing would reach only {bound:.2}x plain NATS on this machine: the 0.7x target is out of reach here"
+            );
+        }
     }
 
     // Round trips.
