@@ -148,6 +148,20 @@ impl Listener {
             .collect()
     }
 
+    /// Reads for `period` after everything expected has come: nothing may arrive (a late
+    /// duplicate, a message that looped). What does is kept for the duplicate check.
+    fn quiet(&mut self, who: &str, period: Duration) -> TestResult {
+        let late = self.proc.lines_for(period)?;
+        for line in &late {
+            self.got.push(serde_json::from_str(line)?);
+        }
+        if late.is_empty() {
+            Ok(())
+        } else {
+            Err(fail(format!("{who}: {} message(s) arrived in the quiet period: {late:?}", late.len())))
+        }
+    }
+
     /// Fails if any message (origin, kind, seq) arrived twice.
     fn check_no_duplicates(&self, who: &str) -> TestResult {
         let mut seen = BTreeSet::new();
@@ -205,6 +219,10 @@ fn stop_bridge(mut proc: Proc) -> TestResult<Json> {
 /// the other host than it could hold while it sends, and closes while the server still
 /// writes to it (the loss of issue 18 before its fix).
 const CONCURRENT: usize = 10_000;
+
+/// How long the listeners must stay silent after the last round: several NATS round trips
+/// on loopback (a duplicate or a looped message would come within one or two).
+const QUIET: Duration = Duration::from_secs(1);
 
 /// One round: `na` messages from a and `nb` from b (at once when both are non-zero), then
 /// a sentinel from each; both listeners must have everything, complete, in order, and
@@ -271,6 +289,9 @@ fn two_hosts_exchange_messages_both_ways_complete_in_order_and_once() -> TestRes
     round(&a, &b, &mut la, &mut lb, "ab", N, 0, 1)?;
     round(&a, &b, &mut la, &mut lb, "ba", 0, N, 2)?;
     round(&a, &b, &mut la, &mut lb, "both", CONCURRENT, CONCURRENT, 3)?;
+    // Then a quiet period: nothing more may come (a duplicate would arrive late).
+    la.quiet("a", QUIET)?;
+    lb.quiet("b", QUIET)?;
     la.check_no_duplicates("a")?;
     lb.check_no_duplicates("b")?;
     let ca = stop_bridge(bridge_a)?;

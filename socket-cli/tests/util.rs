@@ -245,6 +245,24 @@ impl Proc {
         }
     }
 
+    /// Every stdout line that comes within `period` (a wait for something that must not
+    /// happen: the period always runs out). An end of stdout is an error.
+    pub(crate) fn lines_for(&mut self, period: Duration) -> TestResult<Vec<String>> {
+        let until = Instant::now() + period;
+        let mut lines: Vec<String> = self.pushed_back.drain(..).collect();
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            match self.stdout.recv_timeout(left) {
+                Ok(Line::Text(l)) => lines.push(l),
+                Ok(Line::Eof) | Err(RecvTimeoutError::Disconnected) => {
+                    let stderr = self.stderr_now();
+                    return Err(fail(format!("{}: stdout ended; stderr: {stderr:?}", self.name)));
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+            }
+        }
+        Ok(lines)
+    }
+
     /// The next stdout line, within [`DEADLINE`].
     pub(crate) fn line(&mut self) -> TestResult<String> {
         self.line_within(DEADLINE)
