@@ -23,7 +23,7 @@ use snafu::Snafu;
 
 use crate::control::ErrorCode;
 use crate::error::{Error, ErrorKind};
-use crate::message::{EventName, SocketMessage};
+use crate::message::{EventName, MessageType, SocketMessage};
 
 mod reader;
 mod writer;
@@ -490,6 +490,56 @@ pub fn decode_body(body: &[u8], limits: &Limits) -> Result<SocketMessage, Decode
 /// See [`decode_body`].
 pub fn decode_body_for(body: &[u8], limits: &Limits, event: &EventName) -> Result<SocketMessage, DecodeError> {
     reader::decode_message(body, limits.depth(), Some(event))
+}
+
+/// What [`check_body_for`] found in a valid body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Checked {
+    /// The message's `message_type`.
+    pub message_type: MessageType,
+    /// Its `event_name` is the expected event (never with [`check_body`], which expects none).
+    pub names_event: bool,
+}
+
+/// Checks one frame body exactly as [`decode_body_for`] decodes it, without building the
+/// message: every body that one accepts, this accepts, and every body that one refuses, this
+/// refuses with the same error. For a caller that needs to know that a message is valid, and
+/// its type, but not its content (a relay passing the bytes on as they came). Nothing is
+/// allocated for an accepted body that names `event`.
+///
+/// # Errors
+///
+/// See [`decode_body`].
+///
+/// # Examples
+///
+/// ```
+/// use socket_core::codec::{check_body_for, decode_body_for, encode_frame, Limits};
+/// use socket_core::{Data, EventName, MessageType, SocketMessage};
+///
+/// let event = EventName::new("status")?;
+/// let frame = encode_frame(&SocketMessage::data(event.clone(), Data::new().with("cpu", 12)), 1 << 20)?;
+/// let checked = check_body_for(frame.body(), &Limits::default(), &event)?;
+/// assert_eq!((checked.message_type, checked.names_event), (MessageType::Data, true));
+///
+/// // Cut short: refused, with the error decoding gives.
+/// let cut = &frame.body()[..frame.body().len() - 1];
+/// let err = check_body_for(cut, &Limits::default(), &event).unwrap_err();
+/// assert_eq!(Err(err), decode_body_for(cut, &Limits::default(), &event).map(|_| ()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn check_body_for(body: &[u8], limits: &Limits, event: &EventName) -> Result<Checked, DecodeError> {
+    reader::check_message(body, limits.depth(), Some(event))
+}
+
+/// [`check_body_for`] without an expected event: [`decode_body`], checking only.
+///
+/// # Errors
+///
+/// See [`decode_body`].
+pub fn check_body(body: &[u8], limits: &Limits) -> Result<Checked, DecodeError> {
+    reader::check_message(body, limits.depth(), None)
 }
 
 /// True if `body` is certainly a `data` message by a shallow scan of its

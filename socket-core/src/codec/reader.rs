@@ -22,7 +22,7 @@ use std::collections::HashSet;
 
 use rmpv::Value;
 
-use super::DecodeError;
+use super::{Checked, DecodeError};
 use crate::message::{Data, EventName, MessageType, SocketMessage};
 
 /// Most slots a container pre-allocates before its elements are read.
@@ -82,6 +82,18 @@ pub(super) fn decode_message(
         return Err(DecodeError::TrailingBytes { count: body.len() - rd.pos });
     }
     Ok(msg)
+}
+
+/// Checks one frame body exactly as [`decode_message`] decodes it (every input gets the same
+/// `Ok` or the same error) without building the message. Nothing is allocated unless the
+/// body is refused or it names an event other than `known` (`tests::check_agrees_with_decode`).
+pub(super) fn check_message(body: &[u8], max_depth: usize, known: Option<&EventName>) -> Result<Checked, DecodeError> {
+    let mut rd = Reader { buf: body, pos: 0, max_depth, known };
+    let checked = rd.check()?;
+    if rd.pos != body.len() {
+        return Err(DecodeError::TrailingBytes { count: body.len() - rd.pos });
+    }
+    Ok(checked)
 }
 
 /// The raw `message_type` value of `body`, found by a shallow scan of the
@@ -425,6 +437,132 @@ impl<'a> Reader<'a> {
                 Value::Map(entries)
             }
         })
+    }
+
+    /// Checks any value as [`value`](Self::value) reads it, without building it.
+    fn skip_value(&mut self, depth: usize) -> Result<(), DecodeError> {
+        let head = self.head()?;
+        self.skip_from(head, depth)
+    }
+
+    /// [`value_from`](Self::value_from), checking only: the same errors in the same order.
+    fn skip_from(&mut self, head: Head, depth: usize) -> Result<(), DecodeError> {
+        match head {
+            Head::Nil | Head::Bool(_) | Head::UInt(_) | Head::Int(_) | Head::F32(_) | Head::F64(_) => Ok(()),
+            Head::Str(len) => self.str_body(len).map(drop),
+            Head::Bin(len) => self.take(len).map(drop),
+            Head::Ext(type_id) => Err(DecodeError::ExtType { type_id, path: String::new() }),
+            Head::Array(len) => {
+                let depth = self.enter(depth)?;
+                for i in 0..len {
+                    self.skip_value(depth).map_err(|e| e.under_index(i))?;
+                }
+                Ok(())
+            }
+            Head::Map(len) => {
+                let depth = self.enter(depth)?;
+                self.skip_entries(len, depth)
+            }
+        }
+    }
+
+    /// The `len` entries of a map whose values sit at `depth`: string keys, none repeated,
+    /// values checked. The keys a linear duplicate check compares with stay on the stack.
+    fn skip_entries(&mut self, len: usize, depth: usize) -> Result<(), DecodeError> {
+        let mut keys = [""; LINEAR_DUP_CHECK];
+        let mut seen = Seen::new(len);
+        for i in 0..len {
+            let key = self.key()?;
+            // Linear only while `len <= LINEAR_DUP_CHECK`, so `i` indexes `keys`.
+            seen.check(key, || keys[..i.min(LINEAR_DUP_CHECK)].iter().copied())?;
+            self.skip_value(depth).map_err(|e| e.under_key(key))?;
+            if let Some(slot) = keys.get_mut(i) {
+                *slot = key;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`message`](Self::message), checking only.
+    fn check(&mut self) -> Result<Checked, DecodeError> {
+        let len = match self.head()? {
+            Head::Map(len) => len,
+            other => return Err(DecodeError::NotAMap { found: other.type_name() }),
+        };
+        self.enter(0)?;
+        let (mut event_name, mut timestamp_ms, mut timestamp_iso, mut data) = (None, None, None, None);
+        let mut message_type = None;
+        let mut unknown = Unknown { keys: [""; MAX_UNKNOWN_KEYS], len: 0 };
+        for _ in 0..len {
+            let key = self.key_bytes()?;
+            match key {
+                b"event_name" => {
+                    let slot = vacant(&mut event_name, "event_name")?;
+                    *slot = Some(self.event_name_check()?);
+                }
+                b"timestamp_ms" => {
+                    let slot = vacant(&mut timestamp_ms, "timestamp_ms")?;
+                    self.timestamp_ms_field()?;
+                    *slot = Some(());
+                }
+                b"timestamp_iso" => {
+                    let slot = vacant(&mut timestamp_iso, "timestamp_iso")?;
+                    self.str_field("timestamp_iso")?;
+                    *slot = Some(());
+                }
+                b"message_type" => {
+                    let slot = vacant(&mut message_type, "message_type")?;
+                    *slot = Some(self.message_type_field()?);
+                }
+                b"data" => {
+                    let slot = vacant(&mut data, "data")?;
+                    match self.field_head("data")? {
+                        Head::Map(len) => self.data_check(len).map_err(|e| e.under_key("data"))?,
+                        other => {
+                            return Err(DecodeError::WrongType {
+                                field: "data",
+                                expected: "a map",
+                                found: other.type_name(),
+                            })
+                        }
+                    }
+                    *slot = Some(());
+                }
+                _ => {
+                    let key = utf8(key)?;
+                    unknown.add(key)?;
+                    self.skip_value(1).map_err(|e| e.under_key(key))?;
+                }
+            }
+        }
+        let missing = |field| DecodeError::MissingField { field };
+        let names_event = event_name.ok_or_else(|| missing("event_name"))?;
+        timestamp_ms.ok_or_else(|| missing("timestamp_ms"))?;
+        timestamp_iso.ok_or_else(|| missing("timestamp_iso"))?;
+        let message_type = message_type.ok_or_else(|| missing("message_type"))?;
+        data.ok_or_else(|| missing("data"))?;
+        Ok(Checked { message_type, names_event })
+    }
+
+    /// [`data`](Self::data), checking only.
+    fn data_check(&mut self, len: usize) -> Result<(), DecodeError> {
+        let depth = self.enter(1)?;
+        self.skip_entries(len, depth)
+    }
+
+    /// [`event_name_field`](Self::event_name_field), checking only: whether it is the known
+    /// event.
+    fn event_name_check(&mut self) -> Result<bool, DecodeError> {
+        let bytes = self.str_field_bytes("event_name")?;
+        match self.known {
+            Some(k) if k.as_str().as_bytes() == bytes => Ok(true),
+            _ => {
+                let s = utf8(bytes).map_err(|e| e.under_key("event_name"))?;
+                crate::message::validate_event_name(s)
+                    .map(|()| false)
+                    .map_err(|e| DecodeError::InvalidField { field: "event_name", reason: e.message().to_owned() })
+            }
+        }
     }
 
     /// Reads the `data` map (depth 2) straight into a [`Data`].
@@ -789,6 +927,143 @@ mod tests {
         fn peek_matches_the_reader_based_scan_on_any_bytes(body in prop::collection::vec(any::<u8>(), 0..64)) {
             prop_assert_eq!(peek_message_type(&body), peek_with_reader(&body));
         }
+    }
+
+    /// Any MessagePack value of the kinds the decoder tells apart, nested: maps repeat keys
+    /// and use non-string keys at times, strings may be invalid UTF-8 (as binary passed off as
+    /// a string is not expressible here, that comes from the byte mutations below).
+    fn nested() -> impl Strategy<Value = rmpv::Value> {
+        use rmpv::Value as V;
+        let leaf = prop_oneof![
+            Just(V::Nil),
+            any::<bool>().prop_map(V::Boolean),
+            any::<i64>().prop_map(V::from),
+            any::<u64>().prop_map(V::from),
+            any::<f32>().prop_map(V::F32),
+            "[a-z]{0,5}".prop_map(V::from),
+            prop::collection::vec(any::<u8>(), 0..4).prop_map(V::Binary),
+            Just(V::Ext(3, vec![1])),
+        ];
+        leaf.prop_recursive(5, 40, 4, |inner| {
+            let key = prop_oneof![
+                4 => prop::sample::select(vec!["a", "b", "c"]).prop_map(V::from),
+                1 => any::<u8>().prop_map(V::from),
+            ];
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(V::Array),
+                prop::collection::vec((key, inner), 0..4).prop_map(V::Map),
+            ]
+        })
+    }
+
+    /// A top-level map near a valid message: each wire key present, repeated or missing, with
+    /// a valid or a wrong value, and unknown keys; then the bytes cut, changed or extended
+    /// at times.
+    fn near_message() -> impl Strategy<Value = Vec<u8>> {
+        use rmpv::Value as V;
+        let entry = prop_oneof![
+            prop::sample::select(vec!["ev", "other", "", "bad name!"])
+                .prop_map(|n| (V::from("event_name"), V::from(n))),
+            any::<i64>().prop_map(|n| (V::from("timestamp_ms"), V::from(n))),
+            Just((V::from("timestamp_iso"), V::from("2026-12-07T00:00:00Z"))),
+            prop::sample::select(vec!["data", "error", "control", "nope"])
+                .prop_map(|t| (V::from("message_type"), V::from(t))),
+            nested().prop_map(|v| (V::from("data"), v)),
+            prop::collection::vec((prop::sample::select(vec!["a", "b", "c"]), nested()), 0..5)
+                .prop_map(|kv| { (V::from("data"), V::Map(kv.into_iter().map(|(k, v)| (V::from(k), v)).collect())) }),
+            ("[a-z_]{1,3}", nested()).prop_map(|(k, v)| (V::from(k.as_str()), v)),
+            nested().prop_map(|v| (v.clone(), v)),
+        ];
+        let wire = || {
+            vec![
+                (V::from("event_name"), V::from("ev")),
+                (V::from("timestamp_ms"), V::from(1u64)),
+                (V::from("timestamp_iso"), V::from("2026-12-07T00:00:00Z")),
+                (V::from("message_type"), V::from("data")),
+                (V::from("data"), V::Map(vec![(V::from("k"), V::from(1))])),
+            ]
+        };
+        (
+            prop::collection::vec(any::<bool>(), 5),
+            prop::collection::vec(entry, 0..4),
+            any::<prop::sample::Index>(),
+            0..5u8,
+            any::<prop::sample::Index>(),
+            any::<u8>(),
+        )
+            .prop_map(move |(keep, extra, at, mutation, pos, byte)| {
+                let mut entries: Vec<(V, V)> =
+                    wire().into_iter().zip(keep).filter(|(_, k)| *k).map(|(e, _)| e).collect();
+                for e in extra {
+                    let i = at.index(entries.len() + 1);
+                    entries.insert(i, e);
+                }
+                let mut out = rmp_bytes(&V::Map(entries));
+                match mutation {
+                    0 => out.truncate(pos.index(out.len() + 1)),
+                    1 => {
+                        let i = pos.index(out.len());
+                        out[i] = byte;
+                    }
+                    2 => out.push(byte),
+                    _ => {}
+                }
+                out
+            })
+    }
+
+    /// The decoder's verdict, as the checker gives it.
+    fn decoded(body: &[u8], max_depth: usize, known: Option<&EventName>) -> Result<Checked, DecodeError> {
+        decode_message(body, max_depth, known)
+            .map(|m| Checked { message_type: m.message_type, names_event: known == Some(&m.event_name) })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(6000))]
+
+        #[test]
+        fn check_agrees_with_decode(body in near_message(), depth in 1..7usize, named in any::<bool>()) {
+            let ev = EventName::new("ev").expect("valid");
+            let known = named.then_some(&ev);
+            prop_assert_eq!(check_message(&body, depth, known), decoded(&body, depth, known));
+        }
+
+        #[test]
+        fn check_agrees_with_decode_on_any_bytes(body in prop::collection::vec(any::<u8>(), 0..48)) {
+            prop_assert_eq!(check_message(&body, 64, None), decoded(&body, 64, None));
+        }
+    }
+
+    #[test]
+    fn check_accepts_what_is_encoded_and_names_its_type() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::{codec::encode_frame, Data, SocketMessage};
+        let ev = EventName::new("ev")?;
+        for t in [MessageType::Data, MessageType::Error, MessageType::Control] {
+            let data = Data::new().with("k", 1).with("nested", rmpv::Value::Array(vec![rmpv::Value::from("x")]));
+            let frame = encode_frame(&SocketMessage::new(ev.clone(), t, data), 1 << 20)?;
+            assert_eq!(check_message(frame.body(), 64, Some(&ev)), Ok(Checked { message_type: t, names_event: true }));
+            assert_eq!(check_message(frame.body(), 64, None), Ok(Checked { message_type: t, names_event: false }));
+            let other = EventName::new("other")?;
+            assert_eq!(
+                check_message(frame.body(), 64, Some(&other)),
+                Ok(Checked { message_type: t, names_event: false })
+            );
+        }
+        // A data map of more keys than the linear duplicate check takes, one repeated.
+        let mut entries: Vec<(rmpv::Value, rmpv::Value)> =
+            (0..40).map(|i| (rmpv::Value::from(format!("k{i}")), rmpv::Value::from(i))).collect();
+        entries.push((rmpv::Value::from("k7"), rmpv::Value::Nil));
+        let body = rmp_bytes(&rmpv::Value::Map(vec![
+            (rmpv::Value::from("event_name"), rmpv::Value::from("ev")),
+            (rmpv::Value::from("timestamp_ms"), rmpv::Value::from(1)),
+            (rmpv::Value::from("timestamp_iso"), rmpv::Value::from("t")),
+            (rmpv::Value::from("message_type"), rmpv::Value::from("data")),
+            (rmpv::Value::from("data"), rmpv::Value::Map(entries)),
+        ]));
+        let refused = check_message(&body, 64, Some(&ev));
+        assert!(matches!(refused, Err(DecodeError::DuplicateKey { .. })), "{refused:?}");
+        assert_eq!(refused, decoded(&body, 64, Some(&ev)));
+        Ok(())
     }
 
     #[test]
