@@ -12,9 +12,9 @@ use tracing::Instrument;
 use super::outlet::OutletWrite;
 use super::registry::CHUNK;
 use super::{ClientId, ClientInfo, Closing, ConnShared, Inner, ServerEvent, CLOSE_LINGER, STOP_FLUSH};
-use crate::codec::{decode_body_for, encode_frame, Frame, HEADER_LEN};
+use crate::codec::{check_body_for, decode_body_for, encode_frame, DecodeError, Frame, HEADER_LEN};
 use crate::control::{Control, ErrorCode};
-use crate::message::{EventName, SocketMessage};
+use crate::message::{EventName, MessageType, SocketMessage};
 use crate::runtime;
 use crate::transport::{BoxRead, Connection, Listener};
 use crate::wire::{write_all, Fill, FrameReader, StallTimer, WriteFail};
@@ -407,15 +407,23 @@ impl Conn {
         let first = !ph.spoke;
         ph.spoke = true;
         self.frames_read.fetch_add(1, Ordering::Relaxed);
+        if !inner.wants_events() {
+            // Nobody takes the message as a value (no application listens to the events): it is
+            // checked as decoding would check it, not built, and a relay passes the bytes on.
+            // Protocol control is decoded below, to be answered.
+            match check_body_for(body, &inner.opts.limits, &inner.event).map(|c| c.message_type) {
+                Ok(MessageType::Control) => {}
+                Ok(_) => {
+                    self.decide_once(ph, None).await;
+                    self.take_message(frame, None).await;
+                    return None;
+                }
+                Err(e) => return self.malformed(ph, &e).await,
+            }
+        }
         let msg = match decode_body_for(body, &inner.opts.limits, &inner.event) {
             Ok(msg) => msg,
-            Err(e) => {
-                inner.counters.malformed.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(error = %e, "malformed frame dropped");
-                self.decide_once(ph, None).await;
-                self.reply(ErrorCode::Malformed, &format!("{e}: frame dropped"));
-                return None;
-            }
+            Err(e) => return self.malformed(ph, &e).await,
         };
         let control = Control::parse(&msg);
         if first {
@@ -444,13 +452,22 @@ impl Conn {
             }
             return None;
         }
-        self.take_message(frame, msg).await;
+        self.take_message(frame, Some(msg)).await;
         None
     }
 
-    /// A message from the client: refused (`allow_client_send = false`), relayed, and handed
-    /// to the application.
-    async fn take_message(&self, frame: &[u8], msg: SocketMessage) {
+    /// A frame that is not a valid message: counted, answered with `malformed`, dropped.
+    async fn malformed(&self, ph: &mut Phase<'_>, e: &DecodeError) -> Option<String> {
+        self.inner.counters.malformed.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(error = %e, "malformed frame dropped");
+        self.decide_once(ph, None).await;
+        self.reply(ErrorCode::Malformed, &format!("{e}: frame dropped"));
+        None
+    }
+
+    /// A message from the client (`msg`: decoded already, or only checked): refused
+    /// (`allow_client_send = false`), relayed, and handed to the application.
+    async fn take_message(&self, frame: &[u8], msg: Option<SocketMessage>) {
         let inner = &*self.inner;
         inner.counters.messages_received.fetch_add(1, Ordering::Relaxed);
         if !inner.opts.allow_client_send {
@@ -469,6 +486,10 @@ impl Conn {
             inner.fan_out(frame, Some(self.id));
         }
         if inner.wants_events() {
+            // Checked only, and the application began to listen since: decoded now (it
+            // decodes, as the check passed).
+            let decoded = || decode_body_for(&frame[HEADER_LEN..], &inner.opts.limits, &inner.event).ok();
+            let Some(msg) = msg.or_else(decoded) else { return };
             let ev = ServerEvent::Message { from: ClientId(self.id), message: msg };
             if inner.lossy_events() {
                 // Relayed already: the event stream is a side channel that never holds up reading.
