@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_lite::StreamExt;
-use socket_core::codec::{decode_body_for, Frame, Limits};
+use socket_core::codec::{check_body_for, decode_body_for, Frame, Limits};
 use socket_core::control::Control as ProtocolControl;
-use socket_core::{Client, EventName, Server, SocketMessage};
+use socket_core::{Client, EventName, MessageType, Server, SocketMessage};
 use tokio::sync::watch;
 
 use crate::outbox::origin_name;
@@ -20,23 +20,29 @@ pub(crate) enum Sink {
     Attach(Client),
 }
 
-/// Checks a payload from NATS: a valid message of `event`, not protocol control.
+/// Checks a payload from NATS: a valid message of `event`, not protocol control. Checking is
+/// enough for data and error messages (`None`: nothing is built); a control message is
+/// decoded to tell protocol control from the application's, and returned.
 pub(crate) fn check_payload(
     payload: &[u8],
     event: &EventName,
     limits: &Limits,
-) -> std::result::Result<SocketMessage, String> {
+) -> std::result::Result<Option<SocketMessage>, String> {
     if payload.is_empty() || payload.len() > limits.max_frame_len {
         return Err(format!("{} bytes, outside 1..={} (max_message_size)", payload.len(), limits.max_frame_len));
     }
-    let msg = decode_body_for(payload, limits, event).map_err(|e| e.to_string())?;
-    if msg.event_name != *event {
-        return Err(format!("it names event {:?}", msg.event_name.as_str()));
+    let checked = check_body_for(payload, limits, event).map_err(|e| e.to_string())?;
+    if !checked.names_event || checked.message_type == MessageType::Control {
+        let msg = decode_body_for(payload, limits, event).map_err(|e| e.to_string())?;
+        if msg.event_name != *event {
+            return Err(format!("it names event {:?}", msg.event_name.as_str()));
+        }
+        if ProtocolControl::is_protocol(&msg) {
+            return Err("it is protocol control, which never crosses hosts".to_owned());
+        }
+        return Ok(Some(msg));
     }
-    if ProtocolControl::is_protocol(&msg) {
-        return Err("it is protocol control, which never crosses hosts".to_owned());
-    }
-    Ok(msg)
+    Ok(None)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -70,7 +76,7 @@ pub(crate) async fn inbound(
         if let Some(payload) = &retained {
             match check_payload(payload, &event, &limits) {
                 Ok(msg) => {
-                    sink.deliver(payload, &msg, &shared).await;
+                    sink.deliver(payload, msg, &event, &limits, &shared).await;
                     Counters::add(&shared.counters.retained);
                 }
                 Err(why) => bad_payload(&shared, &subject, &why),
@@ -87,7 +93,7 @@ pub(crate) async fn inbound(
             continue; // Published between our subscribe and the fetch: already delivered as retained.
         }
         match check_payload(&message.payload, &event, &limits) {
-            Ok(msg) => sink.deliver(&message.payload, &msg, &shared).await,
+            Ok(msg) => sink.deliver(&message.payload, msg, &event, &limits, &shared).await,
             Err(why) => bad_payload(&shared, &subject, &why),
         }
     }
@@ -130,17 +136,28 @@ pub(crate) async fn fetch_retained(
 }
 
 impl Sink {
-    pub(crate) async fn deliver(&self, payload: &[u8], msg: &SocketMessage, shared: &Shared) {
+    /// Delivers a checked payload (`msg`: decoded already, or not needed yet).
+    pub(crate) async fn deliver(
+        &self,
+        payload: &[u8],
+        msg: Option<SocketMessage>,
+        event: &EventName,
+        limits: &Limits,
+        shared: &Shared,
+    ) {
         let result = match self {
             // The exact bytes that came, once checked.
             Sink::Host(server) => Frame::from_body(payload, usize::MAX).and_then(|f| server.broadcast_frame(f)),
-            Sink::Attach(client) => client.send_async(msg).await,
+            Sink::Attach(client) => match msg.map_or_else(|| decode_body_for(payload, limits, event), Ok) {
+                Ok(msg) => client.send_async(&msg).await,
+                Err(e) => Err(e.into()),
+            },
         };
         match result {
             Ok(()) => Counters::add(&shared.counters.received),
             Err(e) => {
                 Counters::add(&shared.counters.inbound_dropped);
-                tracing::warn!(event = %msg.event_name, error = %e, "a message from another host could not be delivered locally");
+                tracing::warn!(event = %event, error = %e, "a message from another host could not be delivered locally");
             }
         }
     }
@@ -156,7 +173,15 @@ mod tests {
         let limits = Limits::default();
         let good = SocketMessage::data(event.clone(), socket_core::Data::new().with("n", 1u64));
         let body = encode_frame(&good, usize::MAX)?.body().to_vec();
-        assert_eq!(check_payload(&body, &event, &limits)?, good);
+        // A data message is checked, not built.
+        assert_eq!(check_payload(&body, &event, &limits)?, None);
+        let control = SocketMessage::new(
+            event.clone(),
+            socket_core::MessageType::Control,
+            socket_core::Data::new().with("app", "reload"),
+        );
+        let control_body = encode_frame(&control, usize::MAX)?.body().to_vec();
+        assert_eq!(check_payload(&control_body, &event, &limits)?, Some(control));
         assert!(check_payload(b"not msgpack", &event, &limits).is_err());
         assert!(check_payload(&body[..body.len() - 1], &event, &limits).is_err());
         assert!(check_payload(&[], &event, &limits).is_err());
