@@ -40,6 +40,8 @@ fn invalid_settings_are_refused_with_what_to_fix_before_the_local_side_opens() -
     let event = EventName::new("cfg_msg_ev")?;
     let dir = tempfile::tempdir()?;
     let missing = dir.path().join("missing");
+    let garbage = dir.path().join("garbage.creds");
+    std::fs::write(&garbage, "not a creds file\n")?;
     let empty = dir.path().join("empty-token");
     std::fs::write(&empty, "  \nsecond line is not the token\n")?;
     let huge = dir.path().join("huge-token");
@@ -61,6 +63,7 @@ fn invalid_settings_are_refused_with_what_to_fix_before_the_local_side_opens() -
         (base().urls([url]).token_file(&missing), vec!["cannot read the NATS token file", "missing"]),
         (base().urls([url]).token_file(&empty), vec!["empty-token is empty", "first line must be the token"]),
         (base().urls([url]).token_file(&huge), vec!["huge-token is larger than 64 KiB"]),
+        (base().urls([url]).token_file(dir.path()), vec!["cannot read the NATS token file"]),
         (base().urls([url]).credentials_file(&missing), vec!["cannot read the NATS credentials file", "missing"]),
         (base().urls([url]).tls_ca_file(&missing), vec!["cannot read the NATS TLS CA file", "missing"]),
     ];
@@ -69,6 +72,9 @@ fn invalid_settings_are_refused_with_what_to_fix_before_the_local_side_opens() -
     }
     let empty_builder = Bridge::builder(host.transport.clone(), host.config.clone()).urls([url]);
     assert_bridge_err(empty_builder, ErrorKind::Config, &["no event to bridge"])?;
+    // A credentials file is parsed when the bridge connects: NATS need not be reachable.
+    let unreachable = base().urls([unreachable_url()?]).credentials_file(&garbage);
+    assert_bridge_err(unreachable, ErrorKind::Config, &["cannot use the NATS credentials file", "garbage.creds"])?;
     let left: Vec<_> = std::fs::read_dir(&host.config.socket.socket_dir)?.collect();
     assert!(left.is_empty(), "a refused start left files in the socket directory: {left:?}");
     Ok(())
@@ -281,5 +287,50 @@ fn attached_to_a_server_without_relay_the_bridge_is_outbound_only() -> TestResul
     bridge_a.stop();
     drop(bridge_b);
     app.stop()?;
+    Ok(())
+}
+
+/// Dropping the last handle stops the bridge: the state stream ends with `Stopped` and the
+/// hosted server is gone. `start_async` and `stop_async` are the same bridge without blocking.
+#[test]
+fn dropping_the_last_handle_stops_the_bridge() -> TestResult {
+    let host = Host::new()?;
+    let event = EventName::new("dropped_ev")?;
+    let builder =
+        Bridge::builder(host.transport.clone(), host.config.clone()).event(event.clone()).urls([unreachable_url()?]);
+    let bridge = futures_lite::future::block_on(builder.start_async())?;
+    let socket = host.config.socket.socket_dir.join("dropped_ev.sock");
+    assert!(socket.exists(), "the bridge does not host the event");
+    let events = bridge.events();
+    drop(bridge);
+    super::poll("the Stopped event", || loop {
+        match events.try_recv() {
+            Ok(BridgeEvent::Stopped { .. }) => return Some(()),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    })?;
+    super::poll("the hosted server's socket removed", || (!socket.exists()).then_some(()))?;
+
+    let builder =
+        Bridge::builder(host.transport.clone(), host.config.clone()).event(event.clone()).urls([unreachable_url()?]);
+    let bridge = futures_lite::future::block_on(builder.start_async())?;
+    futures_lite::future::block_on(bridge.stop_async());
+    assert!(!bridge.is_running() && !socket.exists());
+    Ok(())
+}
+
+/// The builder's `Debug` shows its settings but never a token or a password.
+#[test]
+fn debug_output_never_shows_secrets() -> TestResult {
+    let host = Host::new()?;
+    let builder = Bridge::builder(host.transport.clone(), host.config.clone())
+        .token("tok-3f9a")
+        .user_and_password("desk-user", "pw-77c1")
+        .subject_prefix("shown.prefix");
+    let shown = format!("{builder:?}");
+    assert!(shown.contains("shown.prefix") && shown.contains("desk-user"), "{shown}");
+    assert!(shown.contains("<secret>"), "{shown}");
+    assert!(!shown.contains("tok-3f9a") && !shown.contains("pw-77c1"), "a secret is shown: {shown}");
     Ok(())
 }
