@@ -334,3 +334,50 @@ fn debug_output_never_shows_secrets() -> TestResult {
     assert!(!shown.contains("tok-3f9a") && !shown.contains("pw-77c1"), "a secret is shown: {shown}");
     Ok(())
 }
+
+/// A TLS CA file makes TLS required: against a server without TLS the start fails as a TLS
+/// error that points at the CA setting, and nothing is sent in plain text.
+#[test]
+fn a_tls_ca_file_requires_tls_and_a_plain_server_is_a_tls_error() -> TestResult {
+    let nats = NatsServer::start(&NodeOptions::default())?;
+    let host = Host::new()?;
+    let dir = tempfile::tempdir()?;
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "")?;
+    let builder = Bridge::builder(host.transport.clone(), host.config.clone())
+        .event(EventName::new("tls_ev")?)
+        .urls([nats.url()])
+        .tls_ca_file(&ca);
+    assert_bridge_err(builder, ErrorKind::Tls, &["TLS with NATS at", &nats.url(), "socket.nats.tls_ca_file"])?;
+    assert!(!host.config.socket.socket_dir.join("tls_ev.sock").exists(), "the hosted server outlived the failed start");
+    Ok(())
+}
+
+/// A user that may not publish on the bridge's subject: the server's refusal reaches the
+/// state stream as a warning, and the bridge keeps running.
+#[test]
+fn a_server_error_is_a_warning_and_the_bridge_goes_on() -> TestResult {
+    let nats = NatsServer::start(&NodeOptions {
+        extra: "authorization { users: [ { user: reader, password: \"pw\", permissions: { publish: { deny: \"socket.>\" } } } ] }\n"
+            .to_owned(),
+        ..NodeOptions::default()
+    })?;
+    let host = Host::new()?;
+    let event = EventName::new("denied_ev")?;
+    let bridge = Bridge::builder(host.transport.clone(), host.config.clone())
+        .event(event.clone())
+        .urls([nats.url()])
+        .user_and_password("reader", "pw")
+        .start()?;
+    wait_event(&bridge, |e| matches!(e, BridgeEvent::NatsConnected { .. }))?;
+    let client = host.client(&event)?;
+    client.send(&SocketMessage::data(event.clone(), Data::new().with("kind", "denied")))?;
+    let BridgeEvent::Warning { message } = wait_event(&bridge, |e| matches!(e, BridgeEvent::Warning { .. }))? else {
+        unreachable!()
+    };
+    assert!(message.starts_with("NATS server error"), "{message}");
+    assert!(message.to_lowercase().contains("permissions violation"), "{message}");
+    assert!(message.contains("socket.denied_ev"), "{message}");
+    assert!(bridge.is_running());
+    Ok(())
+}
