@@ -8,3 +8,4 @@ mod e2e;
 mod registry;
 #[cfg(any(feature = "unix", feature = "tcp"))]
 mod reliability;
+mod settings;

@@ -10,6 +10,8 @@ use socket_core::{Client, Config, Data, EventName, MessageType, SocketMessage, T
 use socket_nats::{Bridge, BridgeEvent, ErrorKind, Mode};
 use socket_tests::nats_server::{NatsServer, NodeOptions};
 
+mod builder;
+
 type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const DEADLINE: Duration = Duration::from_secs(10);

@@ -202,3 +202,35 @@ fn declared_keys_match_the_core_key_table() {
         assert_eq!(info.env_var(), spec.env_var("tcp"));
     }
 }
+
+/// Bind and endpoints check the settings themselves, without a prior validation: each invalid
+/// value is a configuration error naming its key and rule, and nothing is bound.
+#[test]
+fn bind_and_endpoints_refuse_invalid_settings_without_validation() -> TestResult {
+    let ok = range_config(9000, 9100);
+    let mut cases = Vec::new();
+    for host in [" ", "a b", "host/path", "[]"] {
+        let mut config = ok.clone();
+        config.socket.tcp.host = host.to_owned();
+        cases.push((config, vec!["socket.tcp.host", "must be an IP address or a host name"]));
+    }
+    let mut config = ok.clone();
+    config.socket.tcp.port_range_start = 80;
+    cases.push((config, vec!["invalid value 80 for key socket.tcp.port_range_start", "1024..=65535"]));
+    let mut config = ok.clone();
+    config.socket.tcp.port_range_end = 1000;
+    cases.push((config, vec!["invalid value 1000 for key socket.tcp.port_range_end", "1024..=65535"]));
+    let mut config = ok.clone();
+    config.socket.tcp.port_range_start = 9200;
+    cases.push((config, vec!["socket.tcp.port_range_start", "must not be above socket.tcp.port_range_end (9100)"]));
+    let mut config = ok;
+    config.socket.tcp.port = Some(22);
+    cases.push((config, vec!["invalid value 22 for key socket.tcp.port", "1024..=65535"]));
+    let ev = event("unchecked");
+    for (config, needles) in cases {
+        assert_err(TcpTransport.endpoints(&ev, &config), ErrorKind::Config, &needles)?;
+        let bound = async_io::block_on(TcpTransport.bind(&ev, &config)).map(|l| l.address());
+        assert_err(bound, ErrorKind::Config, &needles)?;
+    }
+    Ok(())
+}

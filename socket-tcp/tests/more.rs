@@ -63,3 +63,60 @@ fn unresolvable_host_with_allow_remote_is_a_config_error() -> TestResult {
     assert_err(result, ErrorKind::Config, &["no-such-host.invalid"])?;
     Ok(())
 }
+
+/// With `allow_remote`, an address that is not on this machine cannot be bound: a connection
+/// error naming the address as `host:port` (brackets around IPv6).
+#[test]
+fn an_address_not_on_this_machine_cannot_be_bound() -> TestResult {
+    for (host, shown) in [("192.0.2.1", "192.0.2.1"), ("[2001:db8::1]", "[2001:db8::1]")] {
+        let (mut config, port) = port_config()?;
+        config.socket.tcp.host = host.to_owned();
+        config.socket.tcp.allow_remote = true;
+        let result = async_io::block_on(TcpTransport.bind(&event("elsewhere"), &config)).map(|l| l.address());
+        assert_err(result, ErrorKind::Connection, &[&format!("cannot bind {shown}:{port}")])?;
+    }
+    Ok(())
+}
+
+/// `localhost:port` with no server: both loopbacks are tried and the error names the endpoint.
+#[test]
+fn localhost_endpoint_without_server_is_a_connection_error() -> TestResult {
+    let (mut config, port) = port_config()?;
+    config.socket.tcp.host = "localhost".to_owned();
+    let endpoint = TcpTransport.endpoints(&event("nobody"), &config)?.remove(0);
+    let result = run(async { Ok(TcpTransport.connect(&endpoint, &config).await.map(|c| c.peer)) })?;
+    assert_err(result, ErrorKind::Connection, &[&format!("localhost:{port}")])?;
+    Ok(())
+}
+
+/// A blocking client over TCP: a receive with a deadline ends empty when nothing comes, and
+/// returns what the server broadcasts.
+#[test]
+fn blocking_receive_over_tcp_waits_until_its_deadline_or_a_message() -> TestResult {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use socket_core::{Client, Data, Server, SocketMessage};
+
+    let (config, _port) = port_config()?;
+    let ev = event("blocking_rx");
+    let server = Server::new(Arc::new(TcpTransport), ev.clone(), &config)?;
+    server.start()?;
+    let client = Client::connect(Arc::new(TcpTransport), ev.clone(), &config)?;
+    let wait = Duration::from_millis(100);
+    let t = Instant::now();
+    assert_eq!(client.receive(Some(wait))?, None);
+    assert!(t.elapsed() >= wait, "the receive ended early: {:?}", t.elapsed());
+    let message = SocketMessage::data(ev.clone(), Data::new().with("n", 7u64));
+    // A broadcast reaches the clients already connected: wait until the server counts it.
+    let deadline = Instant::now() + WATCHDOG;
+    while server.clients().is_empty() {
+        assert!(Instant::now() < deadline, "the server never saw the client");
+        std::thread::yield_now();
+    }
+    server.broadcast(&message)?;
+    assert_eq!(client.receive(Some(WATCHDOG))?, Some(message));
+    client.disconnect();
+    server.stop()?;
+    Ok(())
+}

@@ -80,3 +80,43 @@ fn connect_without_server_is_a_connection_error() -> TestResult {
     assert_err(result, ErrorKind::Connection, &["no server for event \"x\""])?;
     Ok(())
 }
+
+/// What is at a socket path, without following symlinks: nothing, something that is not a
+/// socket (file, directory, symlink), or a socket that is live or stale.
+#[test]
+fn socket_state_tells_missing_other_files_live_and_stale_apart() -> TestResult {
+    use socket_unix::{socket_state, SocketState};
+
+    let tmp = tempfile::tempdir()?;
+    let at = |name: &str| tmp.path().join(name);
+    assert_eq!(socket_state(&at("missing.sock"))?, SocketState::Missing);
+    std::fs::write(at("file.sock"), b"")?;
+    std::fs::create_dir(at("dir.sock"))?;
+    let live = std::os::unix::net::UnixListener::bind(at("live.sock"))?;
+    std::os::unix::fs::symlink(at("live.sock"), at("link.sock"))?;
+    drop(std::os::unix::net::UnixListener::bind(at("stale.sock"))?);
+    for name in ["file.sock", "dir.sock", "link.sock"] {
+        assert_eq!(socket_state(&at(name))?, SocketState::NotASocket, "{name}");
+    }
+    assert_eq!(socket_state(&at("live.sock"))?, SocketState::Live);
+    assert_eq!(socket_state(&at("stale.sock"))?, SocketState::Stale);
+    drop(live);
+    assert_eq!(socket_state(&at("live.sock"))?, SocketState::Stale, "the listener is gone, its file stays");
+    Ok(())
+}
+
+/// A connect that fails otherwise than "no server" (here a symlink loop at the socket path)
+/// is a connection error naming the path.
+#[test]
+fn other_connect_failures_name_the_path() -> TestResult {
+    let (tmp, config) = fresh()?;
+    let dir = tmp.path().join("sockets");
+    std::fs::create_dir(&dir)?;
+    let ev = event("looped");
+    let endpoint = UnixTransport.endpoints(&ev, &config)?.remove(0);
+    std::os::unix::fs::symlink(&endpoint.address, &endpoint.address)?;
+    let result = run(async { Ok(UnixTransport.connect(&endpoint, &config).await.map(|c| c.peer)) })?;
+    let expected = format!("cannot connect to {}", endpoint.address);
+    assert_err(result, ErrorKind::Connection, &[&expected])?;
+    Ok(())
+}

@@ -96,3 +96,61 @@ fn socket_dir_of_another_owner_is_refused() -> TestResult {
     assert!(entries(&dir)?.is_empty());
     Ok(())
 }
+
+/// A socket dir below a regular file: the server cannot inspect it and the client is told the
+/// path is not a directory, both as configuration errors; the file is left as it was.
+#[test]
+fn socket_dir_below_a_file_is_a_config_error_for_server_and_client() -> TestResult {
+    use socket_core::Transport;
+    use socket_unix::{socket_state, UnixTransport};
+
+    let tmp = tempfile::tempdir()?;
+    let file = tmp.path().join("file");
+    fs::write(&file, b"data")?;
+    let dir = file.join("sockets");
+    let config = config_in(&dir);
+    let shown = dir.display().to_string();
+    assert_err(bind(&event("ev"), &config), ErrorKind::Config, &["cannot inspect socket directory", &shown])?;
+
+    let endpoint = UnixTransport.endpoints(&event("ev"), &config)?.remove(0);
+    let result = run(async { Ok(UnixTransport.connect(&endpoint, &config).await.map(|c| c.peer)) })?;
+    assert_err(result, ErrorKind::Config, &[&shown, "is not a directory", "socket.socket_dir"])?;
+
+    let state = socket_state(std::path::Path::new(&endpoint.address));
+    assert_eq!(state.map_err(|e| e.kind()), Err(std::io::ErrorKind::NotADirectory));
+    assert_eq!(fs::read(&file)?, b"data");
+    Ok(())
+}
+
+/// A missing socket dir whose parent is a dangling symlink cannot be created: a configuration
+/// error naming the parent, and the symlink's target is not created either.
+#[test]
+fn socket_dir_below_a_dangling_symlink_is_not_created() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let parent = tmp.path().join("dangling");
+    std::os::unix::fs::symlink(tmp.path().join("nowhere").join("deeper"), &parent)?;
+    let shown = parent.display().to_string();
+    assert_err(
+        bind(&event("ev"), &config_in(&parent.join("sockets"))),
+        ErrorKind::Config,
+        &["cannot create socket directory", &shown, "writable socket.socket_dir"],
+    )?;
+    assert!(!tmp.path().join("nowhere").exists(), "the symlink's target was created");
+    assert!(fs::symlink_metadata(&parent)?.file_type().is_symlink());
+    Ok(())
+}
+
+/// A socket dir that is not valid UTF-8 is refused by validation and by bind.
+#[test]
+fn socket_dir_must_be_utf8() -> TestResult {
+    use socket_core::Transport;
+    use std::os::unix::ffi::OsStrExt;
+
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join(std::ffi::OsStr::from_bytes(b"sock\xffets"));
+    let config = config_in(&dir);
+    assert_err(socket_unix::UnixTransport.validate(&config), ErrorKind::Config, &["socket.socket_dir", "UTF-8"])?;
+    assert_err(bind(&event("ev"), &config), ErrorKind::Config, &["must be valid UTF-8"])?;
+    assert!(!dir.exists(), "the directory was created");
+    Ok(())
+}

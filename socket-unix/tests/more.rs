@@ -67,3 +67,30 @@ fn accept_after_close_fails_with_closed() -> TestResult {
     assert_err(result, ErrorKind::Closed, &["closed"])?;
     Ok(())
 }
+
+/// A private socket dir with a stale socket or a lock file of another user (made as root):
+/// neither is removed or used, and the error names the uid. Needs root to chown.
+#[test]
+fn stale_socket_and_lock_file_of_another_user_are_refused() -> TestResult {
+    if !is_root() {
+        return Ok(());
+    }
+    let (tmp, config) = fresh()?;
+    let dir = tmp.path().join("sockets");
+    fs::create_dir(&dir)?;
+    fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    let stale = dir.join("foreign.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale)?);
+    std::os::unix::fs::chown(&stale, Some(OTHER_UID), Some(OTHER_UID))?;
+    let expected = format!("stale socket {} belongs to uid {OTHER_UID}", stale.display());
+    assert_err(bind(&event("foreign"), &config), ErrorKind::Config, &[&expected, "refusing to remove it"])?;
+    assert_eq!(socket_unix::socket_state(&stale)?, socket_unix::SocketState::Stale, "the stale socket was touched");
+
+    let lock = dir.join("locked.lock");
+    fs::write(&lock, b"")?;
+    std::os::unix::fs::chown(&lock, Some(OTHER_UID), Some(OTHER_UID))?;
+    let expected = format!("lock file {} is not a regular file of yours (uid {OTHER_UID})", lock.display());
+    assert_err(bind(&event("locked"), &config), ErrorKind::Config, &[&expected])?;
+    assert!(lock.exists() && !dir.join("locked.sock").exists(), "the foreign lock file was used");
+    Ok(())
+}
