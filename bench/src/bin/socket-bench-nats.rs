@@ -52,7 +52,7 @@ struct Options {
 }
 
 fn parse_args(args: &[String]) -> BenchResult<Options> {
-    let mut o = Options { runs: 5, messages: 100_000, rss_seconds: 600 };
+    let mut o = Options { runs: 5, messages: 50_000, rss_seconds: 600 };
     let mut it = args.iter();
     let num = |v: Option<&String>, what: &str| -> BenchResult<u64> {
         v.and_then(|v| v.parse::<u64>().ok())
