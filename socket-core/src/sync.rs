@@ -1,20 +1,22 @@
 //! The synchronisation facade of the server's registry.
 //!
-//! `server::registry` takes its mutex and atomics from here and nowhere
-//! else, so the model checkers can swap them: the standard library's in a
-//! normal build, loom's under `--cfg socket_loom` (`cargo xtask loom`),
-//! shuttle's under `--cfg shuttle` (`cargo xtask shuttle`). Only the code
-//! that the models in `server/models.rs` run may use this module (today:
-//! `server/registry.rs`); the rest of the engine (connection tasks,
-//! lifecycle) keeps `std::sync`, because a loom or shuttle primitive panics
-//! when it is used outside a model.
+//! `server::registry` and the client's read slot (`client::lead`) take their
+//! mutex and atomics from here and nowhere else, so the model checkers can
+//! swap them: the standard library's in a normal build, loom's under
+//! `--cfg socket_loom` (`cargo xtask loom`), shuttle's under `--cfg shuttle`
+//! (`cargo xtask shuttle`). Only the code that the models in
+//! `server/models.rs` and `client/models.rs` run may use this module (today:
+//! `server/registry.rs` and `client/lead.rs`); the rest of the engine
+//! (connection tasks, lifecycle) keeps `std::sync`, because a loom or shuttle
+//! primitive panics when it is used outside a model.
 //!
 //! The cfg is `socket_loom`, not the customary `loom`: a global `--cfg loom`
 //! also switches concurrent-queue to loom's atomics, and async-executor then
 //! fails to compile. The per-client queue is the registry's own (a mutex from
-//! here); only the event that wakes its writer (`event-listener`) runs with
-//! its real atomics inside the models, where a notification is one
-//! indivisible step that wakes nobody (the models poll).
+//! here); only the events (`event-listener`: the one that wakes its writer,
+//! the read slot's `back` and `wanted`) run with their real atomics inside
+//! the models, where a notification is one indivisible step (the server's
+//! models poll; the client's wake their actors through the listeners' wakers).
 
 #[cfg(socket_loom)]
 pub(crate) use loom::sync::{atomic::AtomicBool, Mutex, MutexGuard};

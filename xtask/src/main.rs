@@ -14,8 +14,8 @@ const COMMANDS: &[(&str, &str)] = &[
     ("ci", "everything CI checks: fmt, clippy, tests, model checks, docs, feature builds, codegen and man page checks, examples"),
     ("lint", "cargo fmt --check and clippy with warnings denied on all targets"),
     ("test", "the whole test suite (installs the Python msgpack module the interop tests need)"),
-    ("loom", "loom model checks of the server registry (C1, C2): --cfg socket_loom, 2 preemptions, target/loom"),
-    ("shuttle", "shuttle model checks of the server registry (C3): --cfg shuttle, fixed seeds, target/shuttle"),
+    ("loom", "loom model checks of the server registry (C1, C2) and the client's read-side hand-off: --cfg socket_loom, 2 preemptions, target/loom"),
+    ("shuttle", "shuttle model checks of the server registry (C3) and the client's read-side hand-off: --cfg shuttle, fixed seeds, target/shuttle"),
     ("rustdoc", "rustdoc for the workspace with warnings denied"),
     ("features", "build socket-factory alone with no features, unix, tcp, and both"),
     ("doc", "regenerate docs/configuration.md from the core keys and the transports' declared keys (--check: fail if stale)"),
@@ -154,7 +154,7 @@ fn test(extra: &[String]) -> Result {
 fn models(cfg: &str, envs: &[(&str, &str)]) -> Result {
     let target = root().join("target").join(cfg.trim_start_matches("socket_"));
     let mut cmd = cargo_with(&["test", "-p", "socket-core", "--release", "--locked", "--lib", "--target-dir"]);
-    cmd.arg(&target).args(["--", "server::models"]);
+    cmd.arg(&target).args(["--", "server::models", "client::models"]);
     let mut flags = env::var("RUSTFLAGS").unwrap_or_default();
     flags.push_str(&format!(" --cfg {cfg}"));
     cmd.env("RUSTFLAGS", flags.trim());
@@ -166,12 +166,14 @@ fn models(cfg: &str, envs: &[(&str, &str)]) -> Result {
     run(cmd)
 }
 
-/// Loom: every interleaving of the C1 and C2 models within 2 preemptions.
+/// Loom: every interleaving of the C1 and C2 models and the client's hand-off models within
+/// 2 preemptions.
 fn loom() -> Result {
     models("socket_loom", &[("LOOM_MAX_PREEMPTIONS", "2")])
 }
 
-/// Shuttle: the C3 model, 1,000 random and 1,000 PCT schedules from fixed seeds.
+/// Shuttle: the C3 model and the client's hand-off model, 1,000 random and 1,000 PCT schedules
+/// each from fixed seeds.
 fn shuttle() -> Result {
     models("shuttle", &[])
 }

@@ -62,17 +62,22 @@ fn transports_do_not_frame_or_encode() {
     }
 }
 
-/// Architecture invariant: only the server's registry takes its primitives from `crate::sync`, the
-/// facade that loom and shuttle swap (a loom or shuttle primitive panics outside a model).
+/// Architecture invariant: only the server's registry and the client's read slot take their
+/// primitives from `crate::sync`, the facade that loom and shuttle swap (a loom or shuttle
+/// primitive panics outside a model), and the models that run them.
 #[test]
-fn only_the_registry_uses_the_sync_facade() {
+fn only_the_modelled_code_uses_the_sync_facade() {
+    const USERS: [&str; 2] = ["server/registry.rs", "client/lead.rs"];
+    const MODELS: [&str; 2] = ["server/models.rs", "client/models.rs"];
     let hits: Vec<String> = offenders("socket-core/src", &["crate::sync", "super::sync"])
         .into_iter()
-        .filter(|hit| !hit.contains("server/registry.rs:"))
+        .filter(|hit| !USERS.iter().chain(&MODELS).any(|file| hit.contains(&format!("{file}:"))))
         .collect();
-    assert!(hits.is_empty(), "crate::sync used outside server/registry.rs:\n{}", hits.join("\n"));
-    let registry = fs::read_to_string(root().join("socket-core/src/server/registry.rs")).expect("registry.rs");
-    assert!(registry.contains("use crate::sync::"), "server/registry.rs no longer uses the sync facade");
+    assert!(hits.is_empty(), "crate::sync used outside {USERS:?} and the models:\n{}", hits.join("\n"));
+    for file in USERS {
+        let text = fs::read_to_string(root().join("socket-core/src").join(file)).expect("a facade user");
+        assert!(text.contains("use crate::sync::"), "{file} no longer uses the sync facade");
+    }
 }
 
 /// Docs rule (STYLE.md): every public item of the facade has an `# Examples` section with code,

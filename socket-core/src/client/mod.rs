@@ -55,6 +55,8 @@ mod connect;
 mod inbox;
 mod lead;
 mod link;
+#[cfg(all(test, any(socket_loom, shuttle)))]
+mod models;
 mod options;
 mod receive;
 mod reconnect;
