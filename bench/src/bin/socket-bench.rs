@@ -491,6 +491,15 @@ fn run(o: &Options) -> Results {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("__ceiling_sub") {
+        return match ceiling::subscriber_child(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("socket-bench ceiling subscriber: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.first().map(String::as_str) == Some("__serve") {
         return match memory::serve_zmq(&args[1..]) {
             Ok(()) => ExitCode::SUCCESS,

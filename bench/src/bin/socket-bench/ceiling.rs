@@ -19,9 +19,11 @@
 //!   peer decodes it fully, re-encodes it and sends it back; the client decodes
 //!   the reply.
 //!
-//! One difference from the harness: its subscribers and its echo peer are child
-//! processes, here they are threads of this process (like every other contender
-//! of this benchmark). In the pinned round-trip cells the whole process is
+//! The throughput cell's subscribers are child processes, as in the harness
+//! (`__ceiling_sub`, this binary run again): as threads of the publisher's
+//! process the ceiling read 7-23 % below the harness's in the same hour. The
+//! echo peer of the round trip is a thread of this process (like every other
+//! contender's). In the pinned round-trip cells the whole process is
 //! pinned to one CPU, so client and echo thread share it, as `taskset -c 0` does
 //! for the harness's client and its child. And where the harness counts a bad
 //! frame and goes on, a wrong, missing or extra message here fails the cell.
@@ -273,13 +275,13 @@ fn listen(net: Net) -> BenchResult<(Listener, String, Option<tempfile::TempDir>)
     }
 }
 
-/// Reads frames until `n` messages arrived in order; returns the time of the last receipt.
-/// Then reads on until end of stream and fails on any extra frame.
-fn subscriber(s: Stream, idx: usize, n: u64, payload: usize) -> BenchResult<Instant> {
+/// Reads frames until `n` messages arrived in order, then calls `last` (the n-th receipt);
+/// then reads on until end of stream and fails on any extra frame.
+fn subscriber(s: Stream, idx: usize, n: u64, payload: usize, last: impl FnOnce()) -> BenchResult<()> {
     let mut r = BufReader::with_capacity(BUF, s);
     let mut buf = Vec::with_capacity(payload + 256);
     let mut next = 0u64;
-    let mut last = None;
+    let mut last = Some(last);
     while read_frame(&mut r, &mut buf).map_err(|e| format!("subscriber {idx} after {next} messages: {e}"))? {
         if next >= n {
             return Err(format!("subscriber {idx} got more than {n} messages"));
@@ -287,24 +289,106 @@ fn subscriber(s: Stream, idx: usize, n: u64, payload: usize) -> BenchResult<Inst
         check(&decode(&buf)?, next, payload)?;
         next += 1;
         if next == n {
-            last = Some(Instant::now());
+            if let Some(last) = last.take() {
+                last();
+            }
         }
     }
-    last.ok_or_else(|| format!("subscriber {idx} got {next} of {n} messages before end of stream"))
+    if next < n {
+        return Err(format!("subscriber {idx} got {next} of {n} messages before end of stream"));
+    }
+    Ok(())
 }
 
-/// Broadcast throughput: messages/s delivered to every one of `subs` subscribers.
+/// `__ceiling_sub NET ADDR N PAYLOAD IDX`: one subscriber of the ceiling's throughput cell in
+/// a process of its own, as the harness runs its subscribers: connects, says `ready`, reads
+/// and checks `N` messages, says `done`, and reads on until end of stream.
+pub(crate) fn subscriber_child(args: &[String]) -> BenchResult<()> {
+    let [net, addr, n, payload, idx] = args else {
+        return Err("usage: __ceiling_sub NET ADDR N PAYLOAD IDX".to_owned());
+    };
+    let num = |v: &str| v.parse::<u64>().map_err(|e| format!("{v:?}: {e}"));
+    let (n, payload, idx) = (num(n)?, usize::try_from(num(payload)?).map_err(ctx("payload"))?, num(idx)?);
+    let s = Stream::connect(Net::parse(net)?, addr)?;
+    let say = |what: &str| {
+        let mut out = io::stdout().lock();
+        let _ = writeln!(out, "{what}").and_then(|()| out.flush());
+    };
+    say("ready");
+    subscriber(s, usize::try_from(idx).unwrap_or(usize::MAX), n, payload, || say("done"))
+}
+
+/// A subscriber process of the throughput cell and the lines it says.
+struct Child {
+    proc: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Child {
+    fn spawn(net: Net, addr: &str, n: u64, payload: usize, idx: usize) -> BenchResult<Child> {
+        let exe = std::env::current_exe().map_err(ctx("current_exe"))?;
+        let mut proc = std::process::Command::new(exe)
+            .args(["__ceiling_sub", net.name(), addr, &n.to_string(), &payload.to_string(), &idx.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(ctx("spawn a ceiling subscriber"))?;
+        let stdout = proc.stdout.take().ok_or("no stdout of the ceiling subscriber")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for line in io::BufRead::lines(BufReader::new(stdout)).map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Child { proc, lines })
+    }
+
+    /// Waits for the line `what` (at most [`IO_TIMEOUT`]).
+    fn expect(&self, what: &str, idx: usize) -> BenchResult<()> {
+        match self.lines.recv_timeout(IO_TIMEOUT) {
+            Ok(line) if line == what => Ok(()),
+            Ok(line) => Err(format!("ceiling subscriber {idx}: said {line:?}, expected {what:?}")),
+            Err(_) => Err(format!("ceiling subscriber {idx}: no {what:?} within {IO_TIMEOUT:?} (see its stderr)")),
+        }
+    }
+
+    /// Waits for the process to end (it ends at end of stream); its failure is an error.
+    fn finish(mut self, idx: usize) -> BenchResult<()> {
+        let status = self.proc.wait().map_err(ctx("wait for a ceiling subscriber"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("ceiling subscriber {idx} failed ({status}; see its stderr)"))
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if matches!(self.proc.try_wait(), Ok(None)) {
+            let _ = self.proc.kill();
+            let _ = self.proc.wait();
+        }
+    }
+}
+
+/// Broadcast throughput: messages/s delivered to every one of `subs` subscribers. The
+/// subscribers are processes, as in the harness; the end is when the last of them has said
+/// that its n-th message came (the harness's `wait_done`).
 pub(crate) fn throughput(net: Net, payload: usize, subs: usize, n: u64) -> BenchResult<f64> {
     let (listener, addr, _dir) = listen(net)?;
-    let mut readers = Vec::with_capacity(subs);
+    let mut children = Vec::with_capacity(subs);
     let mut conns = Vec::with_capacity(subs);
     for idx in 0..subs {
-        let c = Stream::connect(net, &addr)?;
+        children.push(Child::spawn(net, &addr, n, payload, idx)?);
         let sc = listener.accept()?;
         // A stuck subscriber fails the cell instead of blocking the publisher for ever.
         sc.set_write_timeout(Some(IO_TIMEOUT))?;
         conns.push(BufWriter::with_capacity(BUF, sc));
-        readers.push(thread::spawn(move || subscriber(c, idx, n, payload)));
+    }
+    for (idx, c) in children.iter().enumerate() {
+        c.expect("ready", idx)?;
     }
     let bytes = payload_bytes(payload);
     let start = Instant::now();
@@ -320,22 +404,22 @@ pub(crate) fn throughput(net: Net, payload: usize, subs: usize, n: u64) -> Bench
         }
         Ok(())
     })();
+    let done: BenchResult<Vec<Instant>> = match published {
+        Ok(()) => children.iter().enumerate().map(|(idx, c)| c.expect("done", idx).map(|()| Instant::now())).collect(),
+        Err(e) => Err(e),
+    };
     // End of stream for every subscriber (also after a failure, so none waits for more).
     drop(conns);
-    let mut lasts = Vec::with_capacity(subs);
-    let mut first_err = published.err();
-    for r in readers {
-        match r.join().map_err(|_| "subscriber thread panicked".to_owned()).and_then(|r| r) {
-            Ok(t) => lasts.push(t),
-            Err(e) => {
-                // A subscriber's own failure explains the publisher's broken pipe: it comes first.
-                first_err = Some(e);
-            }
+    let mut first_err = done.as_ref().err().cloned();
+    for (idx, c) in children.into_iter().enumerate() {
+        if let Err(e) = c.finish(idx) {
+            // A subscriber's own failure explains the publisher's broken pipe: it comes first.
+            first_err = Some(e);
         }
     }
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok(rate(n, start, &lasts)),
+    match (first_err, done) {
+        (Some(e), _) | (None, Err(e)) => Err(e),
+        (None, Ok(lasts)) => Ok(rate(n, start, &lasts)),
     }
 }
 

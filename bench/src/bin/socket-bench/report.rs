@@ -530,8 +530,10 @@ const METHOD: &str = "
   `timestamp_iso`, `message_type`, `data = {seq, payload}`) encoded with `rmp_serde::to_vec_named`. One publisher
   thread encodes each message once and writes the same bytes to every subscriber connection in turn (no window,
   no writer threads, one flush at the end; a full socket blocks it in `write`). Each subscriber reads frames with
-  `read_exact` and decodes every one fully into an owned typed struct (strings and payload allocated). Unlike the
-  harness, the subscribers and the echo peer are threads of this process, not child processes.
+  `read_exact` and decodes every one fully into an owned typed struct (strings and payload allocated). The
+  throughput cell's subscribers are child processes, as in the harness (this binary run again as `__ceiling_sub`; as
+  threads of the publisher's process the ceiling read 7-23 % below the harness's); the echo peer of the round trip
+  and every other contender's subscribers are threads of this process.
 - *libzmq*: the `zmq` crate (libzmq built from source by `zmq-sys`), `ipc://` for Unix and `tcp://` for TCP.
   Throughput uses PUB/SUB with `ZMQ_SNDHWM` = `ZMQ_RCVHWM` = 0 (unlimited, nothing is dropped); each zmq message
   is the MessagePack body made by `encode_frame` (zmq frames messages itself), decoded with `decode_body`.
