@@ -399,13 +399,17 @@ impl<'a> Reader<'a> {
         Ok(depth)
     }
 
-    /// Reads any value; `depth` is the depth of the container holding it.
-    fn value(&mut self, depth: usize) -> Result<Value, DecodeError> {
+    /// Reads any value; `depth` is the depth of the container holding it. With `BUILD` false
+    /// the value is only checked (the same errors in the same order) and `Nil` stands for it:
+    /// nothing is allocated.
+    fn value<const BUILD: bool>(&mut self, depth: usize) -> Result<Value, DecodeError> {
         let head = self.head()?;
-        self.value_from(head, depth)
+        self.value_from::<BUILD>(head, depth)
     }
 
-    fn value_from(&mut self, head: Head, depth: usize) -> Result<Value, DecodeError> {
+    fn value_from<const BUILD: bool>(&mut self, head: Head, depth: usize) -> Result<Value, DecodeError> {
+        // Without `BUILD`, the containers stay empty (`Vec::new` allocates nothing).
+        let cap = |len: usize| if BUILD { len.min(PREALLOC_CAP) } else { 0 };
         Ok(match head {
             Head::Nil => Value::Nil,
             Head::Bool(b) => Value::Boolean(b),
@@ -413,169 +417,74 @@ impl<'a> Reader<'a> {
             Head::Int(n) => Value::from(n),
             Head::F32(f) => Value::F32(f),
             Head::F64(f) => Value::F64(f),
-            Head::Str(len) => Value::from(self.str_body(len)?),
-            Head::Bin(len) => Value::Binary(self.take(len)?.to_vec()),
+            Head::Str(len) => {
+                let s = self.str_body(len)?;
+                if BUILD {
+                    Value::from(s)
+                } else {
+                    Value::Nil
+                }
+            }
+            Head::Bin(len) => {
+                let b = self.take(len)?;
+                if BUILD {
+                    Value::Binary(b.to_vec())
+                } else {
+                    Value::Nil
+                }
+            }
             Head::Ext(type_id) => return Err(DecodeError::ExtType { type_id, path: String::new() }),
             Head::Array(len) => {
                 let depth = self.enter(depth)?;
-                let mut items = Vec::with_capacity(len.min(PREALLOC_CAP));
+                let mut items = Vec::with_capacity(cap(len));
                 for i in 0..len {
-                    items.push(self.value(depth).map_err(|e| e.under_index(i))?);
+                    let item = self.value::<BUILD>(depth).map_err(|e| e.under_index(i))?;
+                    if BUILD {
+                        items.push(item);
+                    }
                 }
                 Value::Array(items)
             }
             Head::Map(len) => {
                 let depth = self.enter(depth)?;
-                let mut entries: Vec<(Value, Value)> = Vec::with_capacity(len.min(PREALLOC_CAP));
-                let mut seen = Seen::new(len);
-                for _ in 0..len {
-                    let key = self.key()?;
-                    seen.check(key, || entries.iter().filter_map(|(k, _)| k.as_str()))?;
-                    let value = self.value(depth).map_err(|e| e.under_key(key))?;
-                    entries.push((Value::from(key), value));
-                }
+                let mut entries: Vec<(Value, Value)> = Vec::with_capacity(cap(len));
+                self.entries::<BUILD>(len, depth, |key, value| entries.push((Value::from(key), value)))?;
                 Value::Map(entries)
             }
         })
     }
 
-    /// Checks any value as [`value`](Self::value) reads it, without building it.
-    fn skip_value(&mut self, depth: usize) -> Result<(), DecodeError> {
-        let head = self.head()?;
-        self.skip_from(head, depth)
-    }
-
-    /// [`value_from`](Self::value_from), checking only: the same errors in the same order.
-    fn skip_from(&mut self, head: Head, depth: usize) -> Result<(), DecodeError> {
-        match head {
-            Head::Nil | Head::Bool(_) | Head::UInt(_) | Head::Int(_) | Head::F32(_) | Head::F64(_) => Ok(()),
-            Head::Str(len) => self.str_body(len).map(drop),
-            Head::Bin(len) => self.take(len).map(drop),
-            Head::Ext(type_id) => Err(DecodeError::ExtType { type_id, path: String::new() }),
-            Head::Array(len) => {
-                let depth = self.enter(depth)?;
-                for i in 0..len {
-                    self.skip_value(depth).map_err(|e| e.under_index(i))?;
-                }
-                Ok(())
-            }
-            Head::Map(len) => {
-                let depth = self.enter(depth)?;
-                self.skip_entries(len, depth)
-            }
-        }
-    }
-
-    /// The `len` entries of a map whose values sit at `depth`: string keys, none repeated,
-    /// values checked. The keys a linear duplicate check compares with stay on the stack.
-    fn skip_entries(&mut self, len: usize, depth: usize) -> Result<(), DecodeError> {
+    /// The `len` entries of a map whose values sit at `depth`: string keys, none repeated, the
+    /// values read; with `BUILD`, each entry goes to `keep`. The keys a linear duplicate check
+    /// compares with stay on the stack.
+    fn entries<const BUILD: bool>(
+        &mut self,
+        len: usize,
+        depth: usize,
+        mut keep: impl FnMut(&'a str, Value),
+    ) -> Result<(), DecodeError> {
         let mut keys = [""; LINEAR_DUP_CHECK];
         let mut seen = Seen::new(len);
         for i in 0..len {
             let key = self.key()?;
             // Linear only while `len <= LINEAR_DUP_CHECK`, so `i` indexes `keys`.
             seen.check(key, || keys[..i.min(LINEAR_DUP_CHECK)].iter().copied())?;
-            self.skip_value(depth).map_err(|e| e.under_key(key))?;
+            let value = self.value::<BUILD>(depth).map_err(|e| e.under_key(key))?;
             if let Some(slot) = keys.get_mut(i) {
                 *slot = key;
+            }
+            if BUILD {
+                keep(key, value);
             }
         }
         Ok(())
     }
 
-    /// [`message`](Self::message), checking only.
-    fn check(&mut self) -> Result<Checked, DecodeError> {
-        let len = match self.head()? {
-            Head::Map(len) => len,
-            other => return Err(DecodeError::NotAMap { found: other.type_name() }),
-        };
-        self.enter(0)?;
-        let (mut event_name, mut timestamp_ms, mut timestamp_iso, mut data) = (None, None, None, None);
-        let mut message_type = None;
-        let mut unknown = Unknown { keys: [""; MAX_UNKNOWN_KEYS], len: 0 };
-        for _ in 0..len {
-            let key = self.key_bytes()?;
-            match key {
-                b"event_name" => {
-                    let slot = vacant(&mut event_name, "event_name")?;
-                    *slot = Some(self.event_name_check()?);
-                }
-                b"timestamp_ms" => {
-                    let slot = vacant(&mut timestamp_ms, "timestamp_ms")?;
-                    self.timestamp_ms_field()?;
-                    *slot = Some(());
-                }
-                b"timestamp_iso" => {
-                    let slot = vacant(&mut timestamp_iso, "timestamp_iso")?;
-                    self.str_field("timestamp_iso")?;
-                    *slot = Some(());
-                }
-                b"message_type" => {
-                    let slot = vacant(&mut message_type, "message_type")?;
-                    *slot = Some(self.message_type_field()?);
-                }
-                b"data" => {
-                    let slot = vacant(&mut data, "data")?;
-                    match self.field_head("data")? {
-                        Head::Map(len) => self.data_check(len).map_err(|e| e.under_key("data"))?,
-                        other => {
-                            return Err(DecodeError::WrongType {
-                                field: "data",
-                                expected: "a map",
-                                found: other.type_name(),
-                            })
-                        }
-                    }
-                    *slot = Some(());
-                }
-                _ => {
-                    let key = utf8(key)?;
-                    unknown.add(key)?;
-                    self.skip_value(1).map_err(|e| e.under_key(key))?;
-                }
-            }
-        }
-        let missing = |field| DecodeError::MissingField { field };
-        let names_event = event_name.ok_or_else(|| missing("event_name"))?;
-        timestamp_ms.ok_or_else(|| missing("timestamp_ms"))?;
-        timestamp_iso.ok_or_else(|| missing("timestamp_iso"))?;
-        let message_type = message_type.ok_or_else(|| missing("message_type"))?;
-        data.ok_or_else(|| missing("data"))?;
-        Ok(Checked { message_type, names_event })
-    }
-
-    /// [`data`](Self::data), checking only.
-    fn data_check(&mut self, len: usize) -> Result<(), DecodeError> {
+    /// Reads the `data` map (depth 2) straight into a [`Data`] (left empty without `BUILD`).
+    fn data<const BUILD: bool>(&mut self, len: usize) -> Result<Data, DecodeError> {
         let depth = self.enter(1)?;
-        self.skip_entries(len, depth)
-    }
-
-    /// [`event_name_field`](Self::event_name_field), checking only: whether it is the known
-    /// event.
-    fn event_name_check(&mut self) -> Result<bool, DecodeError> {
-        let bytes = self.str_field_bytes("event_name")?;
-        match self.known {
-            Some(k) if k.as_str().as_bytes() == bytes => Ok(true),
-            _ => {
-                let s = utf8(bytes).map_err(|e| e.under_key("event_name"))?;
-                crate::message::validate_event_name(s)
-                    .map(|()| false)
-                    .map_err(|e| DecodeError::InvalidField { field: "event_name", reason: e.message().to_owned() })
-            }
-        }
-    }
-
-    /// Reads the `data` map (depth 2) straight into a [`Data`].
-    fn data(&mut self, len: usize) -> Result<Data, DecodeError> {
-        let depth = self.enter(1)?;
-        let mut entries: Vec<(String, Value)> = Vec::with_capacity(len.min(PREALLOC_CAP));
-        let mut seen = Seen::new(len);
-        for _ in 0..len {
-            let key = self.key()?;
-            seen.check(key, || entries.iter().map(|(k, _)| k.as_str()))?;
-            let value = self.value(depth).map_err(|e| e.under_key(key))?;
-            entries.push((key.to_owned(), value));
-        }
+        let mut entries: Vec<(String, Value)> = Vec::with_capacity(if BUILD { len.min(PREALLOC_CAP) } else { 0 });
+        self.entries::<BUILD>(len, depth, |key, value| entries.push((key.to_owned(), value)))?;
         Ok(Data::from_unique_entries(entries))
     }
 
@@ -603,6 +512,26 @@ impl<'a> Reader<'a> {
     }
 
     fn message(&mut self) -> Result<SocketMessage, DecodeError> {
+        let f = self.fields::<true>()?;
+        Ok(SocketMessage {
+            // Always built with `BUILD`.
+            event_name: f.event_name.ok_or(DecodeError::MissingField { field: "event_name" })?,
+            timestamp_ms: f.timestamp_ms,
+            timestamp_iso: f.timestamp_iso,
+            message_type: f.message_type,
+            data: f.data,
+        })
+    }
+
+    /// [`message`](Self::message), checking only.
+    fn check(&mut self) -> Result<Checked, DecodeError> {
+        let f = self.fields::<false>()?;
+        Ok(Checked { message_type: f.message_type, names_event: f.names_event })
+    }
+
+    /// The top-level map and its five wire fields; without `BUILD` only checked (the same
+    /// errors in the same order): `event_name` is then `None`, `timestamp_iso` and `data` empty.
+    fn fields<const BUILD: bool>(&mut self) -> Result<Fields, DecodeError> {
         let len = match self.head()? {
             Head::Map(len) => len,
             other => return Err(DecodeError::NotAMap { found: other.type_name() }),
@@ -621,7 +550,7 @@ impl<'a> Reader<'a> {
             match key {
                 b"event_name" => {
                     let slot = vacant(&mut event_name, "event_name")?;
-                    *slot = Some(self.event_name_field()?);
+                    *slot = Some(self.event_name_field::<BUILD>()?);
                 }
                 b"timestamp_ms" => {
                     let slot = vacant(&mut timestamp_ms, "timestamp_ms")?;
@@ -629,7 +558,8 @@ impl<'a> Reader<'a> {
                 }
                 b"timestamp_iso" => {
                     let slot = vacant(&mut timestamp_iso, "timestamp_iso")?;
-                    *slot = Some(self.str_field("timestamp_iso")?.to_owned());
+                    let iso = self.str_field("timestamp_iso")?;
+                    *slot = Some(if BUILD { iso.to_owned() } else { String::new() });
                 }
                 b"message_type" => {
                     let slot = vacant(&mut message_type, "message_type")?;
@@ -637,19 +567,21 @@ impl<'a> Reader<'a> {
                 }
                 b"data" => {
                     let slot = vacant(&mut data, "data")?;
-                    *slot = Some(self.data_field()?);
+                    *slot = Some(self.data_field::<BUILD>()?);
                 }
                 _ => {
                     let key = utf8(key)?;
                     unknown.add(key)?;
-                    // Validated like any value, then ignored.
-                    self.value(1).map_err(|e| e.under_key(key))?;
+                    // Validated like any value, then ignored: never built.
+                    self.value::<false>(1).map_err(|e| e.under_key(key))?;
                 }
             }
         }
         let missing = |field| DecodeError::MissingField { field };
-        Ok(SocketMessage {
-            event_name: event_name.ok_or_else(|| missing("event_name"))?,
+        let (event_name, names_event) = event_name.ok_or_else(|| missing("event_name"))?;
+        Ok(Fields {
+            event_name,
+            names_event,
             timestamp_ms: timestamp_ms.ok_or_else(|| missing("timestamp_ms"))?,
             timestamp_iso: timestamp_iso.ok_or_else(|| missing("timestamp_iso"))?,
             message_type: message_type.ok_or_else(|| missing("message_type"))?,
@@ -657,16 +589,22 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// The value of `event_name`: a valid event name (the expected one is shared, not copied).
-    fn event_name_field(&mut self) -> Result<EventName, DecodeError> {
+    /// The value of `event_name`: a valid event name (the expected one is shared, not copied;
+    /// without `BUILD` none is made), and whether it is the expected one.
+    fn event_name_field<const BUILD: bool>(&mut self) -> Result<(Option<EventName>, bool), DecodeError> {
         let bytes = self.str_field_bytes("event_name")?;
         match self.known {
             // The known name is valid UTF-8, so equal bytes are too.
-            Some(k) if k.as_str().as_bytes() == bytes => Ok(k.clone()),
+            Some(k) if k.as_str().as_bytes() == bytes => Ok((BUILD.then(|| k.clone()), true)),
             _ => {
                 let s = utf8(bytes).map_err(|e| e.under_key("event_name"))?;
-                EventName::new(s)
-                    .map_err(|e| DecodeError::InvalidField { field: "event_name", reason: e.message().to_owned() })
+                let invalid =
+                    |e: crate::Error| DecodeError::InvalidField { field: "event_name", reason: e.message().to_owned() };
+                if BUILD {
+                    EventName::new(s).map(|name| (Some(name), false)).map_err(invalid)
+                } else {
+                    crate::message::validate_event_name(s).map(|()| (None, false)).map_err(invalid)
+                }
             }
         }
     }
@@ -704,12 +642,22 @@ impl<'a> Reader<'a> {
     }
 
     /// The value of `data`: a map.
-    fn data_field(&mut self) -> Result<Data, DecodeError> {
+    fn data_field<const BUILD: bool>(&mut self) -> Result<Data, DecodeError> {
         match self.field_head("data")? {
-            Head::Map(len) => self.data(len).map_err(|e| e.under_key("data")),
+            Head::Map(len) => self.data::<BUILD>(len).map_err(|e| e.under_key("data")),
             other => Err(DecodeError::WrongType { field: "data", expected: "a map", found: other.type_name() }),
         }
     }
+}
+
+/// The five wire fields of a message as [`Reader::fields`] read them.
+struct Fields {
+    event_name: Option<EventName>,
+    names_event: bool,
+    timestamp_ms: u64,
+    timestamp_iso: String,
+    message_type: MessageType,
+    data: Data,
 }
 
 /// `bytes` as a string; invalid UTF-8 is an error (its path added by the caller).
