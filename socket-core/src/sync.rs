@@ -26,3 +26,30 @@ pub(crate) use shuttle::sync::{atomic::AtomicBool, Mutex, MutexGuard};
 
 #[cfg(not(any(socket_loom, shuttle)))]
 pub(crate) use std::sync::{atomic::AtomicBool, Mutex, MutexGuard};
+
+/// The shuttle models' schedules (`server/models.rs`, `client/models.rs`): the per-PR budget
+/// from a fixed seed, changed with `SOCKET_SHUTTLE_ITERATIONS` and `SOCKET_SHUTTLE_SEED` (e.g.
+/// for a nightly run).
+#[cfg(all(test, shuttle, not(socket_loom)))]
+pub(crate) mod schedules {
+    /// Schedules per scheduler: 1,000, or `SOCKET_SHUTTLE_ITERATIONS`.
+    pub(crate) fn iterations() -> usize {
+        std::env::var("SOCKET_SHUTTLE_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)
+    }
+
+    /// The seed of both schedulers, or `SOCKET_SHUTTLE_SEED`.
+    fn seed() -> u64 {
+        std::env::var("SOCKET_SHUTTLE_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x0050_c3e7)
+    }
+
+    /// `model` under shuttle's random scheduler.
+    pub(crate) fn random(model: fn()) {
+        shuttle::check_random_with_seed(model, seed(), iterations());
+    }
+
+    /// `model` under shuttle's PCT scheduler (depth 3).
+    pub(crate) fn pct(model: fn()) {
+        let scheduler = shuttle::scheduler::PctScheduler::new_from_seed(seed(), 3, iterations());
+        shuttle::Runner::new(scheduler, shuttle::Config::default()).run(model);
+    }
+}

@@ -684,6 +684,7 @@ mod loom_models {
 
 #[cfg(all(shuttle, not(socket_loom)))]
 mod shuttle_models {
+    use crate::sync::schedules;
     use shuttle::rand::{thread_rng, Rng};
 
     use super::*;
@@ -709,7 +710,7 @@ mod shuttle_models {
         COVERAGE.with_borrow_mut(|c| *c = Coverage::default());
         check();
         let c = COVERAGE.take();
-        assert_eq!(c.schedules, iterations(), "{name}: not every schedule ran: {c:?}");
+        assert_eq!(c.schedules, schedules::iterations(), "{name}: not every schedule ran: {c:?}");
         assert!(
             c.schedules < 100
                 || (c.with_leader_reads > 0
@@ -750,28 +751,15 @@ mod shuttle_models {
         });
     }
 
-    /// The per-PR budget, or `SOCKET_SHUTTLE_ITERATIONS`.
-    fn iterations() -> usize {
-        std::env::var("SOCKET_SHUTTLE_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)
-    }
-
-    /// The seed of both schedulers, or `SOCKET_SHUTTLE_SEED`.
-    fn seed() -> u64 {
-        std::env::var("SOCKET_SHUTTLE_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x0050_c3e7)
-    }
-
     /// The hand-off with shuttle's random scheduler: 1,000 schedules from a fixed seed.
     #[test]
     fn lead_hand_off_random() {
-        run("random", || shuttle::check_random_with_seed(hand_off_model, seed(), iterations()));
+        run("random", || schedules::random(hand_off_model));
     }
 
     /// The hand-off with shuttle's PCT scheduler (depth 3): 1,000 schedules from a fixed seed.
     #[test]
     fn lead_hand_off_pct() {
-        let scheduler = shuttle::scheduler::PctScheduler::new_from_seed(seed(), 3, iterations());
-        run("pct", || {
-            shuttle::Runner::new(scheduler, shuttle::Config::default()).run(hand_off_model);
-        });
+        run("pct", || schedules::pct(hand_off_model));
     }
 }

@@ -448,6 +448,7 @@ mod loom_models {
 
 #[cfg(all(shuttle, not(socket_loom)))]
 mod shuttle_models {
+    use crate::sync::schedules;
     use std::sync::Mutex;
 
     use super::*;
@@ -546,7 +547,7 @@ mod shuttle_models {
         COVERAGE.with_borrow_mut(|c| *c = Coverage::default());
         check();
         let c = COVERAGE.take();
-        assert_eq!(c.schedules, iterations(), "{name}: not every schedule ran: {c:?}");
+        assert_eq!(c.schedules, schedules::iterations(), "{name}: not every schedule ran: {c:?}");
         // Most schedules have both (about 80 % and 90 % at the per-PR budget).
         assert!(
             c.schedules < 100
@@ -645,28 +646,15 @@ mod shuttle_models {
         });
     }
 
-    /// The per-PR budget, or `SOCKET_SHUTTLE_ITERATIONS` (e.g. more in a nightly run).
-    fn iterations() -> usize {
-        std::env::var("SOCKET_SHUTTLE_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)
-    }
-
-    /// The seed of both schedulers, or `SOCKET_SHUTTLE_SEED`.
-    fn seed() -> u64 {
-        std::env::var("SOCKET_SHUTTLE_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x0050_c3e7)
-    }
-
     /// C3 with shuttle's random scheduler: 1,000 schedules from a fixed seed.
     #[test]
     fn registry_state_machine_random() {
-        run("random", || shuttle::check_random_with_seed(registry_model, seed(), iterations()));
+        run("random", || schedules::random(registry_model));
     }
 
     /// C3 with shuttle's PCT scheduler (depth 3): 1,000 schedules from a fixed seed.
     #[test]
     fn registry_state_machine_pct() {
-        let scheduler = shuttle::scheduler::PctScheduler::new_from_seed(seed(), 3, iterations());
-        run("pct", || {
-            shuttle::Runner::new(scheduler, shuttle::Config::default()).run(registry_model);
-        });
+        run("pct", || schedules::pct(registry_model));
     }
 }
