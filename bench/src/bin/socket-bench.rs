@@ -489,22 +489,22 @@ fn run(o: &Options) -> Results {
     res
 }
 
+/// What this binary runs as a child process of a cell (`__ceiling_sub`, `__serve`).
+type ChildMain = fn(&[String]) -> BenchResult<()>;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("__ceiling_sub") {
-        return match ceiling::subscriber_child(&args[1..]) {
+    // This binary run again as a child process of a cell.
+    let child: Option<(&str, ChildMain)> = match args.first().map(String::as_str) {
+        Some("__ceiling_sub") => Some(("ceiling subscriber", ceiling::subscriber_child)),
+        Some("__serve") => Some(("server child", memory::serve_zmq)),
+        _ => None,
+    };
+    if let Some((what, run_child)) = child {
+        return match run_child(&args[1..]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("socket-bench ceiling subscriber: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    if args.first().map(String::as_str) == Some("__serve") {
-        return match memory::serve_zmq(&args[1..]) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("socket-bench server child: {e}");
+                eprintln!("socket-bench {what}: {e}");
                 ExitCode::FAILURE
             }
         };
