@@ -103,7 +103,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use socket_core::config::{check_transport_table, ConfigError, KeySpec, ValueType, MAX_CONNECTIONS};
+use socket_core::config::{
+    check_transport_table, ConfigError, KeySpec, ValueType, MAX_CONNECTIONS, SEND_BUFFER_DOC, SEND_BUFFER_RANGE,
+    SEND_BUFFER_RULE,
+};
 use socket_core::{
     BlockingRead, Config, Connection, Endpoint, Error, ErrorKind, EventName, Listener, PeerInfo, Result, Transport,
 };
@@ -219,6 +222,8 @@ pub(crate) struct Settings {
     pub(crate) permissions: u32,
     pub(crate) auto_remove: bool,
     pub(crate) allowed_uids: Vec<u32>,
+    /// `SO_SNDBUF` of every accepted connection.
+    pub(crate) send_buffer: usize,
 }
 
 impl Settings {
@@ -259,6 +264,7 @@ impl Settings {
             permissions: parse_permissions(&unix.socket_permissions)?,
             auto_remove: unix.auto_remove_socket,
             allowed_uids: unix.allowed_uids.clone(),
+            send_buffer: unix.send_buffer_bytes,
         })
     }
 
@@ -373,6 +379,9 @@ pub static SETTINGS: &[KeySpec] = &[
         "Extra user ids allowed to connect, besides the server's own user and root.",
     )
     .with_default("[]"),
+    KeySpec::new("send_buffer_bytes", ValueType::Integer, SEND_BUFFER_RULE, SEND_BUFFER_DOC)
+        .with_default("1048576")
+        .with_bounds(*SEND_BUFFER_RANGE.start() as i64, *SEND_BUFFER_RANGE.end() as i64),
 ];
 
 #[async_trait]

@@ -44,6 +44,7 @@ pub(crate) fn bind(event: &EventName, settings: &Settings) -> Result<UnixSocketL
             open: settings.permissions & 0o022 != 0,
             allowed: settings.allowed_uids.clone(),
         },
+        send_buffer: settings.send_buffer,
         listener: Mutex::new(Some(listener)),
         cleanup: Mutex::new(Some(Cleanup { socket: settings.auto_remove.then(|| (path.clone(), id)), lock })),
         path,
@@ -174,6 +175,8 @@ pub(crate) struct UnixSocketListener {
     path: PathBuf,
     address: String,
     policy: PeerPolicy,
+    /// `SO_SNDBUF` of every accepted connection (`socket.unix.send_buffer_bytes`).
+    send_buffer: usize,
     listener: Mutex<Option<async_net::unix::UnixListener>>,
     cleanup: Mutex<Option<Cleanup>>,
     closed_tx: async_channel::Sender<()>,
@@ -253,6 +256,10 @@ impl Listener for UnixSocketListener {
                     );
                     continue;
                 }
+            }
+            // The kernel caps the size at net.core.wmem_max: a smaller buffer than asked is not an error.
+            if let Err(e) = rustix::net::sockopt::set_socket_send_buffer_size(&stream, self.send_buffer) {
+                tracing::warn!(error = %e, path = %self.address, "cannot set the send buffer of a connection; keeping the default");
             }
             let peer =
                 PeerInfo { address: self.address.clone(), pid: creds.and_then(|c| c.pid), uid: creds.map(|c| c.uid) };

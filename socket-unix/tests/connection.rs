@@ -120,3 +120,48 @@ fn other_connect_failures_name_the_path() -> TestResult {
     assert_err(result, ErrorKind::Connection, &[&expected])?;
     Ok(())
 }
+
+/// Bytes the server's half takes, without the client reading, before it would block.
+fn writable_before_blocking(config: &socket_core::Config, name: &str) -> TestResult<usize> {
+    use futures_lite::AsyncWrite;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+
+    let ev = event(name);
+    let listener = bind(&ev, config)?;
+    let endpoint = UnixTransport.endpoints(&ev, config)?.remove(0);
+    let taken = run(async {
+        let (client, server) =
+            futures_lite::future::zip(UnixTransport.connect(&endpoint, config), listener.accept()).await;
+        let (_client, mut server) = (client?, server?);
+        let chunk = [0u8; 4096];
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut taken = 0usize;
+        // Bounded: no kernel buffer holds 64 MiB.
+        while taken < 64 << 20 {
+            match Pin::new(&mut server.writer).poll_write(&mut cx, &chunk) {
+                Poll::Ready(Ok(n)) if n > 0 => taken += n,
+                Poll::Pending => break,
+                other => return Err(format!("write failed: {other:?}").into()),
+            }
+        }
+        Ok(taken)
+    })?;
+    listener.close()?;
+    Ok(taken)
+}
+
+/// `socket.unix.send_buffer_bytes` is applied to every accepted connection: at its minimum the
+/// server's half stops taking bytes far earlier than with the default (1 MiB, or the kernel's
+/// cap `net.core.wmem_max`, which is at least 208 KiB).
+#[test]
+fn the_send_buffer_of_accepted_connections_follows_the_setting() -> TestResult {
+    let (_tmp, mut config) = fresh()?;
+    let default = writable_before_blocking(&config, "sndbuf-default")?;
+    config.socket.unix.send_buffer_bytes = 4096;
+    let small = writable_before_blocking(&config, "sndbuf-small")?;
+    assert!(small > 0, "a 4 KiB send buffer took nothing");
+    assert!(small < 64 * 1024, "a 4 KiB send buffer took {small} bytes before blocking");
+    assert!(default >= 4 * small, "the default send buffer took only {default} bytes (the 4 KiB one {small})");
+    Ok(())
+}

@@ -91,12 +91,23 @@ pub const MAX_QUEUE_LEN: usize = 1_000_000;
 pub const MAX_QUEUE_BYTES: usize = 1 << 30;
 /// Upper bound of `buffer_size` (1 MiB; reads never ask for more).
 pub const MAX_BUFFER_SIZE: usize = 1 << 20;
+/// Default of `socket.unix.send_buffer_bytes` (1 MiB; see its description).
+pub const DEFAULT_SEND_BUFFER: usize = 1 << 20;
+/// Bounds of `socket.unix.send_buffer_bytes` (4 KiB to 16 MiB).
+pub const SEND_BUFFER_RANGE: std::ops::RangeInclusive<usize> = 4096..=16 << 20;
+/// The rule of `socket.unix.send_buffer_bytes`.
+pub const SEND_BUFFER_RULE: &str = "an integer in 4096..=16777216 (16 MiB)";
 
 const SECONDS: &str = "a number of seconds > 0, at most 31536000 (one year)";
 const QUEUE_LEN: &str = "an integer in 1..=1000000";
 const QUEUE_BYTES: &str = "an integer in 1..=1073741824 (1 GiB)";
 const CONNECTIONS: &str = "an integer in 1..=65536";
 const BOOLEAN: &str = "true or false";
+/// The description of `socket.unix.send_buffer_bytes` (the transport's declaration shares it).
+pub const SEND_BUFFER_DOC: &str = "Kernel send buffer (`SO_SNDBUF`) of each connection a Unix-socket server accepts. \
+     A broadcast that outruns a subscriber queues in the server; a larger kernel buffer lets the subscriber read on \
+     while the server's writer is not yet scheduled. Linux caps it at `net.core.wmem_max`. TCP keeps the kernel's \
+     own tuning.";
 
 const fn key(key: &'static str, ty: ValueType, rule: &'static str, description: &'static str) -> KeyInfo {
     KeyInfo { key, ty, rule, description }
@@ -250,6 +261,7 @@ pub static KEYS: &[KeyInfo] = &[
         "a list of user ids (integers in 0..=4294967295)",
         "Extra user ids allowed to connect, besides the server's own user and root.",
     ),
+    key("socket.unix.send_buffer_bytes", ValueType::Integer, SEND_BUFFER_RULE, SEND_BUFFER_DOC),
     key(
         "socket.tcp.host",
         ValueType::String,

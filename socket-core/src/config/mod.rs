@@ -62,7 +62,8 @@ use crate::error::{Error, Result};
 pub use docs::{reference_markdown, reference_markdown_with};
 pub use error::ConfigError;
 pub use keys::{
-    key_info, KeyInfo, ValueType, KEYS, MAX_BUFFER_SIZE, MAX_CONNECTIONS, MAX_QUEUE_BYTES, MAX_QUEUE_LEN, MAX_SECONDS,
+    key_info, KeyInfo, ValueType, DEFAULT_SEND_BUFFER, KEYS, MAX_BUFFER_SIZE, MAX_CONNECTIONS, MAX_QUEUE_BYTES,
+    MAX_QUEUE_LEN, MAX_SECONDS, SEND_BUFFER_DOC, SEND_BUFFER_RANGE, SEND_BUFFER_RULE,
 };
 pub use load::{ConfigLoader, MAX_CONFIG_FILE_LEN};
 pub use nats::{check_nats_url, is_valid_subject_prefix, NatsSettings, MAX_NATS_OUTBOUND_BUFFER};
@@ -224,6 +225,8 @@ pub struct UnixSettings {
     pub auto_remove_socket: bool,
     /// Extra user ids allowed to connect besides the server's own user (and root).
     pub allowed_uids: Vec<u32>,
+    /// Kernel send buffer (`SO_SNDBUF`) of every connection the server accepts, in bytes.
+    pub send_buffer_bytes: usize,
 }
 
 impl Default for UnixSettings {
@@ -233,6 +236,7 @@ impl Default for UnixSettings {
             socket_permissions: "0600".to_owned(),
             auto_remove_socket: true,
             allowed_uids: Vec::new(),
+            send_buffer_bytes: DEFAULT_SEND_BUFFER,
         }
     }
 }

@@ -3,7 +3,9 @@
 use std::fmt;
 
 use super::error::{invalid, show_str};
-use super::keys::{rule_of, MAX_BUFFER_SIZE, MAX_CONNECTIONS, MAX_QUEUE_BYTES, MAX_QUEUE_LEN, MAX_SECONDS};
+use super::keys::{
+    rule_of, MAX_BUFFER_SIZE, MAX_CONNECTIONS, MAX_QUEUE_BYTES, MAX_QUEUE_LEN, MAX_SECONDS, SEND_BUFFER_RANGE,
+};
 use super::nats::{check_nats_url, is_valid_subject_prefix, MAX_NATS_OUTBOUND_BUFFER};
 use super::{Config, ConfigError};
 use crate::codec::{MAX_DEPTH_CEILING, MAX_FRAME_LEN_CEILING};
@@ -85,6 +87,7 @@ impl Config {
         let s = &self.socket;
         let u = &s.unix;
         in_range("socket.unix.max_connections", u.max_connections, MAX_CONNECTIONS)?;
+        ensure(SEND_BUFFER_RANGE.contains(&u.send_buffer_bytes), "socket.unix.send_buffer_bytes", u.send_buffer_bytes)?;
         let t = &s.tcp;
         ensure(!t.host.trim().is_empty(), "socket.tcp.host", show_str(&t.host))?;
         if let Some(port) = t.port {

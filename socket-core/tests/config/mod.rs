@@ -388,6 +388,19 @@ fn rule_sizes_positive() {
 }
 
 #[test]
+fn rule_unix_send_buffer_range() {
+    assert_rule(|c| c.socket.unix.send_buffer_bytes = 4095, "socket.unix.send_buffer_bytes", "4095");
+    assert_rule(|c| c.socket.unix.send_buffer_bytes = (16 << 20) + 1, "socket.unix.send_buffer_bytes", "16777217");
+    for ok in [4096, 1 << 20, 16 << 20] {
+        let mut c = Config::default();
+        c.socket.unix.send_buffer_bytes = ok;
+        c.validate().map_err(|e| format!("{ok} refused: {e}")).unwrap();
+    }
+    let c = loader(&[("SOCKET__UNIX__SEND_BUFFER_BYTES", "65536")]).load().unwrap();
+    assert_eq!(c.socket.unix.send_buffer_bytes, 65536);
+}
+
+#[test]
 fn rule_timezone_is_iana() {
     assert_rule(|c| c.socket.timezone = "Mars/Olympus".into(), "socket.timezone", "\"Mars/Olympus\"");
     assert_rule(|c| c.socket.timezone = String::new(), "socket.timezone", "\"\"");
