@@ -343,6 +343,12 @@ impl Frame {
         Frame(Arc::from(frame))
     }
 
+    /// How many holders share this frame's bytes.
+    #[cfg(test)]
+    pub(crate) fn strong_count(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
+
     /// Wraps a body already encoded, adding the header.
     ///
     /// # Errors

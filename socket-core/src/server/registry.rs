@@ -74,6 +74,10 @@ pub(super) enum Refused {
 /// of its own): the writer takes one chunk and writes it with one call.
 pub(super) const CHUNK: usize = 64 * 1024;
 
+/// Smallest frame a broadcast to more than one client shares between their
+/// queues instead of copying it into each (see [`ConnShared`]).
+pub(super) const SHARE_MIN: usize = 1024;
+
 /// State shared by a connection task and the registry: the bounded
 /// outbound queue and how the connection ends.
 ///
@@ -82,6 +86,13 @@ pub(super) const CHUNK: usize = 64 * 1024;
 /// writer takes the first chunk whole ([`ConnShared::take`]) and writes it
 /// with one call. Nothing is allocated per frame, and a chunk's storage is
 /// kept for reuse.
+///
+/// A frame of at least [`SHARE_MIN`] bytes that a broadcast sends to more
+/// than one client is instead one shared [`Frame`] that every queue holds
+/// as a chunk of its own ([`ConnShared::push_shared`]): k subscribers cost
+/// one copy of it, not k, while it waits. The writer copies shared frames
+/// into its own buffer, as many as fit in a chunk, and writes them with one
+/// call. Each queue still counts the frame's full size against its bounds.
 #[derive(Debug)]
 pub(super) struct ConnShared {
     queue: Mutex<Queue>,
@@ -113,6 +124,9 @@ struct Queue {
     closed: bool,
     /// Storage of a chunk the writer is done with, for the next chunk.
     spare: Vec<u8>,
+    /// Bytes of the shared frames at the back that the writer will take as one
+    /// batch (at most [`CHUNK`]); 0 when the back is a copied chunk.
+    run: usize,
 }
 
 impl Queue {
@@ -131,9 +145,35 @@ impl Queue {
 }
 
 #[derive(Debug)]
-struct Chunk {
-    bytes: Vec<u8>,
-    frames: usize,
+enum Chunk {
+    /// Frames copied back to back.
+    Copied { bytes: Vec<u8>, frames: usize },
+    /// One frame that other queues hold too.
+    Shared(Frame),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Copied { bytes, .. } => bytes,
+            Chunk::Shared(frame) => frame.as_bytes(),
+        }
+    }
+
+    fn frames(&self) -> usize {
+        match self {
+            Chunk::Copied { frames, .. } => *frames,
+            Chunk::Shared(_) => 1,
+        }
+    }
+
+    /// The storage to keep for the next chunk, if any.
+    fn into_storage(self) -> Vec<u8> {
+        match self {
+            Chunk::Copied { bytes, .. } => bytes,
+            Chunk::Shared(_) => Vec::new(),
+        }
+    }
 }
 
 /// A chunk lent to a direct writer ([`ConnShared::lend`]).
@@ -142,7 +182,7 @@ pub(super) struct Lent(Chunk);
 
 impl Lent {
     pub(super) fn bytes(&self) -> &[u8] {
-        &self.0.bytes
+        self.0.bytes()
     }
 }
 
@@ -182,16 +222,22 @@ impl ConnShared {
     /// Returns true when the frame began a new chunk: the one before is
     /// complete, and the caller may write it itself ([`Outlet::try_flush`]).
     pub(super) fn push(&self, frame: &[u8]) -> Result<bool, Refused> {
-        self.push_with(frame, true)
+        self.push_with(frame, None, true)
+    }
+
+    /// [`push`](Self::push) of a frame other queues hold too: it is queued as
+    /// a chunk of its own, not copied.
+    pub(super) fn push_shared(&self, frame: &Frame) -> Result<bool, Refused> {
+        self.push_with(frame.as_bytes(), Some(frame), true)
     }
 
     /// Queues `frame` under the frame bound only (offline replay, the
     /// retained last message, the connection's own replies).
     pub(super) fn push_unmetered(&self, frame: &[u8]) -> Result<(), Refused> {
-        self.push_with(frame, false).map(drop)
+        self.push_with(frame, None, false).map(drop)
     }
 
-    fn push_with(&self, frame: &[u8], check_bytes: bool) -> Result<bool, Refused> {
+    fn push_with(&self, frame: &[u8], shared: Option<&Frame>, check_bytes: bool) -> Result<bool, Refused> {
         let len = frame.len();
         let mut q = self.lock();
         if q.closed {
@@ -207,14 +253,22 @@ impl ConnShared {
         let first = q.frames == 0;
         q.frames += 1;
         q.bytes = q.bytes.saturating_add(len);
-        let full = match q.chunks.back_mut() {
-            Some(last) if last.bytes.len() + len <= CHUNK => {
-                last.bytes.extend_from_slice(frame);
-                last.frames += 1;
+        let full = match (q.chunks.back_mut(), shared) {
+            (back, Some(shared)) => {
+                // Shared frames make a batch as a chunk does: complete when the next would not fit.
+                let full = back.is_some() && (q.run == 0 || q.run + len > CHUNK);
+                q.run = if full || q.run == 0 { len } else { q.run + len };
+                q.chunks.push_back(Chunk::Shared(shared.clone()));
+                full
+            }
+            (Some(Chunk::Copied { bytes, frames }), None) if bytes.len() + len <= CHUNK => {
+                bytes.extend_from_slice(frame);
+                *frames += 1;
                 false
             }
-            back => {
+            (back, None) => {
                 let full = back.is_some();
+                q.run = 0;
                 let mut bytes = std::mem::take(&mut q.spare);
                 if full {
                     // A burst fills chunks: allocate this one whole instead of growing it
@@ -222,7 +276,7 @@ impl ConnShared {
                     bytes.reserve(CHUNK.max(len));
                 }
                 bytes.extend_from_slice(frame);
-                q.chunks.push_back(Chunk { bytes, frames: 1 });
+                q.chunks.push_back(Chunk::Copied { bytes, frames: 1 });
                 full
             }
         };
@@ -236,26 +290,70 @@ impl ConnShared {
     }
 
     /// The writer takes the first chunk: into `buf` when `buf` is empty (its
-    /// storage comes back as the next chunk's), else appended to it.
+    /// storage comes back as the next chunk's), else appended to it. Shared
+    /// frames are copied, and the ones that follow too while `buf` stays
+    /// within a chunk.
     pub(super) fn take(&self, buf: &mut Vec<u8>) -> Taken {
         let mut q = self.lock();
-        let Some(mut chunk) = q.chunks.pop_front() else {
+        let Some(chunk) = q.chunks.pop_front() else {
             return Taken { frames: 0, closed: q.closed };
         };
-        let len = chunk.bytes.len();
-        if buf.is_empty() {
-            std::mem::swap(buf, &mut chunk.bytes);
-        } else {
-            buf.extend_from_slice(&chunk.bytes);
+        let mut frames = self.take_one(&mut q, chunk, buf);
+        while let Some(Chunk::Shared(next)) = q.chunks.front() {
+            if buf.len() + next.len() > CHUNK {
+                break;
+            }
+            let Some(chunk) = q.chunks.pop_front() else { break };
+            frames += self.take_one(&mut q, chunk, buf);
         }
-        Taken { frames: q.release(chunk.frames, len, chunk.bytes), closed: false }
+        Taken { frames, closed: false }
+    }
+
+    /// Moves one chunk off the queue into `buf`; returns its frames.
+    fn take_one(&self, q: &mut Queue, chunk: Chunk, buf: &mut Vec<u8>) -> usize {
+        if q.chunks.is_empty() {
+            q.run = 0;
+        }
+        let (len, frames) = (chunk.bytes().len(), chunk.frames());
+        let storage = match chunk {
+            Chunk::Copied { mut bytes, .. } if buf.is_empty() => {
+                std::mem::swap(buf, &mut bytes);
+                bytes
+            }
+            chunk => {
+                buf.extend_from_slice(chunk.bytes());
+                chunk.into_storage()
+            }
+        };
+        q.release(frames, len, storage)
     }
 
     /// Lends the first chunk to a direct writer ([`Outlet::try_flush`]): it
     /// stays counted as queued until [`settle`](Self::settle).
+    /// Shared frames at the front are lent as one copied chunk of at most
+    /// [`CHUNK`] bytes (the batch [`take`](Self::take) would write).
     pub(super) fn lend(&self) -> Option<Lent> {
         let mut q = self.lock();
-        q.chunks.pop_front().map(Lent)
+        match q.chunks.pop_front()? {
+            Chunk::Shared(first) => {
+                let mut bytes = std::mem::take(&mut q.spare);
+                bytes.extend_from_slice(first.as_bytes());
+                let mut frames = 1;
+                while let Some(Chunk::Shared(next)) = q.chunks.front() {
+                    if bytes.len() + next.len() > CHUNK {
+                        break;
+                    }
+                    bytes.extend_from_slice(next.as_bytes());
+                    frames += 1;
+                    q.chunks.pop_front();
+                }
+                if q.chunks.is_empty() {
+                    q.run = 0;
+                }
+                Some(Lent(Chunk::Copied { bytes, frames }))
+            }
+            chunk => Some(Lent(chunk)),
+        }
     }
 
     /// Ends a loan: `written` bytes went out (the writer task writes the rest
@@ -266,10 +364,14 @@ impl ConnShared {
         let mut q = self.lock();
         if written == 0 {
             q.chunks.push_front(chunk);
+            drop(q);
+            // The loan may have left the queue empty to a writer that looked then and now
+            // waits: a push during the loan did not wake it (the frames were still counted).
+            self.ready.notify(1);
             return 0;
         }
-        let len = chunk.bytes.len();
-        q.release(chunk.frames, len, chunk.bytes)
+        let (len, frames) = (chunk.bytes().len(), chunk.frames());
+        q.release(frames, len, chunk.into_storage())
     }
 
     /// A frame is queued or the queue is closed: the writer has something to do.
@@ -486,6 +588,10 @@ impl Registry {
             st.last = Some(Frame::copy_of(frame));
         }
         let mut taken = false;
+        // Two or more recipients share a large frame instead of each copying it.
+        let excluded = except.is_some_and(|id| st.clients.binary_search_by_key(&id, |c| c.id).is_ok());
+        let recipients = st.clients.len() - usize::from(excluded);
+        let shared = (recipients > 1 && frame.len() >= SHARE_MIN).then(|| Frame::copy_of(frame));
         let mut i = 0;
         while i < st.clients.len() {
             let c = &st.clients[i];
@@ -493,7 +599,11 @@ impl Registry {
                 i += 1;
                 continue;
             }
-            match c.shared.push(frame) {
+            let pushed = match &shared {
+                Some(f) => c.shared.push_shared(f),
+                None => c.shared.push(frame),
+            };
+            match pushed {
                 Ok(full) => {
                     if full {
                         out.full.push(Arc::clone(&c.shared));
@@ -589,5 +699,172 @@ impl Registry {
         let n = st.offline.len();
         st.offline.clear();
         n
+    }
+}
+
+#[cfg(all(test, not(any(socket_loom, shuttle))))]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One step on one connection's queue.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Queue a frame of this length, copied or shared.
+        Push { len: usize, shared: bool },
+        /// The writer task takes a batch.
+        Take,
+        /// A direct writer borrows the first batch; `written` 0 gives it back.
+        Lend { written: usize },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => (1usize..9000, any::<bool>()).prop_map(|(len, shared)| Step::Push { len, shared }),
+            1 => Just(Step::Take),
+            1 => (0usize..3).prop_map(|written| Step::Lend { written }),
+        ]
+    }
+
+    /// Frame `n` of `len` bytes: every byte says which frame it belongs to.
+    fn frame(n: usize, len: usize) -> Vec<u8> {
+        vec![(n % 251) as u8; len]
+    }
+
+    proptest! {
+        /// Copied and shared frames leave the queue whole, once and in order, through the writer's
+        /// batches and direct writers' loans alike; a batch never exceeds a chunk unless one
+        /// frame does; and the counters return to zero.
+        #[test]
+        fn copied_and_shared_frames_leave_in_order(steps in proptest::collection::vec(step(), 1..200)) {
+            let q = ConnShared::new(usize::MAX, usize::MAX);
+            let (mut sent, mut out, mut n) = (Vec::new(), Vec::new(), 0usize);
+            let mut buf = Vec::new();
+            for s in steps.iter().chain(std::iter::once(&Step::Take)) {
+                match *s {
+                    Step::Push { len, shared } => {
+                        let f = frame(n, len);
+                        n += 1;
+                        if shared {
+                            q.push_shared(&Frame::copy_of(&f)).unwrap();
+                        } else {
+                            q.push(&f).unwrap();
+                        }
+                        sent.extend_from_slice(&f);
+                    }
+                    Step::Take => {
+                        buf.clear();
+                        q.take(&mut buf);
+                        prop_assert!(buf.len() <= CHUNK.max(9000), "a batch of {} bytes", buf.len());
+                        out.extend_from_slice(&buf);
+                    }
+                    Step::Lend { written } => {
+                        if let Some(lent) = q.lend() {
+                            let len = lent.bytes().len();
+                            prop_assert!(len <= CHUNK.max(9000), "a loan of {len} bytes");
+                            if written > 0 {
+                                // What the stream did not take goes out next, from the outlet's carry.
+                                out.extend_from_slice(lent.bytes());
+                                q.settle(lent, written.min(len));
+                            } else {
+                                q.settle(lent, 0);
+                            }
+                        }
+                    }
+                }
+            }
+            while { buf.clear(); q.take(&mut buf).frames > 0 } {
+                out.extend_from_slice(&buf);
+            }
+            prop_assert!(out == sent, "{} bytes out, {} sent", out.len(), sent.len());
+            let st = q.lock();
+            prop_assert_eq!((st.frames, st.bytes), (0, 0));
+        }
+    }
+
+    /// A loan that emptied the queue and comes back unwritten wakes the writer, which looked
+    /// at the queue during the loan and found it empty (a lost wake-up: the harness's subscribers
+    /// then waited for the last frames until their timeout).
+    #[test]
+    fn an_unwritten_loan_wakes_a_writer_that_found_the_queue_empty() {
+        let q = ConnShared::new(100, 1 << 20);
+        q.push_shared(&Frame::copy_of(&[1u8; SHARE_MIN])).unwrap();
+        q.push_shared(&Frame::copy_of(&[2u8; SHARE_MIN])).unwrap();
+        let lent = q.lend().expect("a loan");
+        assert_eq!(lent.bytes().len(), 2 * SHARE_MIN, "both shared frames are one batch");
+        // The writer looks now: nothing to take, so it listens.
+        assert!(!q.has_work());
+        let mut listener = q.ready.listen();
+        // A push during the loan is not the first frame: it wakes nobody.
+        q.push_shared(&Frame::copy_of(&[3u8; SHARE_MIN])).unwrap();
+        assert!(futures_lite::future::block_on(futures_lite::future::poll_once(&mut listener)).is_none());
+        q.settle(lent, 0);
+        assert!(
+            futures_lite::future::block_on(futures_lite::future::poll_once(&mut listener)).is_some(),
+            "the writer was not woken"
+        );
+        let mut buf = Vec::new();
+        assert_eq!(q.take(&mut buf).frames, 3);
+        assert_eq!(buf, [[1u8; SHARE_MIN], [2u8; SHARE_MIN], [3u8; SHARE_MIN]].concat());
+    }
+
+    /// A large frame to several clients is one allocation that their queues share; a small
+    /// one, or a large one to a single client, is copied into each queue's chunk.
+    #[test]
+    fn a_broadcast_shares_large_frames_between_recipients() {
+        let reg = Registry::new(Bounds {
+            max_clients: 3,
+            outbound_frames: 100,
+            outbound_bytes: 1 << 20,
+            offline_frames: 8,
+            offline_bytes: 1 << 20,
+            retain_last: false,
+        });
+        reg.open();
+        let mut admitted = Vec::new();
+        for _ in 0..2 {
+            match reg.admit(|id| super::super::ClientInfo {
+                id: super::super::ClientId(id),
+                connected_at_ms: 0,
+                address: String::new(),
+                pid: None,
+                uid: None,
+                client_name: None,
+                handshaken: false,
+            }) {
+                Admission::Admitted(a) => admitted.push(a),
+                other => panic!("expected an admission, got {other:?}"),
+            }
+        }
+        let big = vec![7u8; SHARE_MIN];
+        let small = vec![8u8; SHARE_MIN - 1];
+        reg.fan_out(&big, None);
+        reg.fan_out(&small, None);
+        let shared_with = |a: &Admitted| {
+            let q = a.shared.lock();
+            q.chunks.iter().filter(|c| matches!(c, Chunk::Shared(_))).count()
+        };
+        assert_eq!(shared_with(&admitted[0]), 1);
+        assert_eq!(shared_with(&admitted[1]), 1);
+        // The one shared frame: two queues hold it, nothing else does.
+        let strong = match admitted[0].shared.lock().chunks.front() {
+            Some(Chunk::Shared(f)) => f.strong_count(),
+            other => panic!("expected a shared frame first, got {other:?}"),
+        };
+        assert_eq!(strong, 2);
+        // Sent to one client only (the other excluded): copied.
+        reg.fan_out(&big, Some(admitted[1].id));
+        assert_eq!(shared_with(&admitted[0]), 1, "a frame to one recipient is copied");
+        for a in &admitted {
+            let mut buf = Vec::new();
+            while a.shared.take(&mut buf).frames > 0 {}
+            let want: Vec<u8> = if a.id == admitted[0].id {
+                [&big[..], &small[..], &big[..]].concat()
+            } else {
+                [&big[..], &small[..]].concat()
+            };
+            assert!(buf == want, "client {} got {} bytes", a.id, buf.len());
+        }
     }
 }
