@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 #[path = "socket-bench/ceiling.rs"]
 mod ceiling;
+#[path = "socket-bench/child.rs"]
+mod child;
 #[path = "socket-bench/common.rs"]
 mod common;
 #[path = "socket-bench/lib_bench.rs"]
@@ -489,22 +491,29 @@ fn run(o: &Options) -> Results {
     res
 }
 
-/// What this binary runs as a child process of a cell (`__ceiling_sub`, `__serve`).
+/// What this binary runs as a child process of a cell (`__ceiling_sub`, `__serve`, ...).
 type ChildMain = fn(&[String]) -> BenchResult<()>;
+
+/// The main of each child mode.
+fn child_mode(mode: &str) -> Option<ChildMain> {
+    Some(match mode {
+        "__ceiling_sub" => ceiling::subscriber_child,
+        "__ceiling_echo" => ceiling::echo_child,
+        "__serve" => memory::serve_zmq,
+        _ => return None,
+    })
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // This binary run again as a child process of a cell.
-    let child: Option<(&str, ChildMain)> = match args.first().map(String::as_str) {
-        Some("__ceiling_sub") => Some(("ceiling subscriber", ceiling::subscriber_child)),
-        Some("__serve") => Some(("server child", memory::serve_zmq)),
-        _ => None,
-    };
-    if let Some((what, run_child)) = child {
+    // This binary run again as a child process of a cell: a failure is its last line
+    // to the parent, which reports it (child.rs), and its exit status.
+    if let Some(run_child) = args.first().and_then(|m| child_mode(m)) {
+        child::die_with_parent();
         return match run_child(&args[1..]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("socket-bench {what}: {e}");
+                child::say(&format!("failed {e}"));
                 ExitCode::FAILURE
             }
         };

@@ -243,6 +243,20 @@ pub(crate) fn pin_process(cpu: Option<usize>) -> BenchResult<()> {
     Ok(())
 }
 
+/// Fails unless process `pid` may run on exactly the CPUs the calling thread
+/// may: a child inherits the mask of the thread that spawns it, so one spawned
+/// after [`pin_process`] runs on the pinned CPU too.
+pub(crate) fn check_same_cpus(pid: u32) -> BenchResult<()> {
+    let child = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw).ok_or("bad child pid")?;
+    let mine = rustix::thread::sched_getaffinity(None).map_err(ctx("sched_getaffinity"))?;
+    let theirs = rustix::thread::sched_getaffinity(Some(child)).map_err(ctx("sched_getaffinity of a child"))?;
+    if mine == theirs {
+        Ok(())
+    } else {
+        Err("runs on other CPUs than the bench thread that spawned it".to_owned())
+    }
+}
+
 /// The p50 cost of one thread wake-up, in microseconds: two threads hand a
 /// token back and forth through `std::thread::park`/`unpark` (a round trip
 /// is two wake-ups), pinned to one CPU or free. The floor under any design
