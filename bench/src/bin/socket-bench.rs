@@ -12,10 +12,13 @@
 //! * **socket**, this library, through its async and its blocking API,
 //!
 //! over Unix sockets and TCP, and prints one markdown table with every
-//! contender's numbers and its ratio to the ceiling, plus the machine. No
-//! contender is paced by a window. Every cell runs `--repeat` times (default
-//! 5), the contenders interleaved run by run, and the median is reported; one
-//! line per cell says whether SPEC §7's target is met.
+//! contender's numbers and its ratio to the ceiling, plus the machine. As in
+//! the independent harness, every contender's throughput subscribers and its
+//! round-trip echo peer are child processes (this binary run again in a hidden
+//! mode, dispatched in [`main`]; `child.rs`), while the publisher and the
+//! pinging side run here. No contender is paced by a window. Every cell runs
+//! `--repeat` times (default 5), the contenders interleaved run by run, and the
+//! median is reported; one line per cell says whether SPEC §7's target is met.
 //!
 //! Usage: `socket-bench [--quick] [--write-docs] [--only throughput|rtt|memory]...
 //! [--contender ceiling|zmq|async|blocking]...`
@@ -499,6 +502,10 @@ fn child_mode(mode: &str) -> Option<ChildMain> {
     Some(match mode {
         "__ceiling_sub" => ceiling::subscriber_child,
         "__ceiling_echo" => ceiling::echo_child,
+        "__zmq_sub" => zmq_bench::subscriber_child,
+        "__zmq_echo" => zmq_bench::echo_child,
+        "__lib_sub" => lib_bench::subscriber_child,
+        "__lib_echo" => lib_bench::echo_child,
         "__serve" => memory::serve_zmq,
         _ => return None,
     })

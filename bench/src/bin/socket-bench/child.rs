@@ -180,6 +180,20 @@ impl Children {
         }
         Ok(())
     }
+
+    /// Stops the children of a cell whose parent side failed with `e`; returns the
+    /// failure a child has said by now (it explains the parent's), else `e`.
+    pub(crate) fn stop(mut self, e: String) -> String {
+        while let Ok((idx, line, _)) = self.lines.try_recv() {
+            match line {
+                Some(line) if line.starts_with("failed ") => {
+                    self.unexpected(idx, &line, "");
+                }
+                _ => {}
+            }
+        }
+        self.failure.take().unwrap_or(e)
+    }
 }
 
 impl Drop for Children {
