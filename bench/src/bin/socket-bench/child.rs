@@ -122,7 +122,11 @@ impl Children {
                 Err(RecvTimeoutError::Disconnected) => return Err(format!("{}: no output", self.what)),
             };
             let Some(line) = line else {
+                // A child may end as soon as it has said its word (a subscriber after `done`).
                 self.closed[idx] = true;
+                if heard[idx].is_some() {
+                    continue;
+                }
                 return Err(self.ended_early(idx, word));
             };
             let Some(rest) = said(&line, word) else {
