@@ -99,6 +99,9 @@ fn config(net: Net, addr: &str) -> BenchResult<Config> {
         Net::Unix => cfg.socket.socket_dir = addr.into(),
         Net::Tcp => cfg.socket.tcp.port = Some(arg(addr, "port")?),
     }
+    // As in the harness: a lost connection fails the cell instead of being papered over by a
+    // reconnect.
+    cfg.socket.auto_reconnect = false;
     Ok(cfg)
 }
 
