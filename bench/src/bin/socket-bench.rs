@@ -12,10 +12,13 @@
 //! * **socket**, this library, through its async and its blocking API,
 //!
 //! over Unix sockets and TCP, and prints one markdown table with every
-//! contender's numbers and its ratio to the ceiling, plus the machine. No
-//! contender is paced by a window. Every cell runs `--repeat` times (default
-//! 5), the contenders interleaved run by run, and the median is reported; one
-//! line per cell says whether SPEC §7's target is met.
+//! contender's numbers and its ratio to the ceiling, plus the machine. As in
+//! the independent harness, every contender's throughput subscribers and its
+//! round-trip echo peer are child processes (this binary run again in a hidden
+//! mode, dispatched in [`main`]; `child.rs`), while the publisher and the
+//! pinging side run here. No contender is paced by a window. Every cell runs
+//! `--repeat` times (default 5), the contenders interleaved run by run, and the
+//! median is reported; one line per cell says whether SPEC §7's target is met.
 //!
 //! Usage: `socket-bench [--quick] [--write-docs] [--only throughput|rtt|memory]...
 //! [--contender ceiling|zmq|async|blocking]...`
@@ -26,6 +29,8 @@ use std::time::{Duration, Instant};
 
 #[path = "socket-bench/ceiling.rs"]
 mod ceiling;
+#[path = "socket-bench/child.rs"]
+mod child;
 #[path = "socket-bench/common.rs"]
 mod common;
 #[path = "socket-bench/lib_bench.rs"]
@@ -489,22 +494,33 @@ fn run(o: &Options) -> Results {
     res
 }
 
-/// What this binary runs as a child process of a cell (`__ceiling_sub`, `__serve`).
+/// What this binary runs as a child process of a cell (`__ceiling_sub`, `__serve`, ...).
 type ChildMain = fn(&[String]) -> BenchResult<()>;
+
+/// The main of each child mode.
+fn child_mode(mode: &str) -> Option<ChildMain> {
+    Some(match mode {
+        "__ceiling_sub" => ceiling::subscriber_child,
+        "__ceiling_echo" => ceiling::echo_child,
+        "__zmq_sub" => zmq_bench::subscriber_child,
+        "__zmq_echo" => zmq_bench::echo_child,
+        "__lib_sub" => lib_bench::subscriber_child,
+        "__lib_echo" => lib_bench::echo_child,
+        "__serve" => memory::serve_zmq,
+        _ => return None,
+    })
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // This binary run again as a child process of a cell.
-    let child: Option<(&str, ChildMain)> = match args.first().map(String::as_str) {
-        Some("__ceiling_sub") => Some(("ceiling subscriber", ceiling::subscriber_child)),
-        Some("__serve") => Some(("server child", memory::serve_zmq)),
-        _ => None,
-    };
-    if let Some((what, run_child)) = child {
+    // This binary run again as a child process of a cell: a failure is its last line
+    // to the parent, which reports it (child.rs), and its exit status.
+    if let Some(run_child) = args.first().and_then(|m| child_mode(m)) {
+        child::die_with_parent();
         return match run_child(&args[1..]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("socket-bench {what}: {e}");
+                child::say(&format!("failed {e}"));
                 ExitCode::FAILURE
             }
         };

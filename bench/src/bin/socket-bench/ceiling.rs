@@ -19,23 +19,24 @@
 //!   peer decodes it fully, re-encodes it and sends it back; the client decodes
 //!   the reply.
 //!
-//! The throughput cell's subscribers are child processes, as in the harness
-//! (`__ceiling_sub`, this binary run again): as threads of the publisher's
-//! process the ceiling read 7-23 % below the harness's in the same hour. The
-//! echo peer of the round trip is a thread of this process (like every other
-//! contender's). In the pinned round-trip cells the whole process is
-//! pinned to one CPU, so client and echo thread share it, as `taskset -c 0` does
-//! for the harness's client and its child. And where the harness counts a bad
-//! frame and goes on, a wrong, missing or extra message here fails the cell.
+//! The throughput cell's subscribers (`__ceiling_sub`) and the round trip's
+//! echo peer (`__ceiling_echo`) are child processes, as in the harness (this
+//! binary run again, `child.rs`): as threads of the publisher's process the
+//! ceiling read 7-23 % below the harness's in the same hour. The publisher and
+//! the pinging client stay in this process. In the pinned round-trip cells this
+//! process is pinned to one CPU before the echo peer is spawned, so the peer
+//! inherits that CPU, as the harness's child inherits `taskset -c 0`. And where
+//! the harness counts a bad frame and goes on, a wrong, missing or extra
+//! message here fails the cell.
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::child::{arg, say, Children};
 use crate::common::{
     ctx, payload_bytes, rate, rtt_stats, sock_path, temp_dir, BenchResult, Net, Rtt, RttPlan, EVENT, IO_TIMEOUT,
     MAX_FRAME,
@@ -257,22 +258,24 @@ impl Listener {
     }
 }
 
-/// A listener on a fresh address; the temp dir must outlive it.
-fn listen(net: Net) -> BenchResult<(Listener, String, Option<tempfile::TempDir>)> {
+/// A fresh address to bind (a socket path in a new temp dir, which must outlive
+/// it, or `127.0.0.1:0` for any port).
+fn fresh_address(net: Net) -> BenchResult<(String, Option<tempfile::TempDir>)> {
     match net {
         Net::Unix => {
             let dir = temp_dir()?;
-            let path = sock_path(&dir, "ceiling.sock");
-            let l = Listener::bind(net, &path.display().to_string())?;
-            let addr = l.address()?;
-            Ok((l, addr, Some(dir)))
+            Ok((sock_path(&dir, "ceiling.sock").display().to_string(), Some(dir)))
         }
-        Net::Tcp => {
-            let l = Listener::bind(net, "127.0.0.1:0")?;
-            let addr = l.address()?;
-            Ok((l, addr, None))
-        }
+        Net::Tcp => Ok(("127.0.0.1:0".to_owned(), None)),
     }
+}
+
+/// A listener on a fresh address, the address clients connect to and the temp dir that must outlive it.
+fn listen(net: Net) -> BenchResult<(Listener, String, Option<tempfile::TempDir>)> {
+    let (addr, dir) = fresh_address(net)?;
+    let l = Listener::bind(net, &addr)?;
+    let addr = l.address()?;
+    Ok((l, addr, dir))
 }
 
 /// Reads frames until `n` messages arrived in order, then calls `last` (the n-th receipt);
@@ -300,77 +303,30 @@ fn subscriber(s: Stream, idx: usize, n: u64, payload: usize, last: impl FnOnce()
     Ok(())
 }
 
-/// `__ceiling_sub NET ADDR N PAYLOAD IDX`: one subscriber of the ceiling's throughput cell in
-/// a process of its own, as the harness runs its subscribers: connects, says `ready`, reads
+/// `__ceiling_sub NET ADDR N PAYLOAD IDX`: one subscriber of the throughput cell in a
+/// process of its own, as the harness runs its subscribers: connects, says `ready`, reads
 /// and checks `N` messages, says `done`, and reads on until end of stream.
 pub(crate) fn subscriber_child(args: &[String]) -> BenchResult<()> {
     let [net, addr, n, payload, idx] = args else {
         return Err("usage: __ceiling_sub NET ADDR N PAYLOAD IDX".to_owned());
     };
-    let num = |v: &str| v.parse::<u64>().map_err(|e| format!("{v:?}: {e}"));
-    let (n, payload, idx) = (num(n)?, usize::try_from(num(payload)?).map_err(ctx("payload"))?, num(idx)?);
     let s = Stream::connect(Net::parse(net)?, addr)?;
-    let say = |what: &str| {
-        let mut out = io::stdout().lock();
-        let _ = writeln!(out, "{what}").and_then(|()| out.flush());
-    };
     say("ready");
-    subscriber(s, usize::try_from(idx).unwrap_or(usize::MAX), n, payload, || say("done"))
+    subscriber(s, arg(idx, "IDX")?, arg(n, "N")?, arg(payload, "PAYLOAD")?, || say("done"))
 }
 
-/// A subscriber process of the throughput cell and the lines it says.
-struct Child {
-    proc: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Child {
-    fn spawn(net: Net, addr: &str, n: u64, payload: usize, idx: usize) -> BenchResult<Child> {
-        let exe = std::env::current_exe().map_err(ctx("current_exe"))?;
-        let mut proc = std::process::Command::new(exe)
-            .args(["__ceiling_sub", net.name(), addr, &n.to_string(), &payload.to_string(), &idx.to_string()])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .map_err(ctx("spawn a ceiling subscriber"))?;
-        let stdout = proc.stdout.take().ok_or("no stdout of the ceiling subscriber")?;
-        let (tx, lines) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            for line in io::BufRead::lines(BufReader::new(stdout)).map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Child { proc, lines })
-    }
-
-    /// Waits for the line `what` (at most [`IO_TIMEOUT`]).
-    fn expect(&self, what: &str, idx: usize) -> BenchResult<()> {
-        match self.lines.recv_timeout(IO_TIMEOUT) {
-            Ok(line) if line == what => Ok(()),
-            Ok(line) => Err(format!("ceiling subscriber {idx}: said {line:?}, expected {what:?}")),
-            Err(_) => Err(format!("ceiling subscriber {idx}: no {what:?} within {IO_TIMEOUT:?} (see its stderr)")),
-        }
-    }
-
-    /// Waits for the process to end (it ends at end of stream); its failure is an error.
-    fn finish(mut self, idx: usize) -> BenchResult<()> {
-        let status = self.proc.wait().map_err(ctx("wait for a ceiling subscriber"))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("ceiling subscriber {idx} failed ({status}; see its stderr)"))
-        }
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        if matches!(self.proc.try_wait(), Ok(None)) {
-            let _ = self.proc.kill();
-            let _ = self.proc.wait();
-        }
-    }
+/// `__ceiling_echo NET ADDR`: the echo peer of the round trip in a process of its own, as
+/// in the harness: binds `ADDR` (a socket path, or `127.0.0.1:0`), says `ready <address>`,
+/// serves one connection until end of stream.
+pub(crate) fn echo_child(args: &[String]) -> BenchResult<()> {
+    let [net, addr] = args else {
+        return Err("usage: __ceiling_echo NET ADDR".to_owned());
+    };
+    let listener = Listener::bind(Net::parse(net)?, addr)?;
+    say(&format!("ready {}", listener.address()?));
+    let s = listener.accept()?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    echo(s)
 }
 
 /// Broadcast throughput: messages/s delivered to every one of `subs` subscribers. The
@@ -378,18 +334,17 @@ impl Drop for Child {
 /// that its n-th message came (the harness's `wait_done`).
 pub(crate) fn throughput(net: Net, payload: usize, subs: usize, n: u64) -> BenchResult<f64> {
     let (listener, addr, _dir) = listen(net)?;
-    let mut children = Vec::with_capacity(subs);
+    let mut kids = Children::spawn("ceiling subscriber", "__ceiling_sub", subs, |idx| {
+        vec![net.name().to_owned(), addr.clone(), n.to_string(), payload.to_string(), idx.to_string()]
+    })?;
     let mut conns = Vec::with_capacity(subs);
-    for idx in 0..subs {
-        children.push(Child::spawn(net, &addr, n, payload, idx)?);
+    for _ in 0..subs {
         let sc = listener.accept()?;
         // A stuck subscriber fails the cell instead of blocking the publisher for ever.
         sc.set_write_timeout(Some(IO_TIMEOUT))?;
         conns.push(BufWriter::with_capacity(BUF, sc));
     }
-    for (idx, c) in children.iter().enumerate() {
-        c.expect("ready", idx)?;
-    }
+    kids.wait_all("ready")?;
     let bytes = payload_bytes(payload);
     let start = Instant::now();
     let published = (|| -> BenchResult<()> {
@@ -404,23 +359,13 @@ pub(crate) fn throughput(net: Net, payload: usize, subs: usize, n: u64) -> Bench
         }
         Ok(())
     })();
-    let done: BenchResult<Vec<Instant>> = match published {
-        Ok(()) => children.iter().enumerate().map(|(idx, c)| c.expect("done", idx).map(|()| Instant::now())).collect(),
-        Err(e) => Err(e),
-    };
+    let done = published.and_then(|()| kids.wait_all("done"));
     // End of stream for every subscriber (also after a failure, so none waits for more).
     drop(conns);
-    let mut first_err = done.as_ref().err().cloned();
-    for (idx, c) in children.into_iter().enumerate() {
-        if let Err(e) = c.finish(idx) {
-            // A subscriber's own failure explains the publisher's broken pipe: it comes first.
-            first_err = Some(e);
-        }
-    }
-    match (first_err, done) {
-        (Some(e), _) | (None, Err(e)) => Err(e),
-        (None, Ok(lasts)) => Ok(rate(n, start, &lasts)),
-    }
+    // A subscriber's own failure explains the publisher's broken pipe: it comes first.
+    kids.finish()?;
+    let lasts: Vec<Instant> = done?.into_iter().map(|(_, at)| at).collect();
+    Ok(rate(n, start, &lasts))
 }
 
 /// The echo peer: decodes every frame fully, re-encodes it and sends it back.
@@ -436,13 +381,14 @@ fn echo(s: Stream) -> BenchResult<()> {
     Ok(())
 }
 
-/// Ping-pong: the client encodes and sends, the peer decodes, re-encodes and sends it back, the client decodes.
+/// Ping-pong: the client (here) encodes and sends, the echo peer (a child process,
+/// `__ceiling_echo`) decodes, re-encodes and sends it back, the client decodes.
 pub(crate) fn round_trip(net: Net, payload: usize, plan: RttPlan) -> BenchResult<Rtt> {
-    let (listener, addr, _dir) = listen(net)?;
+    let (bind, _dir) = fresh_address(net)?;
+    let mut peer =
+        Children::spawn("ceiling echo peer", "__ceiling_echo", 1, |_| vec![net.name().to_owned(), bind.clone()])?;
+    let addr = peer.wait_all("ready")?.remove(0).0;
     let client = Stream::connect(net, &addr)?;
-    let sc = listener.accept()?;
-    sc.set_read_timeout(Some(IO_TIMEOUT))?;
-    let server = thread::spawn(move || echo(sc));
     let bytes = payload_bytes(payload);
     let result = (|| -> BenchResult<Vec<u64>> {
         let mut r = BufReader::with_capacity(BUF, client.try_clone()?);
@@ -476,10 +422,9 @@ pub(crate) fn round_trip(net: Net, payload: usize, plan: RttPlan) -> BenchResult
     })();
     // End of stream for the echo peer.
     drop(client);
-    let served = server.join().map_err(|_| "echo thread panicked".to_owned())?;
-    let samples = result?;
-    served?;
-    rtt_stats(samples)
+    // The peer's own failure explains the client's.
+    peer.finish()?;
+    rtt_stats(result?)
 }
 
 #[cfg(test)]

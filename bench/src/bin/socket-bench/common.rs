@@ -1,13 +1,14 @@
-//! Shared pieces: messages, flow control, latency statistics, CPU pinning, addresses.
+//! Shared pieces: the message and its checks, the publisher's loop, latency
+//! statistics, CPU pinning, addresses.
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use socket_core::codec::Limits;
-use socket_core::{Data, EventName, SocketMessage};
+use socket_core::{Data, EventName, MessageType, SocketMessage};
 
 /// Event name used by every contender.
 pub(crate) const EVENT: &str = "bench";
@@ -63,28 +64,19 @@ pub(crate) fn event_name() -> EventName {
 /// (see [`make_message`]), sent as fast as `send` takes them; no window (the
 /// ceiling blocks in `write`, libzmq runs with high-water marks 0, the
 /// library's outbound queue holds the whole run). `send` publishes one message.
-/// Stops at the first failed send, or as soon as a subscriber reported a
-/// failure through `abort`. Returns the instant of the first send and the first
-/// failure.
+/// Stops at the first failed send. Returns the instant of the first send.
 pub(crate) fn publish(
     n: u64,
     payload: usize,
-    abort: &Abort,
     mut send: impl FnMut(&SocketMessage) -> BenchResult<()>,
-) -> (Instant, Option<String>) {
+) -> BenchResult<Instant> {
     let mut msg = make_message(payload);
     let start = Instant::now();
     for seq in 0..n {
-        if abort.is_set() {
-            return (start, Some(format!("a subscriber failed; publisher stopped at seq {seq}")));
-        }
         set_seq(&mut msg, seq);
-        if let Err(e) = send(&msg) {
-            abort.set();
-            return (start, Some(e));
-        }
+        send(&msg).map_err(|e| format!("publisher at seq {seq}: {e}"))?;
     }
-    (start, None)
+    Ok(start)
 }
 
 /// The message every contender sends: `data = {"seq": <n>, "payload": <binary of `payload` bytes>}`.
@@ -106,8 +98,9 @@ pub(crate) fn set_seq(msg: &mut SocketMessage, seq: u64) {
     msg.data.insert("seq", seq);
 }
 
-/// Checks that `msg` is the bench message number `want` with a payload of `payload` bytes.
-pub(crate) fn check_seq(msg: &SocketMessage, want: u64, payload: usize) -> BenchResult<()> {
+/// Checks that `msg` is the bench message number `want` with a payload of
+/// `payload` bytes: a DATA message of event [`EVENT`] (the harness's checks).
+pub(crate) fn check_message(msg: &SocketMessage, want: u64, payload: usize) -> BenchResult<()> {
     let got = msg.data.get("seq").and_then(|v| v.as_u64());
     if got != Some(want) {
         return Err(format!("out of order: expected seq {want}, got {got:?}"));
@@ -116,29 +109,19 @@ pub(crate) fn check_seq(msg: &SocketMessage, want: u64, payload: usize) -> Bench
     if len != Some(payload) {
         return Err(format!("payload of seq {want} has {len:?} bytes, expected {payload}"));
     }
+    if msg.message_type != MessageType::Data || msg.event_name.as_str() != EVENT {
+        return Err(format!(
+            "seq {want}: unexpected message type {} or event {:?}",
+            msg.message_type,
+            msg.event_name.as_str()
+        ));
+    }
     Ok(())
 }
 
 /// Decoder limits used by the plain-socket and libzmq contenders (the library defaults).
 pub(crate) fn limits() -> Limits {
     Limits::default()
-}
-
-/// A failure flag shared by the publisher and its subscribers: whoever fails
-/// first sets it, and the publisher stops sending.
-#[derive(Debug, Default)]
-pub(crate) struct Abort(AtomicBool);
-
-impl Abort {
-    /// Someone failed.
-    pub(crate) fn set(&self) {
-        self.0.store(true, Ordering::Release);
-    }
-
-    /// True once someone failed.
-    pub(crate) fn is_set(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
 }
 
 /// Messages/s delivered to every subscriber: `n` over the time from the first
@@ -243,6 +226,20 @@ pub(crate) fn pin_process(cpu: Option<usize>) -> BenchResult<()> {
     Ok(())
 }
 
+/// Fails unless process `pid` may run on exactly the CPUs the calling thread
+/// may: a child inherits the mask of the thread that spawns it, so one spawned
+/// after [`pin_process`] runs on the pinned CPU too.
+pub(crate) fn check_same_cpus(pid: u32) -> BenchResult<()> {
+    let child = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw).ok_or("bad child pid")?;
+    let mine = rustix::thread::sched_getaffinity(None).map_err(ctx("sched_getaffinity"))?;
+    let theirs = rustix::thread::sched_getaffinity(Some(child)).map_err(ctx("sched_getaffinity of a child"))?;
+    if mine == theirs {
+        Ok(())
+    } else {
+        Err("runs on other CPUs than the bench thread that spawned it".to_owned())
+    }
+}
+
 /// The p50 cost of one thread wake-up, in microseconds: two threads hand a
 /// token back and forth through `std::thread::park`/`unpark` (a round trip
 /// is two wake-ups), pinned to one CPU or free. The floor under any design
@@ -314,4 +311,24 @@ pub(crate) fn rss_kib(pid: u32) -> BenchResult<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| "no VmRSS line in /proc/<pid>/status".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_check_is_the_harness_check() {
+        let mut m = make_message(64);
+        set_seq(&mut m, 7);
+        check_message(&m, 7, 64).unwrap();
+        assert!(check_message(&m, 8, 64).unwrap_err().contains("out of order"));
+        assert!(check_message(&m, 7, 65).unwrap_err().contains("payload"));
+        let mut other = m.clone();
+        other.message_type = MessageType::Control;
+        assert!(check_message(&other, 7, 64).is_err());
+        let mut other = m.clone();
+        other.event_name = EventName::new("other").unwrap();
+        assert!(check_message(&other, 7, 64).is_err());
+    }
 }

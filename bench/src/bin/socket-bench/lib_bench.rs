@@ -3,10 +3,20 @@
 //! once through the async API and once through the blocking API.
 //!
 //! The publisher is the application's main thread calling `Server::broadcast`
-//! (a synchronous, non-blocking call in both APIs). Subscribers are library
-//! `Client`s in this process: with the async API all of them run as tasks on
-//! one application thread; with the blocking API each has its own thread
-//! calling `Client::receive`.
+//! (a synchronous, non-blocking call in both APIs) in this process. Each
+//! subscriber is a library `Client` in a child process of its own
+//! (`__lib_sub`, this binary run again, `child.rs`), as the harness runs them:
+//! with the async API it connects with `connect_async` and waits in
+//! `receive_async` under `futures_lite::future::block_on`; with the blocking
+//! API it calls `connect` and `Client::receive`. Each checks type, event name,
+//! seq order and payload length of every message and says `done` at the n-th.
+//! The server sees every subscriber connect before the first broadcast.
+//!
+//! The round trip's server is a child process too (`__lib_echo`, started with
+//! `start_async` or `start`), its application thread answering every
+//! `ServerEvent::Message` with `send_to`; the measuring client stays here. In
+//! the pinned cells this process is pinned before the child is spawned, so the
+//! child (and every thread it starts) inherits the same CPU.
 //!
 //! The publisher is not paced: `Server::broadcast` never blocks, and a client
 //! whose outbound queue overflows is disconnected as a slow consumer. So, like
@@ -17,18 +27,19 @@
 //! message still fails the cell (the server's statistics are checked after it).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use socket_core::config::{MAX_QUEUE_BYTES, MAX_QUEUE_LEN};
 use socket_core::server::ServerEvent;
-use socket_core::{Client, Config, MessageType, Server, SocketMessage, Transport};
+use socket_core::{Client, Config, Server, Transport};
 
+use crate::child::{arg, say, Children};
 use crate::common::{
-    check_seq, event_name, free_port, make_message, publish, rate, rtt_stats, set_seq, temp_dir, Abort, BenchResult,
-    Net, Rtt, RttPlan, IO_TIMEOUT,
+    check_message, event_name, free_port, make_message, publish, rate, rtt_stats, set_seq, temp_dir, BenchResult, Net,
+    Rtt, RttPlan, IO_TIMEOUT,
 };
 
 /// Which public API drives the library.
@@ -40,29 +51,66 @@ pub(crate) enum Api {
     Blocking,
 }
 
+impl Api {
+    /// Command-line key of a child process.
+    fn key(self) -> &'static str {
+        match self {
+            Api::Async => "async",
+            Api::Blocking => "blocking",
+        }
+    }
+
+    fn parse(s: &str) -> BenchResult<Api> {
+        match s {
+            "async" => Ok(Api::Async),
+            "blocking" => Ok(Api::Blocking),
+            other => Err(format!("unknown API {other:?}: expected async or blocking")),
+        }
+    }
+}
+
 fn err(what: &'static str) -> impl Fn(socket_core::Error) -> String {
     move |e| format!("{what}: {e} ({:?})", e.kind())
 }
 
-/// A configuration and transport for one cell; the temp dir must outlive both.
-struct Setup {
-    cfg: Config,
-    transport: Arc<dyn Transport>,
-    _dir: tempfile::TempDir,
+/// The transport of `net` from the facade's registry.
+fn transport(net: Net) -> BenchResult<Arc<dyn Transport>> {
+    crate::serve::registry().get(net.name()).map_err(err("transport"))
 }
 
-fn setup(net: Net, max_connections: usize) -> BenchResult<Setup> {
-    let dir = temp_dir()?;
+/// A fresh address of one cell (see [`config`]): a socket directory (a new temp dir,
+/// which must outlive the cell) or a free TCP port.
+fn fresh_address(net: Net) -> BenchResult<(String, Option<tempfile::TempDir>)> {
+    match net {
+        Net::Unix => {
+            let dir = temp_dir()?;
+            Ok((dir.path().display().to_string(), Some(dir)))
+        }
+        Net::Tcp => Ok((free_port()?.to_string(), None)),
+    }
+}
+
+/// The configuration of a cell's clients, in whichever process: the defaults, except the
+/// transport and its address `addr` (the socket directory for Unix, the port for TCP).
+fn config(net: Net, addr: &str) -> BenchResult<Config> {
     let mut cfg = Config::default();
     cfg.socket.transport = net.name().to_owned();
-    cfg.socket.socket_dir = dir.path().to_path_buf();
+    match net {
+        Net::Unix => cfg.socket.socket_dir = addr.into(),
+        Net::Tcp => cfg.socket.tcp.port = Some(arg(addr, "port")?),
+    }
+    // As in the harness: a lost connection fails the cell instead of being papered over by a
+    // reconnect.
+    cfg.socket.auto_reconnect = false;
+    Ok(cfg)
+}
+
+/// The configuration of a cell's server: [`config`] with room for `max_connections` clients.
+fn server_config(net: Net, addr: &str, max_connections: usize) -> BenchResult<Config> {
+    let mut cfg = config(net, addr)?;
     cfg.socket.unix.max_connections = max_connections;
     cfg.socket.tcp.max_connections = max_connections;
-    if net == Net::Tcp {
-        cfg.socket.tcp.port = Some(free_port()?);
-    }
-    let transport = crate::serve::registry().get(net.name()).map_err(err("transport"))?;
-    Ok(Setup { cfg, transport, _dir: dir })
+    Ok(cfg)
 }
 
 /// Raises the per-client outbound queue to hold `n` messages of `payload` bytes
@@ -76,311 +124,270 @@ fn queue_whole_run(cfg: &mut Config, n: u64, payload: usize) {
 }
 
 /// Drains the server's event stream on a thread of its own (nobody else reads it
-/// in the throughput test), counting connections.
-fn drain_events(server: &Server) -> Arc<AtomicUsize> {
-    let connected = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&connected);
+/// in the throughput test), passing on one `()` per connected client.
+fn connections(server: &Server) -> Receiver<()> {
+    let (tx, rx) = mpsc::channel();
     let events = server.events();
     thread::spawn(move || {
         while let Ok(ev) = events.recv_blocking() {
             if matches!(ev, ServerEvent::Connected(_)) {
-                count.fetch_add(1, Ordering::AcqRel);
+                let _ = tx.send(());
             }
         }
     });
-    connected
+    rx
 }
 
-fn wait_connected(connected: &AtomicUsize, n: usize) -> BenchResult<()> {
+/// Waits (at most [`IO_TIMEOUT`]) until the server has seen `n` clients connect.
+fn wait_connected(connected: &Receiver<()>, n: usize) -> BenchResult<()> {
     let deadline = Instant::now() + IO_TIMEOUT;
-    while connected.load(Ordering::Acquire) < n {
-        if Instant::now() >= deadline {
-            return Err(format!("server saw {} of {n} clients", connected.load(Ordering::Acquire)));
-        }
-        thread::sleep(Duration::from_millis(1));
+    for have in 0..n {
+        connected
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .map_err(|_| format!("server saw {have} of {n} clients"))?;
     }
     Ok(())
 }
 
-fn check_data(msg: &SocketMessage, want: u64, payload: usize) -> BenchResult<()> {
-    if msg.message_type != MessageType::Data {
-        return Err(format!("expected a data message, got {}", msg.message_type));
-    }
-    check_seq(msg, want, payload)
-}
-
-/// Broadcast throughput: messages/s delivered to every one of `subs` subscribers.
+/// Broadcast throughput: messages/s delivered to every one of `subs` subscribers, each
+/// a child process (`__lib_sub`) using `api`; the end is when the last of them said its
+/// n-th message came.
 pub(crate) fn throughput(api: Api, net: Net, payload: usize, subs: usize, n: u64) -> BenchResult<f64> {
-    let mut s = setup(net, subs + 8)?;
-    queue_whole_run(&mut s.cfg, n, payload);
-    let server = Server::new(Arc::clone(&s.transport), event_name(), &s.cfg).map_err(err("server"))?;
-    let connected = drain_events(&server);
-    let abort = Arc::new(Abort::default());
+    let (addr, _dir) = fresh_address(net)?;
+    let mut cfg = server_config(net, &addr, subs + 8)?;
+    queue_whole_run(&mut cfg, n, payload);
+    let server = Server::new(transport(net)?, event_name(), &cfg).map_err(err("server"))?;
+    let connected = connections(&server);
     let result = (|| {
-        let readers: Vec<thread::JoinHandle<BenchResult<Vec<Instant>>>> = match api {
-            Api::Blocking => {
-                server.start().map_err(err("server start"))?;
-                let mut readers = Vec::with_capacity(subs);
-                for idx in 0..subs {
-                    let c = Client::connect(Arc::clone(&s.transport), event_name(), &s.cfg).map_err(err("connect"))?;
-                    let a = Arc::clone(&abort);
-                    readers.push(thread::spawn(move || {
-                        let r = subscribe_blocking(&c, idx, n, payload);
-                        if r.is_err() {
-                            a.set();
-                        }
-                        c.disconnect();
-                        r.map(|t| vec![t])
-                    }));
-                }
-                readers
-            }
-            Api::Async => {
-                let (server2, t, cfg, p) =
-                    (server.clone(), Arc::clone(&s.transport), s.cfg.clone(), Arc::clone(&abort));
-                // One application thread runs every subscriber task.
-                let (tx, rx) = std::sync::mpsc::channel::<BenchResult<()>>();
-                let app = thread::spawn(move || {
-                    let ex = async_executor::LocalExecutor::new();
-                    futures_lite::future::block_on(ex.run(async {
-                        let setup = async {
-                            server2.start_async().await.map_err(err("server start"))?;
-                            let mut clients = Vec::with_capacity(subs);
-                            for _ in 0..subs {
-                                let c = Client::connect_async(Arc::clone(&t), event_name(), &cfg)
-                                    .await
-                                    .map_err(err("connect"))?;
-                                clients.push(c);
-                            }
-                            Ok::<_, String>(clients)
-                        };
-                        let clients = match setup.await {
-                            Ok(c) => c,
-                            Err(e) => {
-                                let _ = tx.send(Err(e.clone()));
-                                return Err(e);
-                            }
-                        };
-                        let tasks: Vec<_> = clients
-                            .into_iter()
-                            .enumerate()
-                            .map(|(idx, c)| {
-                                let a = Arc::clone(&p);
-                                ex.spawn(async move {
-                                    let r = subscribe_async(&c, idx, n, payload).await;
-                                    if r.is_err() {
-                                        a.set();
-                                    }
-                                    c.disconnect_async().await;
-                                    r
-                                })
-                            })
-                            .collect();
-                        let _ = tx.send(Ok(()));
-                        let mut lasts = Vec::with_capacity(subs);
-                        for t in tasks {
-                            lasts.push(t.await?);
-                        }
-                        Ok(lasts)
-                    }))
-                });
-                match rx.recv_timeout(IO_TIMEOUT) {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(e),
-                    Err(_) => return Err("async subscribers did not start".into()),
-                }
-                vec![app]
-            }
-        };
-        wait_connected(&connected, subs)?;
-        let (start, failure) =
-            publish(n, payload, &abort, |msg| server.broadcast(msg).map_err(|e| format!("broadcast: {e}")));
-        let mut lasts = Vec::with_capacity(subs);
-        let mut sub_err = None;
-        for r in readers {
-            match r.join().map_err(|_| "subscriber thread panicked".to_owned()).and_then(|r| r) {
-                Ok(l) => lasts.extend(l),
-                Err(e) => {
-                    sub_err.get_or_insert(e);
-                }
-            }
+        match api {
+            Api::Blocking => server.start(),
+            Api::Async => futures_lite::future::block_on(server.start_async()),
         }
-        // A subscriber's own failure is the cause of the publisher's stop: it is reported first.
-        let mut first_err = sub_err.or(failure);
+        .map_err(err("server start"))?;
+        let mut kids = Children::spawn("library subscriber", "__lib_sub", subs, |idx| {
+            let args = [api.key(), net.name(), &addr, &n.to_string(), &payload.to_string(), &idx.to_string()];
+            args.map(str::to_owned).to_vec()
+        })?;
+        kids.wait_all("ready")?;
+        // A client that said `ready` has its `welcome`; the server must count it too, so
+        // that no broadcast misses a subscriber.
+        wait_connected(&connected, subs)?;
+        let start = publish(n, payload, |msg| server.broadcast(msg).map_err(err("broadcast")))?;
+        let done = kids.wait_all("done").and_then(|done| kids.finish().map(|()| done));
         // The server's view tells a slow-consumer disconnect from a lost message;
         // either fails the cell even when every subscriber got its messages.
         let st = server.stats();
-        if first_err.is_none() && (st.slow_consumers > 0 || st.dropped > 0) {
-            first_err = Some("the server lost messages".to_owned());
-        }
-        if let Some(e) = first_err {
-            return Err(format!(
+        let done = match done {
+            Ok(_) if st.slow_consumers > 0 || st.dropped > 0 => Err("the server lost messages".to_owned()),
+            other => other,
+        };
+        let done = done.map_err(|e| {
+            format!(
                 "{e} (server: {} slow consumers, {} dropped, {} sent)",
                 st.slow_consumers, st.dropped, st.messages_sent
-            ));
-        }
+            )
+        })?;
+        let lasts: Vec<Instant> = done.into_iter().map(|(_, at)| at).collect();
         Ok(rate(n, start, &lasts))
     })();
     let _ = server.stop();
     result
 }
 
-fn subscribe_blocking(c: &Client, idx: usize, n: u64, payload: usize) -> BenchResult<Instant> {
+/// `__lib_sub API NET ADDR N PAYLOAD IDX`: one subscriber of the throughput cell in a
+/// process of its own, as the harness runs its subscribers: connects through `API`
+/// (`receive_async` under `block_on` for the async one), says `ready`, receives and
+/// checks `N` messages, says `done`, fails if one more arrives within 50 ms, disconnects.
+pub(crate) fn subscriber_child(args: &[String]) -> BenchResult<()> {
+    let [api, net, addr, n, payload, idx] = args else {
+        return Err("usage: __lib_sub async|blocking NET ADDR N PAYLOAD IDX".to_owned());
+    };
+    let (api, net) = (Api::parse(api)?, Net::parse(net)?);
+    let (n, payload, idx): (u64, usize, usize) = (arg(n, "N")?, arg(payload, "PAYLOAD")?, arg(idx, "IDX")?);
+    let (cfg, t) = (config(net, addr)?, transport(net)?);
+    match api {
+        Api::Blocking => {
+            let c = Client::connect(t, event_name(), &cfg).map_err(err("connect"))?;
+            say("ready");
+            let r = subscribe_blocking(&c, idx, n, payload);
+            c.disconnect();
+            r
+        }
+        Api::Async => futures_lite::future::block_on(async {
+            let c = Client::connect_async(t, event_name(), &cfg).await.map_err(err("connect"))?;
+            say("ready");
+            let r = subscribe_async(&c, idx, n, payload).await;
+            c.disconnect_async().await;
+            r
+        }),
+    }
+}
+
+fn subscribe_blocking(c: &Client, idx: usize, n: u64, payload: usize) -> BenchResult<()> {
     for next in 0..n {
         let msg = c
             .receive(Some(IO_TIMEOUT))
             .map_err(|e| format!("subscriber {idx} after {next} messages: {e}"))?
             .ok_or_else(|| format!("subscriber {idx} timed out after {next} of {n} messages"))?;
-        check_data(&msg, next, payload)?;
+        check_message(&msg, next, payload)?;
     }
-    let last = Instant::now();
+    say("done");
     match c.receive(Some(Duration::from_millis(50))) {
         Ok(Some(_)) => Err(format!("subscriber {idx} got more than {n} messages")),
-        _ => Ok(last),
+        _ => Ok(()),
     }
 }
 
-async fn subscribe_async(c: &Client, idx: usize, n: u64, payload: usize) -> BenchResult<Instant> {
+async fn subscribe_async(c: &Client, idx: usize, n: u64, payload: usize) -> BenchResult<()> {
     for next in 0..n {
         let msg = c
             .receive_async(Some(IO_TIMEOUT))
             .await
             .map_err(|e| format!("subscriber {idx} after {next} messages: {e}"))?
             .ok_or_else(|| format!("subscriber {idx} timed out after {next} of {n} messages"))?;
-        check_data(&msg, next, payload)?;
+        check_message(&msg, next, payload)?;
     }
-    let last = Instant::now();
+    say("done");
     match c.receive_async(Some(Duration::from_millis(50))).await {
         Ok(Some(_)) => Err(format!("subscriber {idx} got more than {n} messages")),
-        _ => Ok(last),
+        _ => Ok(()),
     }
 }
 
-/// Ping-pong: the client sends, the server gets `ServerEvent::Message` and
-/// answers with `send_to` (unicast) to that client.
+/// Ping-pong: the client (here) sends, the server (a child process, `__lib_echo`) gets
+/// `ServerEvent::Message` and answers with `send_to` (unicast) to that client.
 pub(crate) fn round_trip(api: Api, net: Net, payload: usize, plan: RttPlan) -> BenchResult<Rtt> {
-    let s = setup(net, 8)?;
-    let server = Server::new(Arc::clone(&s.transport), event_name(), &s.cfg).map_err(err("server"))?;
-    let result = (|| {
-        let mut msg = make_message(payload);
-        let mut samples = Vec::with_capacity(plan.count as usize);
-        match api {
-            Api::Blocking => {
-                server.start().map_err(err("server start"))?;
-                spawn_echo(api, &server);
-                let c = Client::connect(Arc::clone(&s.transport), event_name(), &s.cfg).map_err(err("connect"))?;
-                let r = (|| -> BenchResult<()> {
-                    let mut seq = 0u64;
-                    let mut timed_start = Instant::now();
-                    loop {
-                        if seq == plan.warmup {
-                            timed_start = Instant::now();
-                        }
-                        if seq >= plan.warmup && plan.done(seq - plan.warmup, timed_start) {
-                            return Ok(());
-                        }
-                        let t = Instant::now();
-                        set_seq(&mut msg, seq);
-                        c.send(&msg).map_err(err("send"))?;
-                        let reply = c.receive(Some(IO_TIMEOUT)).map_err(err("receive"))?.ok_or("no reply in time")?;
-                        check_data(&reply, seq, payload)?;
-                        if seq >= plan.warmup {
-                            samples.push(t.elapsed().as_nanos() as u64);
-                        }
-                        seq += 1;
+    let (addr, _dir) = fresh_address(net)?;
+    let mut peer = Children::spawn("library echo server", "__lib_echo", 1, |_| {
+        [api.key(), net.name(), &addr].map(str::to_owned).to_vec()
+    })?;
+    peer.wait_all("ready")?;
+    let (cfg, t) = (config(net, &addr)?, transport(net)?);
+    let mut msg = make_message(payload);
+    let mut samples = Vec::with_capacity(usize::try_from(plan.count).unwrap_or(0));
+    let result = match api {
+        Api::Blocking => {
+            let c = Client::connect(t, event_name(), &cfg).map_err(err("connect"))?;
+            let r = (|| -> BenchResult<()> {
+                let mut seq = 0u64;
+                let mut timed_start = Instant::now();
+                loop {
+                    if seq == plan.warmup {
+                        timed_start = Instant::now();
                     }
-                })();
-                c.disconnect();
-                r?;
-            }
-            Api::Async => {
-                futures_lite::future::block_on(server.start_async()).map_err(err("server start"))?;
-                spawn_echo(api, &server);
-                futures_lite::future::block_on(async {
-                    let c = Client::connect_async(Arc::clone(&s.transport), event_name(), &s.cfg)
-                        .await
-                        .map_err(err("connect"))?;
-                    let r = async {
-                        let mut seq = 0u64;
-                        let mut timed_start = Instant::now();
-                        loop {
-                            if seq == plan.warmup {
-                                timed_start = Instant::now();
-                            }
-                            if seq >= plan.warmup && plan.done(seq - plan.warmup, timed_start) {
-                                return Ok::<(), String>(());
-                            }
-                            let t = Instant::now();
-                            set_seq(&mut msg, seq);
-                            c.send_async(&msg).await.map_err(err("send"))?;
-                            let reply = c
-                                .receive_async(Some(IO_TIMEOUT))
-                                .await
-                                .map_err(err("receive"))?
-                                .ok_or("no reply in time")?;
-                            check_data(&reply, seq, payload)?;
-                            if seq >= plan.warmup {
-                                samples.push(t.elapsed().as_nanos() as u64);
-                            }
-                            seq += 1;
-                        }
+                    if seq >= plan.warmup && plan.done(seq - plan.warmup, timed_start) {
+                        return Ok(());
                     }
-                    .await;
-                    c.disconnect_async().await;
-                    r
-                })?;
-            }
+                    let t = Instant::now();
+                    set_seq(&mut msg, seq);
+                    c.send(&msg).map_err(err("send"))?;
+                    let reply = c.receive(Some(IO_TIMEOUT)).map_err(err("receive"))?.ok_or("no reply in time")?;
+                    check_message(&reply, seq, payload)?;
+                    if seq >= plan.warmup {
+                        samples.push(t.elapsed().as_nanos() as u64);
+                    }
+                    seq += 1;
+                }
+            })();
+            c.disconnect();
+            r
         }
-        rtt_stats(samples)
-    })();
-    let _ = server.stop();
-    result
+        Api::Async => futures_lite::future::block_on(async {
+            let c = Client::connect_async(t, event_name(), &cfg).await.map_err(err("connect"))?;
+            let r = async {
+                let mut seq = 0u64;
+                let mut timed_start = Instant::now();
+                loop {
+                    if seq == plan.warmup {
+                        timed_start = Instant::now();
+                    }
+                    if seq >= plan.warmup && plan.done(seq - plan.warmup, timed_start) {
+                        return Ok::<(), String>(());
+                    }
+                    let t = Instant::now();
+                    set_seq(&mut msg, seq);
+                    c.send_async(&msg).await.map_err(err("send"))?;
+                    let reply =
+                        c.receive_async(Some(IO_TIMEOUT)).await.map_err(err("receive"))?.ok_or("no reply in time")?;
+                    check_message(&reply, seq, payload)?;
+                    if seq >= plan.warmup {
+                        samples.push(t.elapsed().as_nanos() as u64);
+                    }
+                    seq += 1;
+                }
+            }
+            .await;
+            c.disconnect_async().await;
+            r
+        }),
+    };
+    // Its client gone, the echo server ends; its own failure explains the client's.
+    peer.finish()?;
+    result?;
+    rtt_stats(samples)
 }
 
-/// Answers every client message with `send_to` on a thread of its own; ends when the server's event stream closes.
-fn spawn_echo(api: Api, server: &Server) {
+/// `__lib_echo API NET ADDR`: the round trip's server in a process of its own, as in the
+/// harness: starts through `API`, says `ready`, and its application thread answers every
+/// `ServerEvent::Message` with `send_to` until its client disconnects.
+pub(crate) fn echo_child(args: &[String]) -> BenchResult<()> {
+    let [api, net, addr] = args else {
+        return Err("usage: __lib_echo async|blocking NET ADDR".to_owned());
+    };
+    let (api, net) = (Api::parse(api)?, Net::parse(net)?);
+    let server = Server::new(transport(net)?, event_name(), &server_config(net, addr, 8)?).map_err(err("server"))?;
     let events = server.events();
-    let server = server.clone();
-    thread::spawn(move || -> BenchResult<()> {
-        let handle = |ev: ServerEvent| -> BenchResult<()> {
-            if let ServerEvent::Message { from, message } = ev {
-                server.send_to(from, &message).map_err(err("send_to"))?;
-            }
-            Ok(())
-        };
-        match api {
-            Api::Blocking => {
-                while let Ok(ev) = events.recv_blocking() {
-                    handle(ev)?;
+    let served = (|| -> BenchResult<()> {
+        // `Ok(false)` once the client is gone.
+        let handle = |ev: ServerEvent| -> BenchResult<bool> {
+            match ev {
+                ServerEvent::Message { from, message } => {
+                    server.send_to(from, &message).map_err(err("send_to"))?;
+                    Ok(true)
                 }
+                ServerEvent::Disconnected { .. } => Ok(false),
+                _ => Ok(true),
+            }
+        };
+        let client_left = match api {
+            Api::Blocking => {
+                server.start().map_err(err("server start"))?;
+                say("ready");
+                let mut left = false;
+                while let Ok(ev) = events.recv_blocking() {
+                    if !handle(ev)? {
+                        left = true;
+                        break;
+                    }
+                }
+                left
             }
             Api::Async => futures_lite::future::block_on(async {
+                server.start_async().await.map_err(err("server start"))?;
+                say("ready");
                 while let Ok(ev) = events.recv().await {
-                    handle(ev)?;
+                    if !handle(ev)? {
+                        return Ok(true);
+                    }
                 }
-                Ok::<(), String>(())
+                Ok::<bool, String>(false)
             })?,
+        };
+        if client_left {
+            Ok(())
+        } else {
+            Err("the server's event stream ended before its client left".to_owned())
         }
-        Ok(())
-    });
+    })();
+    let _ = server.stop();
+    served
 }
 
 /// One idle client of the memory test, connected to `address` (socket path or `host:port`).
-pub(crate) fn idle_client(net: Net, address: &str, max: usize) -> BenchResult<Client> {
-    let mut cfg = Config::default();
-    cfg.socket.transport = net.name().to_owned();
-    cfg.socket.unix.max_connections = max + 8;
-    cfg.socket.tcp.max_connections = max + 8;
-    match net {
-        Net::Unix => {
-            let dir = Path::new(address).parent().ok_or("socket path has no directory")?;
-            cfg.socket.socket_dir = dir.to_path_buf();
-        }
-        Net::Tcp => {
-            let port = address.rsplit(':').next().and_then(|p| p.parse().ok()).ok_or("address has no port")?;
-            cfg.socket.tcp.port = Some(port);
-        }
-    }
-    let transport = crate::serve::registry().get(net.name()).map_err(err("transport"))?;
-    Client::connect(transport, event_name(), &cfg).map_err(err("connect"))
+pub(crate) fn idle_client(net: Net, address: &str) -> BenchResult<Client> {
+    let addr = match net {
+        Net::Unix => Path::new(address).parent().ok_or("socket path has no directory")?.display().to_string(),
+        Net::Tcp => address.rsplit(':').next().ok_or("address has no port")?.to_owned(),
+    };
+    Client::connect(transport(net)?, event_name(), &config(net, &addr)?).map_err(err("connect"))
 }

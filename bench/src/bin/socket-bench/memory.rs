@@ -144,7 +144,7 @@ pub(crate) fn measure(who: Contender, net: Net, steps: &[usize]) -> BenchResult<
     };
     for &target in steps {
         while clients.len() < target {
-            connect_one(&mut clients, net, &address, max)?;
+            connect_one(&mut clients, net, &address)?;
         }
         server.wait_for(target)?;
         settle();
@@ -165,7 +165,7 @@ fn settle() {
     thread::sleep(Duration::from_millis(200));
 }
 
-fn connect_one(clients: &mut Clients, net: Net, address: &str, max: usize) -> BenchResult<()> {
+fn connect_one(clients: &mut Clients, net: Net, address: &str) -> BenchResult<()> {
     match clients {
         Clients::Plain(v) => v.push(Stream::connect(net, address)?),
         Clients::Zmq(ctxs, socks) => {
@@ -176,7 +176,7 @@ fn connect_one(clients: &mut Clients, net: Net, address: &str, max: usize) -> Be
             let zctx = ctxs.last().ok_or("no zmq context")?;
             socks.push(crate::zmq_bench::subscriber_socket(zctx, address)?);
         }
-        Clients::Lib(v) => v.push(crate::lib_bench::idle_client(net, address, max)?),
+        Clients::Lib(v) => v.push(crate::lib_bench::idle_client(net, address)?),
     }
     Ok(())
 }

@@ -530,10 +530,7 @@ const METHOD: &str = "
   `timestamp_iso`, `message_type`, `data = {seq, payload}`) encoded with `rmp_serde::to_vec_named`. One publisher
   thread encodes each message once and writes the same bytes to every subscriber connection in turn (no window,
   no writer threads, one flush at the end; a full socket blocks it in `write`). Each subscriber reads frames with
-  `read_exact` and decodes every one fully into an owned typed struct (strings and payload allocated). The
-  throughput cell's subscribers are child processes, as in the harness (this binary run again as `__ceiling_sub`; as
-  threads of the publisher's process the ceiling read 7-23 % below the harness's); the echo peer of the round trip
-  and every other contender's subscribers are threads of this process.
+  `read_exact` and decodes every one fully into an owned typed struct (strings and payload allocated).
 - *libzmq*: the `zmq` crate (libzmq built from source by `zmq-sys`), `ipc://` for Unix and `tcp://` for TCP.
   Throughput uses PUB/SUB with `ZMQ_SNDHWM` = `ZMQ_RCVHWM` = 0 (unlimited, nothing is dropped); each zmq message
   is the MessagePack body made by `encode_frame` (zmq frames messages itself), decoded with `decode_body`.
@@ -544,24 +541,35 @@ const METHOD: &str = "
   (`socket.outbound_queue_size` / `_bytes`) raised to hold the whole run, as the harness's `project.rs` does
   (the counterpart of libzmq's high-water marks 0: `broadcast` never blocks, and an overflowing client would be
   disconnected as a slow consumer). The publisher calls `Server::broadcast`. Async: `start_async`,
-  `connect_async`, and all subscribers as tasks on one application thread calling `receive_async`. Blocking:
-  `start`, `connect`, one thread per subscriber calling `receive`. Round trip: the client sends with
-  `send`/`send_async`, the server application reads `ServerEvent::Message` from `Server::events()` and answers
-  with `send_to` (unicast), the client waits in `receive`/`receive_async`.
+  `connect_async`, and each subscriber calling `receive_async` under `futures_lite::future::block_on`. Blocking:
+  `start`, `connect`, each subscriber calling `receive`. Round trip: the client sends with `send`/`send_async`,
+  the server application reads `ServerEvent::Message` from `Server::events()` and answers with `send_to`
+  (unicast), the client waits in `receive`/`receive_async`.
+
+**Processes.** As in the harness (`bench-peers`, `src/ctl.rs`), every throughput subscriber and every round-trip
+echo peer (the ceiling's echo, the REP side, the library's echo server) is a process of its own: the bench binary
+run again in a hidden mode (`__ceiling_sub`, `__ceiling_echo`, `__zmq_sub`, `__zmq_echo`, `__lib_sub`,
+`__lib_echo`); the publisher and the pinging client stay in the bench process. A child says `ready` on its stdout
+once it can receive (a libzmq subscriber when the publisher's first probe reaches it; the library's server must
+also have seen every subscriber connect before the first broadcast), `done` at its N-th message, and `failed` with
+the reason before it exits non-zero; a failed, stuck (20 s) or early-ending child fails the cell. With the
+subscribers as threads of the publisher's process the library's figures had read 10-50 % above the harness's in
+most cells and the ceiling's 7-23 % below (see the dated notes below).
 
 **Message.** A DATA message for event `bench` whose `data` is `{\"seq\": n, \"payload\": <binary of 64 B or
 4 KiB>}`. The library and libzmq contenders stamp it once and only rewrite `seq` before each send; the ceiling
 encodes its typed struct afresh for every message, as the harness does. Every subscriber checks that it got
-exactly N messages, in order, with the right payload size, and that nothing more arrives; a cell that loses,
-duplicates or reorders a message, or in which the library's server counts a slow consumer or a dropped message,
-fails the run.
+exactly N messages, in order, with the right payload size, message type and event name, and that nothing more
+arrives; a cell that loses, duplicates or reorders a message, or in which the library's server counts a slow
+consumer or a dropped message, fails the run.
 
 **Repeats.** Every throughput and round-trip cell runs 5 times (`--repeat`; `--quick` runs once), the
 contenders interleaved run by run (run 1: ceiling, libzmq, async, blocking; each later run rotates that order by
 one), and the table shows the **median** with `n=` the runs counted (for the round trip, the median p50 and the
 median p99). A failed run fails the cell: it is reported as a failure, never left out.
 
-**Throughput** is N divided by the time from the first send to the last receipt at the slowest subscriber.
+**Throughput** is N divided by the time from the first send to the last receipt at the slowest subscriber: the
+arrival of the last subscriber process's `done` line, stamped as it comes in (the harness's `wait_done`).
 No contender is paced: the publisher sends as fast as its API takes the messages (the ceiling blocks when a
 socket is full, libzmq queues without limit, the library queues the whole run).
 N is 600,000 deliveries per cell for 64 B and 150,000 for 4 KiB, divided among the subscribers (at least
@@ -569,9 +577,11 @@ N is 600,000 deliveries per cell for 64 B and 150,000 for 4 KiB, divided among t
 
 **Round trip** is the time from before encoding/sending a message to after the decoded reply is in hand, one
 message in flight; p50 and p99 over up to 100,000 round trips (at most 0.7 s per cell after 500 warm-up round
-trips). The machine is shared, so p99 includes preemption by other processes; compare p50. *free*: threads float over all cores. *pinned*: every thread of the process (client, server and the
-library's runtime threads) pinned to one CPU (the first one allowed) with `sched_setaffinity`, as the harness
-pins its client and echo child together with `taskset -c 0`.
+trips). The machine is shared, so p99 includes preemption by other processes; compare p50. *free*: threads float over all cores. *pinned*: every thread of the bench process (the client and the
+library's runtime threads) pinned to one CPU (the first one allowed) with `sched_setaffinity` before the echo peer
+is spawned, so the peer process and every thread it starts inherit that CPU, as the harness's client and echo
+child inherit `taskset -c 0` (the bench checks that each child may run on exactly the CPUs of the thread that
+spawned it).
 The machine table's *thread wake-up* is the floor under every round trip: two threads hand a token back
 and forth with `std::thread::park`/`unpark` (20,000 times, p50 of one hand-off, free and pinned). The
 ceiling's round trip wakes two threads, the library's four (see *Why the missed targets are missed* below).

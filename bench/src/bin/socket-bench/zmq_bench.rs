@@ -5,6 +5,12 @@
 //! zmq frames messages itself, so each zmq message is the MessagePack body
 //! (what follows the 4-byte header in our protocol), encoded with the same
 //! `encode_frame` and decoded with the same `decode_body`.
+//!
+//! As in the harness, each SUB subscriber is a child process (`__zmq_sub`,
+//! this binary run again, `child.rs`) that says `ready` when the first probe
+//! of the publisher reaches it, and the REP side of the round trip is a child
+//! process too (`__zmq_echo`, spawned after the pinned cells pin this process,
+//! so it inherits the CPU); the PUB publisher and the REQ client stay here.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,9 +19,10 @@ use std::time::{Duration, Instant};
 
 use socket_core::codec::{decode_body, encode_frame};
 
+use crate::child::{arg, say, Children};
 use crate::common::{
-    check_seq, ctx, limits, make_message, publish, rate, rtt_stats, set_seq, sock_path, temp_dir, Abort, BenchResult,
-    Net, Rtt, RttPlan, IO_TIMEOUT, MAX_FRAME,
+    check_message, ctx, limits, make_message, publish, rate, rtt_stats, set_seq, sock_path, temp_dir, BenchResult, Net,
+    Rtt, RttPlan, IO_TIMEOUT, MAX_FRAME,
 };
 
 /// A probe message sent until every subscriber is connected (the slow-joiner problem).
@@ -59,45 +66,46 @@ pub(crate) fn subscriber_socket(zctx: &zmq::Context, endpoint: &str) -> BenchRes
     Ok(sub)
 }
 
-fn subscriber(
-    sub: zmq::Socket,
-    idx: usize,
-    n: u64,
-    payload: usize,
-    abort: &Abort,
-    ready: &AtomicUsize,
-) -> BenchResult<Instant> {
+/// `__zmq_sub ENDPOINT N PAYLOAD IDX`: one SUB subscriber of the throughput cell in a
+/// process of its own, as the harness runs its subscribers: connects, says `ready` when
+/// the first probe reaches it, receives and checks `N` messages, says `done`, and fails
+/// if one more arrives within 50 ms.
+pub(crate) fn subscriber_child(args: &[String]) -> BenchResult<()> {
+    let [endpoint, n, payload, idx] = args else {
+        return Err("usage: __zmq_sub ENDPOINT N PAYLOAD IDX".to_owned());
+    };
+    let (n, payload, idx): (u64, usize, usize) = (arg(n, "N")?, arg(payload, "PAYLOAD")?, arg(idx, "IDX")?);
+    let zctx = zmq::Context::new();
+    let sub = subscriber_socket(&zctx, endpoint)?;
     let lim = limits();
     let mut msg = zmq::Message::new();
     let mut next = 0u64;
     let mut joined = false;
     while next < n {
-        if abort.is_set() {
-            return Err(format!("zmq subscriber {idx} stopped after {next} messages: another side failed"));
-        }
         sub.recv(&mut msg, 0).map_err(|e| format!("zmq subscriber {idx} recv after {next} messages: {e}"))?;
         if &msg[..] == PROBE {
             if !joined {
                 joined = true;
-                ready.fetch_add(1, Ordering::AcqRel);
+                say("ready");
             }
             continue;
         }
         let m = decode_body(&msg, &lim).map_err(ctx("zmq subscriber decode"))?;
-        check_seq(&m, next, payload)?;
+        check_message(&m, next, payload)?;
         next += 1;
     }
-    let last = Instant::now();
+    say("done");
     // Nothing more may arrive.
     sub.set_rcvtimeo(50).map_err(ctx("ZMQ_RCVTIMEO"))?;
     match sub.recv(&mut msg, 0) {
-        Err(zmq::Error::EAGAIN) => Ok(last),
+        Err(zmq::Error::EAGAIN) => Ok(()),
         Err(e) => Err(format!("zmq subscriber {idx}: {e}")),
         Ok(()) => Err(format!("zmq subscriber {idx} got more than {n} messages")),
     }
 }
 
-/// PUB/SUB throughput: messages/s delivered to every one of `subs` subscribers.
+/// PUB/SUB throughput: messages/s delivered to every one of `subs` subscribers, each a
+/// child process (`__zmq_sub`); the end is when the last of them said its n-th message came.
 pub(crate) fn throughput(net: Net, payload: usize, subs: usize, n: u64) -> BenchResult<f64> {
     let zctx = zmq::Context::new();
     let publ = zctx.socket(zmq::PUB).map_err(ctx("zmq socket"))?;
@@ -105,67 +113,53 @@ pub(crate) fn throughput(net: Net, payload: usize, subs: usize, n: u64) -> Bench
     publ.set_linger(0).map_err(ctx("ZMQ_LINGER"))?;
     let (endpoint, _dir) = bind_endpoint(net)?;
     let endpoint = bind(&publ, &endpoint)?;
-    let abort = Arc::new(Abort::default());
-    let ready = Arc::new(AtomicUsize::new(0));
-    let mut readers = Vec::with_capacity(subs);
-    for idx in 0..subs {
-        let sub = subscriber_socket(&zctx, &endpoint)?;
-        let a = Arc::clone(&abort);
-        let r = Arc::clone(&ready);
-        readers.push(thread::spawn(move || {
-            let res = subscriber(sub, idx, n, payload, &a, &r);
-            if res.is_err() {
-                a.set();
-            }
-            res
-        }));
-    }
-    // Wait until every subscription reached the publisher.
-    let deadline = Instant::now() + IO_TIMEOUT;
-    while ready.load(Ordering::Acquire) < subs {
-        if Instant::now() >= deadline {
-            abort.set();
-            return Err(format!("only {} of {subs} zmq subscribers joined", ready.load(Ordering::Acquire)));
-        }
-        publ.send(PROBE, 0).map_err(ctx("zmq send"))?;
-        thread::sleep(Duration::from_millis(2));
-    }
-    let (start, failure) = publish(n, payload, &abort, |msg| {
+    let mut kids = Children::spawn("zmq subscriber", "__zmq_sub", subs, |idx| {
+        [endpoint.as_str(), &n.to_string(), &payload.to_string(), &idx.to_string()].map(str::to_owned).to_vec()
+    })?;
+    // Probes until every subscription reached the publisher (the slow-joiner problem).
+    kids.wait_all_ticking("ready", Duration::from_millis(2), || publ.send(PROBE, 0).map_err(ctx("zmq send")))?;
+    let start = publish(n, payload, |msg| {
         let frame = encode_frame(msg, MAX_FRAME).map_err(ctx("encode"))?;
         publ.send(frame.body(), 0).map_err(ctx("zmq send"))
-    });
-    let mut lasts = Vec::with_capacity(subs);
-    for r in readers {
-        lasts.push(r.join().map_err(|_| "subscriber thread panicked".to_owned())??);
-    }
-    if let Some(e) = failure {
-        return Err(e);
-    }
+    })?;
+    let done = kids.wait_all("done")?;
+    kids.finish()?;
+    let lasts: Vec<Instant> = done.into_iter().map(|(_, at)| at).collect();
     Ok(rate(n, start, &lasts))
 }
 
-/// REQ/REP ping-pong: REP decodes, re-encodes and replies.
-pub(crate) fn round_trip(net: Net, payload: usize, plan: RttPlan) -> BenchResult<Rtt> {
+/// `__zmq_echo ENDPOINT`: the REP side of the round trip in a process of its own, as in
+/// the harness: binds `ENDPOINT`, says `ready <endpoint>`, then decodes, re-encodes and
+/// replies to every request until [`QUIT`].
+pub(crate) fn echo_child(args: &[String]) -> BenchResult<()> {
+    let [endpoint] = args else {
+        return Err("usage: __zmq_echo ENDPOINT".to_owned());
+    };
     let zctx = zmq::Context::new();
     let rep = zctx.socket(zmq::REP).map_err(ctx("zmq socket"))?;
     rep.set_linger(0).map_err(ctx("ZMQ_LINGER"))?;
     rep.set_rcvtimeo(ms(IO_TIMEOUT)).map_err(ctx("ZMQ_RCVTIMEO"))?;
-    let (endpoint, _dir) = bind_endpoint(net)?;
-    let endpoint = bind(&rep, &endpoint)?;
-    let server = thread::spawn(move || -> BenchResult<()> {
-        let lim = limits();
-        let mut msg = zmq::Message::new();
-        loop {
-            rep.recv(&mut msg, 0).map_err(ctx("zmq REP recv"))?;
-            if &msg[..] == QUIT {
-                rep.send(QUIT, 0).map_err(ctx("zmq REP send"))?;
-                return Ok(());
-            }
-            let m = decode_body(&msg, &lim).map_err(ctx("zmq REP decode"))?;
-            let f = encode_frame(&m, MAX_FRAME).map_err(ctx("encode"))?;
-            rep.send(f.body(), 0).map_err(ctx("zmq REP send"))?;
+    say(&format!("ready {}", bind(&rep, endpoint)?));
+    let lim = limits();
+    let mut msg = zmq::Message::new();
+    loop {
+        rep.recv(&mut msg, 0).map_err(ctx("zmq REP recv"))?;
+        if &msg[..] == QUIT {
+            rep.send(QUIT, 0).map_err(ctx("zmq REP send"))?;
+            return Ok(());
         }
-    });
+        let m = decode_body(&msg, &lim).map_err(ctx("zmq REP decode"))?;
+        let f = encode_frame(&m, MAX_FRAME).map_err(ctx("encode"))?;
+        rep.send(f.body(), 0).map_err(ctx("zmq REP send"))?;
+    }
+}
+
+/// REQ/REP ping-pong: the REQ side here, the REP side a child process (`__zmq_echo`).
+pub(crate) fn round_trip(net: Net, payload: usize, plan: RttPlan) -> BenchResult<Rtt> {
+    let (endpoint, _dir) = bind_endpoint(net)?;
+    let mut peer = Children::spawn("zmq echo peer", "__zmq_echo", 1, |_| vec![endpoint.clone()])?;
+    let endpoint = peer.wait_all("ready")?.remove(0).0;
+    let zctx = zmq::Context::new();
     let req = zctx.socket(zmq::REQ).map_err(ctx("zmq socket"))?;
     req.set_linger(0).map_err(ctx("ZMQ_LINGER"))?;
     req.set_rcvtimeo(ms(IO_TIMEOUT)).map_err(ctx("ZMQ_RCVTIMEO"))?;
@@ -173,7 +167,7 @@ pub(crate) fn round_trip(net: Net, payload: usize, plan: RttPlan) -> BenchResult
     let lim = limits();
     let mut reply = zmq::Message::new();
     let mut msg = make_message(payload);
-    let mut samples = Vec::with_capacity(plan.count as usize);
+    let mut samples = Vec::with_capacity(usize::try_from(plan.count).unwrap_or(0));
     let mut seq = 0u64;
     let mut timed_start = Instant::now();
     let result = (|| -> BenchResult<()> {
@@ -182,7 +176,7 @@ pub(crate) fn round_trip(net: Net, payload: usize, plan: RttPlan) -> BenchResult
                 timed_start = Instant::now();
             }
             if seq >= plan.warmup && plan.done(seq - plan.warmup, timed_start) {
-                return Ok(());
+                break;
             }
             let t = Instant::now();
             set_seq(&mut msg, seq);
@@ -190,18 +184,21 @@ pub(crate) fn round_trip(net: Net, payload: usize, plan: RttPlan) -> BenchResult
             req.send(f.body(), 0).map_err(ctx("zmq REQ send"))?;
             req.recv(&mut reply, 0).map_err(ctx("zmq REQ recv"))?;
             let m = decode_body(&reply, &lim).map_err(ctx("zmq REQ decode"))?;
-            check_seq(&m, seq, payload)?;
+            check_message(&m, seq, payload)?;
             if seq >= plan.warmup {
                 samples.push(t.elapsed().as_nanos() as u64);
             }
             seq += 1;
         }
+        req.send(QUIT, 0).map_err(ctx("zmq REQ send"))?;
+        req.recv(&mut reply, 0).map_err(ctx("zmq REQ recv"))?;
+        Ok(())
     })();
-    result?;
-    req.send(QUIT, 0).map_err(ctx("zmq REQ send"))?;
-    req.recv(&mut reply, 0).map_err(ctx("zmq REQ recv"))?;
-    server.join().map_err(|_| "server thread panicked".to_owned())??;
-    rtt_stats(samples)
+    match result {
+        Ok(()) => peer.finish().and_then(|()| rtt_stats(samples)),
+        // A failed client never sends QUIT: the peer is stopped, not waited for.
+        Err(e) => Err(peer.stop(e)),
+    }
 }
 
 /// The idle PUB server of the memory test (child process). Returns the
