@@ -91,7 +91,8 @@ fn fresh_address(net: Net) -> BenchResult<(String, Option<tempfile::TempDir>)> {
 }
 
 /// The configuration of a cell's clients, in whichever process: the defaults, except the
-/// transport and its address `addr` (the socket directory for Unix, the port for TCP).
+/// transport and its address `addr` (the socket directory for Unix, the port for TCP), and no
+/// reconnect.
 fn config(net: Net, addr: &str) -> BenchResult<Config> {
     let mut cfg = Config::default();
     cfg.socket.transport = net.name().to_owned();
