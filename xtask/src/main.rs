@@ -23,7 +23,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("man", "regenerate docs/man/socketctl.1 from socketctl's clap definition (--check: fail if stale)"),
     ("examples", "build and run every example of socket-factory"),
     ("demo", "run the product demo (server, clients, broadcast, unicast, queue, limits, reconnect)"),
-    ("bench", "release-build benchmarks against a plain-socket ceiling and libzmq, then the cross-host NATS cell (--only nats: that cell alone); prints tables"),
+    ("bench", "benchmarks (the measure profile) against a plain-socket ceiling and libzmq, then the cross-host NATS cell (--only nats: that cell alone); prints tables"),
     ("fuzz", "run each cargo-fuzz target for --seconds N (default 60; needs nightly and cargo-fuzz)"),
     ("soak", "long-running soak test: --minutes N (default 10), --restart-secs N (120), --rate N (500), --transport unix|tcp|both; reports RSS, fds and sequence accounting"),
 ];
@@ -310,7 +310,8 @@ fn bench(extra: &[String]) -> Result {
         }
         return bench_nats(&rest);
     }
-    let mut cmd = cargo_with(&["run", "--release", "--locked", "-p", "socket-bench", "--bin", "socket-bench", "--"]);
+    let mut cmd =
+        cargo_with(&["run", "--profile", "measure", "--locked", "-p", "socket-bench", "--bin", "socket-bench", "--"]);
     cmd.args(extra);
     run(cmd)?;
     if extra.iter().any(|a| a == "--only") {
@@ -321,8 +322,17 @@ fn bench(extra: &[String]) -> Result {
 }
 
 fn bench_nats(extra: &[String]) -> Result {
-    let mut cmd =
-        cargo_with(&["run", "--release", "--locked", "-p", "socket-bench", "--bin", "socket-bench-nats", "--"]);
+    let mut cmd = cargo_with(&[
+        "run",
+        "--profile",
+        "measure",
+        "--locked",
+        "-p",
+        "socket-bench",
+        "--bin",
+        "socket-bench-nats",
+        "--",
+    ]);
     cmd.args(extra);
     run(cmd)
 }

@@ -192,13 +192,14 @@ pub(crate) fn server_binary() -> BenchResult<PathBuf> {
         if matches!((mtime(&bin), mtime(&me)), (Some(b), Some(m)) if b >= m) {
             return Ok(bin);
         }
-        let release = me.parent().and_then(|d| d.file_name()).is_some_and(|n| n == "release");
+        // The profile is the name of the binary's directory (`debug`, `release`, `measure`).
+        let profile = me.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()).unwrap_or("debug").to_owned();
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut cmd = Command::new(cargo);
         cmd.current_dir(root).args(["build", "--locked", "-p", "socket-bench"]);
-        if release {
-            cmd.arg("--release");
+        if profile != "debug" {
+            cmd.args(["--profile", &profile]);
         }
         cmd.args(["--bin", "socket-bench-server"]).stdout(Stdio::null());
         eprintln!("building socket-bench-server (the lean server of the memory test)");
