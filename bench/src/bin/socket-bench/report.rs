@@ -572,8 +572,9 @@ median p99). A failed run fails the cell: it is reported as a failure, never lef
 arrival of the last subscriber process's `done` line, stamped as it comes in (the harness's `wait_done`).
 No contender is paced: the publisher sends as fast as its API takes the messages (the ceiling blocks when a
 socket is full, libzmq queues without limit, the library queues the whole run).
-N is 600,000 deliveries per cell for 64 B and 150,000 for 4 KiB, divided among the subscribers (at least
-2,000 messages).
+N is what the shared harness sends in SPEC §7's cells (`ratio-check.sh`: 200,000 messages of 64 B and
+50,000 of 4 KiB, to each of 1 or 4 subscribers), so that the same backlog builds; the 64-subscriber cells
+share 600,000 deliveries (64 B) or 150,000 (4 KiB) among the subscribers (at least 2,000 messages).
 
 **Round trip** is the time from before encoding/sending a message to after the decoded reply is in hand, one
 message in flight; p50 and p99 over up to 100,000 round trips (at most 0.7 s per cell after 500 warm-up round
