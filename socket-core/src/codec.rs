@@ -344,7 +344,7 @@ impl Frame {
     }
 
     /// How many holders share this frame's bytes.
-    #[cfg(test)]
+    #[cfg(all(test, not(any(socket_loom, shuttle))))]
     pub(crate) fn strong_count(&self) -> usize {
         Arc::strong_count(&self.0)
     }

@@ -44,6 +44,22 @@ pub struct ClientInfo {
     pub handshaken: bool,
 }
 
+impl ClientInfo {
+    /// A client `id` with nothing else known, for the registry's tests and models.
+    #[cfg(test)]
+    pub(super) fn bare(id: u64) -> ClientInfo {
+        ClientInfo {
+            id: ClientId(id),
+            connected_at_ms: 0,
+            address: String::new(),
+            pid: None,
+            uid: None,
+            client_name: None,
+            handshaken: false,
+        }
+    }
+}
+
 /// Counters of a server since it was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]

@@ -24,7 +24,7 @@ use std::sync::Arc;
 #[cfg(socket_loom)]
 use super::registry::Admitted;
 use super::registry::{Admission, Bounds, Closing, ConnShared, FanOut, Registry};
-use super::{ClientId, ClientInfo};
+use super::ClientInfo;
 use crate::codec::{Frame, HEADER_LEN};
 
 #[cfg(socket_loom)]
@@ -37,15 +37,7 @@ fn frame(seq: u8) -> Frame {
 }
 
 fn info(id: u64) -> ClientInfo {
-    ClientInfo {
-        id: ClientId(id),
-        connected_at_ms: 0,
-        address: String::new(),
-        pid: None,
-        uid: None,
-        client_name: None,
-        handshaken: false,
-    }
+    ClientInfo::bare(id)
 }
 
 #[cfg(socket_loom)]

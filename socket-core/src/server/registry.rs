@@ -824,15 +824,7 @@ mod tests {
         reg.open();
         let mut admitted = Vec::new();
         for _ in 0..2 {
-            match reg.admit(|id| super::super::ClientInfo {
-                id: super::super::ClientId(id),
-                connected_at_ms: 0,
-                address: String::new(),
-                pid: None,
-                uid: None,
-                client_name: None,
-                handshaken: false,
-            }) {
+            match reg.admit(ClientInfo::bare) {
                 Admission::Admitted(a) => admitted.push(a),
                 other => panic!("expected an admission, got {other:?}"),
             }

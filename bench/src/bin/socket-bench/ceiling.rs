@@ -394,16 +394,8 @@ pub(crate) fn round_trip(net: Net, payload: usize, plan: RttPlan) -> BenchResult
         let mut r = BufReader::with_capacity(BUF, client.try_clone()?);
         let mut w = BufWriter::with_capacity(BUF, client.try_clone()?);
         let mut buf = Vec::new();
-        let mut samples = Vec::with_capacity(usize::try_from(plan.count).unwrap_or(0));
-        let mut seq = 0u64;
-        let mut timed_start = Instant::now();
-        loop {
-            if seq == plan.warmup {
-                timed_start = Instant::now();
-            }
-            if seq >= plan.warmup && plan.done(seq - plan.warmup, timed_start) {
-                return Ok(samples);
-            }
+        let mut run = plan.start();
+        while let Some(seq) = run.begin() {
             let t = Instant::now();
             let body = encode(seq, &bytes)?;
             write_frame(&mut w, &body).map_err(ctx("client write"))?;
@@ -412,13 +404,10 @@ pub(crate) fn round_trip(net: Net, payload: usize, plan: RttPlan) -> BenchResult
                 return Err("the echo peer closed the connection".into());
             }
             let reply = decode(&buf)?;
-            let dt = t.elapsed();
+            run.record(t);
             check(&reply, seq, payload)?;
-            if seq >= plan.warmup {
-                samples.push(u64::try_from(dt.as_nanos()).unwrap_or(u64::MAX));
-            }
-            seq += 1;
         }
+        Ok(run.samples())
     })();
     // End of stream for the echo peer.
     drop(client);

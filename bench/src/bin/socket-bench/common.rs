@@ -172,6 +172,53 @@ impl RttPlan {
     pub(crate) fn done(&self, done: u64, start: Instant) -> bool {
         done >= self.count || (done >= self.min_count && start.elapsed() >= self.budget)
     }
+
+    /// The bookkeeping of one round-trip loop, the same for every contender, sync or async:
+    /// `while let Some(seq) = run.begin() { let t = Instant::now(); ...; run.record(t); }`.
+    pub(crate) fn start(&self) -> RttRun<'_> {
+        RttRun {
+            plan: self,
+            seq: 0,
+            timed_start: Instant::now(),
+            samples: Vec::with_capacity(usize::try_from(self.count).unwrap_or(0)),
+        }
+    }
+}
+
+/// A round-trip loop under way (see [`RttPlan::start`]).
+pub(crate) struct RttRun<'p> {
+    plan: &'p RttPlan,
+    seq: u64,
+    timed_start: Instant,
+    samples: Vec<u64>,
+}
+
+impl RttRun<'_> {
+    /// The sequence number of the next round trip, or `None` when the plan is done (the
+    /// warm-up's round trips are untimed, and the clock of the budget starts after them).
+    pub(crate) fn begin(&mut self) -> Option<u64> {
+        let p = self.plan;
+        if self.seq == p.warmup {
+            self.timed_start = Instant::now();
+        }
+        if self.seq >= p.warmup && p.done(self.seq - p.warmup, self.timed_start) {
+            return None;
+        }
+        Some(self.seq)
+    }
+
+    /// The round trip begun at `started` has its decoded reply: a sample after the warm-up.
+    pub(crate) fn record(&mut self, started: Instant) {
+        if self.seq >= self.plan.warmup {
+            self.samples.push(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        }
+        self.seq += 1;
+    }
+
+    /// The timed round trips' durations in nanoseconds.
+    pub(crate) fn samples(self) -> Vec<u64> {
+        self.samples
+    }
 }
 
 /// The affinity mask the process started with.

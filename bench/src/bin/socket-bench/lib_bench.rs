@@ -265,30 +265,20 @@ pub(crate) fn round_trip(api: Api, net: Net, payload: usize, plan: RttPlan) -> B
     peer.wait_all("ready")?;
     let (cfg, t) = (config(net, &addr)?, transport(net)?);
     let mut msg = make_message(payload);
-    let mut samples = Vec::with_capacity(usize::try_from(plan.count).unwrap_or(0));
+    let mut run = plan.start();
     let result = match api {
         Api::Blocking => {
             let c = Client::connect(t, event_name(), &cfg).map_err(err("connect"))?;
             let r = (|| -> BenchResult<()> {
-                let mut seq = 0u64;
-                let mut timed_start = Instant::now();
-                loop {
-                    if seq == plan.warmup {
-                        timed_start = Instant::now();
-                    }
-                    if seq >= plan.warmup && plan.done(seq - plan.warmup, timed_start) {
-                        return Ok(());
-                    }
+                while let Some(seq) = run.begin() {
                     let t = Instant::now();
                     set_seq(&mut msg, seq);
                     c.send(&msg).map_err(err("send"))?;
                     let reply = c.receive(Some(IO_TIMEOUT)).map_err(err("receive"))?.ok_or("no reply in time")?;
+                    run.record(t);
                     check_message(&reply, seq, payload)?;
-                    if seq >= plan.warmup {
-                        samples.push(t.elapsed().as_nanos() as u64);
-                    }
-                    seq += 1;
                 }
+                Ok(())
             })();
             c.disconnect();
             r
@@ -296,26 +286,16 @@ pub(crate) fn round_trip(api: Api, net: Net, payload: usize, plan: RttPlan) -> B
         Api::Async => futures_lite::future::block_on(async {
             let c = Client::connect_async(t, event_name(), &cfg).await.map_err(err("connect"))?;
             let r = async {
-                let mut seq = 0u64;
-                let mut timed_start = Instant::now();
-                loop {
-                    if seq == plan.warmup {
-                        timed_start = Instant::now();
-                    }
-                    if seq >= plan.warmup && plan.done(seq - plan.warmup, timed_start) {
-                        return Ok::<(), String>(());
-                    }
+                while let Some(seq) = run.begin() {
                     let t = Instant::now();
                     set_seq(&mut msg, seq);
                     c.send_async(&msg).await.map_err(err("send"))?;
                     let reply =
                         c.receive_async(Some(IO_TIMEOUT)).await.map_err(err("receive"))?.ok_or("no reply in time")?;
+                    run.record(t);
                     check_message(&reply, seq, payload)?;
-                    if seq >= plan.warmup {
-                        samples.push(t.elapsed().as_nanos() as u64);
-                    }
-                    seq += 1;
                 }
+                Ok::<(), String>(())
             }
             .await;
             c.disconnect_async().await;
@@ -325,7 +305,7 @@ pub(crate) fn round_trip(api: Api, net: Net, payload: usize, plan: RttPlan) -> B
     // Its client gone, the echo server ends; its own failure explains the client's.
     peer.finish()?;
     result?;
-    rtt_stats(samples)
+    rtt_stats(run.samples())
 }
 
 /// `__lib_echo API NET ADDR`: the round trip's server in a process of its own, as in the

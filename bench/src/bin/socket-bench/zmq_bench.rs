@@ -167,35 +167,24 @@ pub(crate) fn round_trip(net: Net, payload: usize, plan: RttPlan) -> BenchResult
     let lim = limits();
     let mut reply = zmq::Message::new();
     let mut msg = make_message(payload);
-    let mut samples = Vec::with_capacity(usize::try_from(plan.count).unwrap_or(0));
-    let mut seq = 0u64;
-    let mut timed_start = Instant::now();
+    let mut run = plan.start();
     let result = (|| -> BenchResult<()> {
-        loop {
-            if seq == plan.warmup {
-                timed_start = Instant::now();
-            }
-            if seq >= plan.warmup && plan.done(seq - plan.warmup, timed_start) {
-                break;
-            }
+        while let Some(seq) = run.begin() {
             let t = Instant::now();
             set_seq(&mut msg, seq);
             let f = encode_frame(&msg, MAX_FRAME).map_err(ctx("encode"))?;
             req.send(f.body(), 0).map_err(ctx("zmq REQ send"))?;
             req.recv(&mut reply, 0).map_err(ctx("zmq REQ recv"))?;
             let m = decode_body(&reply, &lim).map_err(ctx("zmq REQ decode"))?;
+            run.record(t);
             check_message(&m, seq, payload)?;
-            if seq >= plan.warmup {
-                samples.push(t.elapsed().as_nanos() as u64);
-            }
-            seq += 1;
         }
         req.send(QUIT, 0).map_err(ctx("zmq REQ send"))?;
         req.recv(&mut reply, 0).map_err(ctx("zmq REQ recv"))?;
         Ok(())
     })();
     match result {
-        Ok(()) => peer.finish().and_then(|()| rtt_stats(samples)),
+        Ok(()) => peer.finish().and_then(|()| rtt_stats(run.samples())),
         // A failed client never sends QUIT: the peer is stopped, not waited for.
         Err(e) => Err(peer.stop(e)),
     }
