@@ -4,9 +4,9 @@
 //! throughput subscribers and its round-trip echo peer (`bench-peers`,
 //! `src/ctl.rs`).
 //!
-//! A child talks to its parent in lines on its stdout: `ready` (or `ready
-//! <address>`) once it can receive or serve, `done` when its n-th message came,
-//! and `failed <why>` when it fails, then it exits non-zero. A thread per child
+//! A child talks to its parent in lines on its stdout: `ready` (or
+//! `ready <address>`) once it can receive or serve, `done` when its n-th message
+//! came, and `failed <why>` when it fails, then it exits non-zero. A thread per child
 //! stamps each line as it arrives, so the end of a throughput cell is when the
 //! last `done` came, however late the parent looks (the harness's
 //! `wait_done`). Every wait gives up after [`IO_TIMEOUT`], and a child that
