@@ -109,6 +109,13 @@ fn assert_drained(what: &str, shared: &ConnShared) {
 /// (`LOOM_LOG=info` makes loom log how many).
 #[cfg(socket_loom)]
 fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
+    // Each model but the smallest has 144 or more at bound 2: far fewer means it stopped exploring.
+    model_at_least(name, 100, f);
+}
+
+/// [`model`], failing below `least` interleavings at preemption bound 2.
+#[cfg(socket_loom)]
+fn model_at_least(name: &str, least: usize, f: impl Fn() + Sync + Send + 'static) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let mut builder = loom::model::Builder::new();
     // `LOOM_MAX_PREEMPTIONS` sets it; 2 unless told otherwise.
@@ -120,8 +127,7 @@ fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
         f();
     });
     let n = runs.load(Ordering::Relaxed);
-    // Each model has 144 or more at bound 2: far fewer means it stopped exploring.
-    assert!(bound < 2 || n >= 100, "{name}: only {n} interleavings explored at preemption bound {bound}");
+    assert!(bound < 2 || n >= least, "{name}: only {n} interleavings explored at preemption bound {bound}");
 }
 
 #[cfg(socket_loom)]
@@ -188,6 +194,51 @@ mod loom_models {
             assert_drained("joining client", &b.shared);
             assert_eq!(reg.len(), 1);
         });
+    }
+
+    /// A direct writer's loan (`Outlet::try_flush`: `lend`, and `settle` with nothing
+    /// written when the stream refuses) beside a broadcast and the writer task's wait
+    /// (`runtime::wait_until(ready, has_work)`: look, listen, look again). A writer that
+    /// found nothing to take while the frames were lent is woken; the frames leave once
+    /// and in order.
+    #[test]
+    fn a_loan_given_back_wakes_a_writer_that_looked_during_it() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // Interleavings in which the writer looked while the frames were lent.
+        static WAITED: AtomicUsize = AtomicUsize::new(0);
+        // 35 interleavings at bound 2: three small actors.
+        model_at_least("a_loan_given_back_wakes_a_writer_that_looked_during_it", 30, || {
+            let shared = ConnShared::new(8, 1 << 20);
+            shared.push_shared(&frame(1)).expect("room");
+            let q = shared.clone();
+            let direct = thread::spawn(move || {
+                if let Some(lent) = q.lend() {
+                    // The stream took nothing.
+                    q.settle(lent, 0);
+                }
+            });
+            let q = shared.clone();
+            let broadcaster = thread::spawn(move || {
+                q.push_shared(&frame(2)).expect("room");
+            });
+            // The writer task.
+            let waiting = if shared.has_work() {
+                None
+            } else {
+                let listener = shared.ready.listen();
+                (!shared.has_work()).then_some(listener)
+            };
+            direct.join().expect("direct writer");
+            broadcaster.join().expect("broadcaster");
+            if let Some(mut listener) = waiting {
+                WAITED.fetch_add(1, Ordering::Relaxed);
+                let woken = futures_lite::future::block_on(futures_lite::future::poll_once(&mut listener)).is_some();
+                assert!(woken, "the writer waits while frames are queued: a lost wake-up");
+            }
+            assert_eq!(drain(&shared), vec![1, 2], "the frames left once and in order");
+            assert_drained("after the loan", &shared);
+        });
+        assert!(WAITED.load(Ordering::Relaxed) > 0, "no interleaving had the writer look during the loan");
     }
 
     /// C1: the frame bound is exact with concurrent pushers. A broadcast
