@@ -52,4 +52,23 @@ pub(crate) mod schedules {
         let scheduler = shuttle::scheduler::PctScheduler::new_from_seed(seed(), 3, iterations());
         shuttle::Runner::new(scheduler, shuttle::Config::default()).run(model);
     }
+
+    /// Runs `check` (one scheduler over a model whose schedules add to `coverage`, a
+    /// thread-local: shuttle runs them on the test's own thread) from a fresh `coverage`; fails
+    /// unless every schedule counted itself (`schedules_of`) and, with 100 schedules or more,
+    /// unless they covered `enough`.
+    pub(crate) fn covered<C: Default + std::fmt::Debug>(
+        coverage: &'static std::thread::LocalKey<std::cell::RefCell<C>>,
+        name: &str,
+        check: impl FnOnce(),
+        schedules_of: impl Fn(&C) -> usize,
+        enough: impl Fn(&C) -> bool,
+    ) {
+        coverage.with_borrow_mut(|c| *c = C::default());
+        check();
+        let c = coverage.take();
+        let schedules = schedules_of(&c);
+        assert_eq!(schedules, iterations(), "{name}: not every schedule ran: {c:?}");
+        assert!(schedules < 100 || enough(&c), "{name}: too little covered: {c:?}");
+    }
 }

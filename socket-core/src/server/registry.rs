@@ -129,7 +129,46 @@ struct Queue {
     run: usize,
 }
 
+/// What [`Queue::pop_batch`] moved into the caller's buffer.
+struct Batch {
+    frames: usize,
+    len: usize,
+    /// The first chunk's storage (or the caller's, swapped out), for reuse.
+    storage: Vec<u8>,
+}
+
 impl Queue {
+    /// Moves the first chunk into `buf` (a copied chunk is swapped in when `buf` is empty,
+    /// anything else appended), then the shared frames after it while `buf` stays within a
+    /// [`CHUNK`]: the batch one write sends. It still counts as queued.
+    fn pop_batch(&mut self, buf: &mut Vec<u8>) -> Option<Batch> {
+        let first = self.chunks.pop_front()?;
+        let mut batch = Batch { frames: first.frames(), len: first.bytes().len(), storage: Vec::new() };
+        match first {
+            Chunk::Copied { mut bytes, .. } if buf.is_empty() => {
+                std::mem::swap(buf, &mut bytes);
+                batch.storage = bytes;
+            }
+            chunk => {
+                buf.extend_from_slice(chunk.bytes());
+                batch.storage = chunk.into_storage();
+            }
+        }
+        while let Some(Chunk::Shared(next)) = self.chunks.front() {
+            if buf.len() + next.len() > CHUNK {
+                break;
+            }
+            buf.extend_from_slice(next.as_bytes());
+            batch.frames += 1;
+            batch.len += next.len();
+            self.chunks.pop_front();
+        }
+        if self.chunks.is_empty() {
+            self.run = 0;
+        }
+        Some(batch)
+    }
+
     /// A chunk of `frames` frames and `len` bytes left the queue: it no longer
     /// counts, and `storage` (its buffer, or the one swapped for it) is kept
     /// for the next chunk unless a large frame made it large. Returns `frames`.
@@ -295,37 +334,10 @@ impl ConnShared {
     /// within a chunk.
     pub(super) fn take(&self, buf: &mut Vec<u8>) -> Taken {
         let mut q = self.lock();
-        let Some(chunk) = q.chunks.pop_front() else {
-            return Taken { frames: 0, closed: q.closed };
-        };
-        let mut frames = self.take_one(&mut q, chunk, buf);
-        while let Some(Chunk::Shared(next)) = q.chunks.front() {
-            if buf.len() + next.len() > CHUNK {
-                break;
-            }
-            let Some(chunk) = q.chunks.pop_front() else { break };
-            frames += self.take_one(&mut q, chunk, buf);
+        match q.pop_batch(buf) {
+            Some(b) => Taken { frames: q.release(b.frames, b.len, b.storage), closed: false },
+            None => Taken { frames: 0, closed: q.closed },
         }
-        Taken { frames, closed: false }
-    }
-
-    /// Moves one chunk off the queue into `buf`; returns its frames.
-    fn take_one(&self, q: &mut Queue, chunk: Chunk, buf: &mut Vec<u8>) -> usize {
-        if q.chunks.is_empty() {
-            q.run = 0;
-        }
-        let (len, frames) = (chunk.bytes().len(), chunk.frames());
-        let storage = match chunk {
-            Chunk::Copied { mut bytes, .. } if buf.is_empty() => {
-                std::mem::swap(buf, &mut bytes);
-                bytes
-            }
-            chunk => {
-                buf.extend_from_slice(chunk.bytes());
-                chunk.into_storage()
-            }
-        };
-        q.release(frames, len, storage)
     }
 
     /// Lends the first chunk to a direct writer ([`Outlet::try_flush`]): it
@@ -334,26 +346,12 @@ impl ConnShared {
     /// [`CHUNK`] bytes (the batch [`take`](Self::take) would write).
     pub(super) fn lend(&self) -> Option<Lent> {
         let mut q = self.lock();
-        match q.chunks.pop_front()? {
-            Chunk::Shared(first) => {
-                let mut bytes = std::mem::take(&mut q.spare);
-                bytes.extend_from_slice(first.as_bytes());
-                let mut frames = 1;
-                while let Some(Chunk::Shared(next)) = q.chunks.front() {
-                    if bytes.len() + next.len() > CHUNK {
-                        break;
-                    }
-                    bytes.extend_from_slice(next.as_bytes());
-                    frames += 1;
-                    q.chunks.pop_front();
-                }
-                if q.chunks.is_empty() {
-                    q.run = 0;
-                }
-                Some(Lent(Chunk::Copied { bytes, frames }))
-            }
-            chunk => Some(Lent(chunk)),
+        if let Chunk::Shared(_) = q.chunks.front()? {
+            let mut bytes = std::mem::take(&mut q.spare);
+            let batch = q.pop_batch(&mut bytes)?;
+            return Some(Lent(Chunk::Copied { bytes, frames: batch.frames }));
         }
+        q.chunks.pop_front().map(Lent)
     }
 
     /// Ends a loan: `written` bytes went out (the writer task writes the rest
@@ -584,14 +582,15 @@ impl Registry {
     pub(super) fn fan_out(&self, frame: &[u8], except: Option<u64>) -> FanOut {
         let mut out = FanOut::default();
         let mut st = self.lock();
-        if self.bounds.retain_last {
-            st.last = Some(Frame::copy_of(frame));
-        }
-        let mut taken = false;
         // Two or more recipients share a large frame instead of each copying it.
         let excluded = except.is_some_and(|id| st.clients.binary_search_by_key(&id, |c| c.id).is_ok());
         let recipients = st.clients.len() - usize::from(excluded);
         let shared = (recipients > 1 && frame.len() >= SHARE_MIN).then(|| Frame::copy_of(frame));
+        if self.bounds.retain_last {
+            // The same copy as the queues', when they share one.
+            st.last = Some(shared.clone().unwrap_or_else(|| Frame::copy_of(frame)));
+        }
+        let mut taken = false;
         let mut i = 0;
         while i < st.clients.len() {
             let c = &st.clients[i];
