@@ -75,6 +75,20 @@ pub trait Listener: Send + Sync + fmt::Debug {
     /// keeps accepting, after a short pause if the error repeats.
     async fn accept(&self) -> Result<Connection>;
 
+    /// Waits for the next connection like [`accept`](Self::accept) and, where the transport
+    /// can, also gives a blocking view of its read half ([`BlockingRead`]). The server
+    /// engine then lets a thread that waits in `ServerEvents::recv_blocking` read the
+    /// connection itself while it is the server's only one, instead of handing every request
+    /// from the reactor's thread to the application's. The default gives none: every read
+    /// goes through the reactor.
+    ///
+    /// # Errors
+    ///
+    /// As [`accept`](Self::accept).
+    async fn accept_blocking(&self) -> Result<(Connection, Option<Arc<dyn BlockingRead>>)> {
+        Ok((self.accept().await?, None))
+    }
+
     /// Stops listening and releases the address (removes a socket file the
     /// listener created, if configured to). Idempotent.
     ///
@@ -175,8 +189,8 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
 }
 
 /// A blocking view of one connection's read half, given by
-/// [`Transport::connect_blocking`]. It reads the same stream as the connection's
-/// [`BoxRead`]; the client engine never uses both at once.
+/// [`Transport::connect_blocking`] or [`Listener::accept_blocking`]. It reads the same
+/// stream as the connection's [`BoxRead`]; the engines never use both at once.
 pub trait BlockingRead: Send + Sync + fmt::Debug {
     /// Reads what the stream holds into `buf`, waiting for data at most until `deadline`
     /// (`None`: no limit). `Ok(Some(0))` is end of stream, `Ok(None)` means the deadline

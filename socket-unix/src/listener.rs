@@ -4,14 +4,15 @@ use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures_lite::future;
 use rustix::fs::Mode;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
-use socket_core::{Connection, Error, ErrorKind, EventName, Listener, PeerInfo, Result};
+use socket_core::{BlockingRead, Connection, Error, ErrorKind, EventName, Listener, PeerInfo, Result};
 
+use crate::blocking::FdReader;
 use crate::lock::LockFile;
 use crate::peer::{peer_creds, PeerPolicy};
 use crate::{dir, socket_state_of, FileId, Settings, SocketState};
@@ -216,15 +217,9 @@ impl UnixSocketListener {
         tracing::debug!(path = %self.path.display(), "unix listener closed");
         result
     }
-}
 
-#[async_trait]
-impl Listener for UnixSocketListener {
-    fn address(&self) -> String {
-        self.address.clone()
-    }
-
-    async fn accept(&self) -> Result<Connection> {
+    /// Waits for the next connection of a peer the policy allows, with its send buffer set.
+    async fn accept_stream(&self) -> Result<(async_net::unix::UnixStream, PeerInfo)> {
         loop {
             let listener = self.current()?;
             let closed = async {
@@ -263,8 +258,26 @@ impl Listener for UnixSocketListener {
             }
             let peer =
                 PeerInfo { address: self.address.clone(), pid: creds.and_then(|c| c.pid), uid: creds.map(|c| c.uid) };
-            return Ok(Connection { reader: Box::new(stream.clone()), writer: Box::new(stream), peer });
+            return Ok((stream, peer));
         }
+    }
+}
+
+#[async_trait]
+impl Listener for UnixSocketListener {
+    fn address(&self) -> String {
+        self.address.clone()
+    }
+
+    async fn accept(&self) -> Result<Connection> {
+        let (stream, peer) = self.accept_stream().await?;
+        Ok(Connection { reader: Box::new(stream.clone()), writer: Box::new(stream), peer })
+    }
+
+    async fn accept_blocking(&self) -> Result<(Connection, Option<Arc<dyn BlockingRead>>)> {
+        let (stream, peer) = self.accept_stream().await?;
+        let blocking: Arc<dyn BlockingRead> = Arc::new(FdReader::new(stream.clone()));
+        Ok((Connection { reader: Box::new(stream.clone()), writer: Box::new(stream), peer }, Some(blocking)))
     }
 
     fn close(&self) -> Result<()> {
