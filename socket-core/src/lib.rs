@@ -60,6 +60,7 @@ pub mod codec;
 pub mod config;
 pub mod control;
 mod error;
+mod handoff;
 pub mod message;
 pub mod runtime;
 pub mod server;

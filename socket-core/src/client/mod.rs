@@ -177,7 +177,7 @@ impl Client {
             }),
             writer: async_lock::Mutex::new(None),
             inbox,
-            reads: lead::ReadSlot::default(),
+            reads: crate::handoff::ReadSlot::default(),
             lingering: AtomicBool::new(false),
             next_nonce: AtomicU64::new(1),
             unconfirmed: AtomicU64::new(0),
@@ -692,7 +692,7 @@ struct Inner {
     /// The receive buffer.
     inbox: Inbox,
     /// The read side while the supervisor does not read it (`lead.rs`).
-    reads: lead::ReadSlot,
+    reads: crate::handoff::ReadSlot<receive::LinkReader>,
     /// Set when a lingering close begins: the supervisor drains instead of reconnecting.
     lingering: AtomicBool,
     /// The next `ping` nonce of a receipt.

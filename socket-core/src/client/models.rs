@@ -58,8 +58,8 @@ use std::time::Instant;
 use event_listener::EventListener;
 use futures_lite::future;
 
-use super::lead::{Back, ReadSlot, Release, Side, LEASE};
 use super::receive::{SERVER_CLOSED, WRITE_FAILED};
+use crate::handoff::{Back, ReadSlot, Release, Side, LEASE};
 use crate::sync::AtomicBool;
 
 #[cfg(socket_loom)]
@@ -465,7 +465,7 @@ fn supervisor(w: &World, budget: u32) -> (Token, Option<String>) {
         w.take(me);
         match got {
             Ok(back) => side = back,
-            Err((reason, back)) => return (back, Some(reason)),
+            Err((reason, back)) => return (back, Some(reason.unwrap_or_else(|| WRITE_FAILED.to_owned()))),
         }
     }
 }

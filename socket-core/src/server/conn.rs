@@ -5,18 +5,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_channel::{Receiver, Sender};
+use async_channel::{Receiver, Sender, TrySendError};
+use event_listener::Event;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use tracing::Instrument;
 
+use super::lead::Reading;
 use super::outlet::OutletWrite;
 use super::registry::CHUNK;
 use super::{ClientId, ClientInfo, Closing, ConnShared, Inner, ServerEvent, CLOSE_LINGER, STOP_FLUSH};
 use crate::codec::{check_body_for, decode_body_for, encode_frame, DecodeError, Frame, HEADER_LEN};
 use crate::control::{Control, ErrorCode};
+use crate::handoff::ReadSlot;
 use crate::message::{EventName, MessageType, SocketMessage};
 use crate::runtime;
-use crate::transport::{BoxRead, Connection, Listener};
+use crate::transport::{BlockingRead, BoxRead, Connection, Listener};
 use crate::wire::{write_all, Fill, FrameReader, StallTimer, WriteFail};
 use crate::{PROTOCOL_VERSION, SERVER_NAME};
 
@@ -35,10 +38,10 @@ pub(super) async fn accept_loop(
 ) {
     let mut failures: u32 = 0;
     loop {
-        match listener.accept().await {
-            Ok(conn) => {
+        match listener.accept_blocking().await {
+            Ok((conn, blocking)) => {
                 failures = 0;
-                inner.admit(conn, &abort_rx, &alive_tx);
+                inner.admit(conn, blocking, &abort_rx, &alive_tx);
             }
             Err(e) => {
                 if !inner.running.load(Ordering::Acquire) {
@@ -101,14 +104,18 @@ enum Ended {
     Write(WriterEnd),
 }
 
-/// Where the reader of a connection stands in the handshake phase.
-struct Phase<'a> {
+/// Where the reader of a connection stands in the handshake phase, and who reads.
+pub(super) struct Phase<'a> {
     /// Hands the writer `welcome` (or `None`: legacy, nothing to send first).
-    hs_tx: &'a Sender<Option<Frame>>,
+    pub(super) hs_tx: &'a Sender<Option<Frame>>,
     /// The reader decided between `hello` and legacy.
-    decided: bool,
+    pub(super) decided: bool,
     /// The client sent a frame (valid or not).
-    spoke: bool,
+    pub(super) spoke: bool,
+    /// A thread waiting for events reads (`server/lead.rs`): an event never waits for room
+    /// in the buffer, it is held here instead.
+    pub(super) leader: bool,
+    pub(super) held: Option<ServerEvent>,
 }
 
 /// One connection's task state.
@@ -118,16 +125,29 @@ pub(super) struct Conn {
     pub(super) info: ClientInfo,
     pub(super) shared: Arc<ConnShared>,
     pub(super) abort_rx: Receiver<()>,
-    /// Held until the task ends: `stop` waits for all of these to drop.
-    pub(super) alive: Sender<()>,
     /// The writing side has ended and the reader goes on alone.
     pub(super) write_done: AtomicBool,
     /// Frames read so far (the drain after the writing side stopped watches it).
     pub(super) frames_read: AtomicU64,
+    /// The read side while a thread waiting for events may read it (`server/lead.rs`).
+    pub(super) reads: ReadSlot<Reading>,
+    /// Notified when the task hands the read side to the waiting threads.
+    pub(super) handed: Event,
+    /// This is the server's only connection and may be led (`Sole`).
+    pub(super) published: AtomicBool,
+    /// Thrown when the connection ended under a leader.
+    pub(super) ended: Arc<AtomicBool>,
 }
 
 impl Conn {
-    pub(super) async fn run(self, conn: Connection) {
+    /// Serves `conn` (`blocking`: the transport's blocking view of its stream); `alive` is
+    /// held until the task ends: `stop` waits for all of them to drop.
+    pub(super) async fn run(
+        self: Arc<Self>,
+        conn: Connection,
+        blocking: Option<Arc<dyn BlockingRead>>,
+        alive: Sender<()>,
+    ) {
         let span = tracing::debug_span!(
             "connection",
             event = %self.inner.event,
@@ -135,23 +155,27 @@ impl Conn {
             peer = %conn.peer.address,
             client = %self.info.id,
         );
-        self.serve(conn).instrument(span).await;
+        self.serve(conn, blocking).instrument(span).await;
+        drop(alive);
     }
 
-    async fn serve(self, conn: Connection) {
+    async fn serve(self: &Arc<Self>, conn: Connection, blocking: Option<Arc<dyn BlockingRead>>) {
         let Connection { mut reader, writer, .. } = conn;
         // The write half is shared with direct writers (`send_to`, outlet.rs).
         self.shared.outlet.install(writer);
         let (hs_tx, hs_rx) = async_channel::bounded::<Option<Frame>>(1);
         tracing::debug!("client connected");
-        let reason = self.race(&mut reader, &hs_tx, &hs_rx).await;
+        self.reads.reset(blocking.is_some());
+        let reason = self.race(&mut reader, &hs_tx, &hs_rx, blocking).await;
+        // Nobody leads it any more; a leader drops the read side when it lets it go.
+        self.inner.sole.removed(self);
+        drop(self.reads.retire());
         // Both halves go now: the peer sees end-of-stream at once.
         self.shared.outlet.retire();
         drop(reader);
         drop(self.shared.outlet.take());
         self.shared.close_queue();
         self.inner.remove(self.id, &self.shared, reason);
-        drop(self.alive);
     }
 
     /// Runs the reader and the writer until the connection ends; returns why.
@@ -162,12 +186,13 @@ impl Conn {
     /// closed is processed: until end-of-stream, or until no frame came for
     /// `DRAIN_QUIET`, for at most `write_stall_timeout`.
     async fn race(
-        &self,
+        self: &Arc<Self>,
         reader: &mut BoxRead,
         hs_tx: &Sender<Option<Frame>>,
         hs_rx: &Receiver<Option<Frame>>,
+        blocking: Option<Arc<dyn BlockingRead>>,
     ) -> String {
-        let read = self.read_loop(reader, hs_tx);
+        let read = self.read_loop(reader, hs_tx, blocking);
         let mut read = std::pin::pin!(read);
         let abort = async {
             let _ = self.abort_rx.recv().await;
@@ -358,12 +383,23 @@ impl Conn {
         end
     }
 
-    async fn read_loop(&self, r: &mut BoxRead, hs_tx: &Sender<Option<Frame>>) -> String {
+    async fn read_loop(
+        self: &Arc<Self>,
+        r: &mut BoxRead,
+        hs_tx: &Sender<Option<Frame>>,
+        blocking: Option<Arc<dyn BlockingRead>>,
+    ) -> String {
         let opts = &self.inner.opts;
-        let mut fr = FrameReader::new(opts.buffer_size, opts.limits);
+        let fr = FrameReader::new(opts.buffer_size, opts.limits);
+        let mut side = Reading::new(fr, blocking, hs_tx.clone(), self.ended.clone());
         let grace = runtime::deadline_after(opts.hello_grace);
-        let mut ph = Phase { hs_tx, decided: false, spoke: false };
+        let mut ph = Phase { hs_tx, decided: false, spoke: false, leader: false, held: None };
         loop {
+            if let Some(ev) = side.held.take() {
+                // Held by a leader while the event buffer was full: first, with back-pressure.
+                let _ = self.inner.events_tx.send(ev).await;
+            }
+            let fr = &mut side.fr;
             loop {
                 let frame = match fr.next_whole_frame() {
                     Ok(Some(frame)) => frame,
@@ -382,7 +418,32 @@ impl Conn {
                 None if !ph.decided => grace,
                 None => None,
             };
-            match fr.fill(r, deadline).await {
+            let filled = if self.may_lend(&ph, &side) {
+                // A thread waiting for events may ask for the read side meanwhile; a request
+                // goes first (the thread then reads what is there itself).
+                let fr = &mut side.fr;
+                let asked = future::or(
+                    async {
+                        self.reads.wait_wanted().await;
+                        None
+                    },
+                    async { Some(fr.fill(r, deadline).await) },
+                );
+                match asked.await {
+                    Some(filled) => filled,
+                    None => {
+                        side = match self.lend(side).await {
+                            Ok(side) => side,
+                            Err(reason) => return reason,
+                        };
+                        continue;
+                    }
+                }
+            } else {
+                side.fr.fill(r, deadline).await
+            };
+            let fr = &side.fr;
+            match filled {
                 Ok(Fill::Data) => {}
                 Ok(Fill::Eof) if fr.in_frame() => return "connection closed in the middle of a frame".to_owned(),
                 Ok(Fill::Eof) => return "connection closed by the client".to_owned(),
@@ -401,7 +462,7 @@ impl Conn {
 
     /// One frame from the client (its length header included): the handshake, protocol
     /// control, or a message. `Some` ends the connection, with the reason.
-    async fn on_frame(&self, frame: &[u8], ph: &mut Phase<'_>) -> Option<String> {
+    pub(super) async fn on_frame(&self, frame: &[u8], ph: &mut Phase<'_>) -> Option<String> {
         let inner = &*self.inner;
         let body = &frame[HEADER_LEN..];
         let first = !ph.spoke;
@@ -415,7 +476,7 @@ impl Conn {
                 Ok(MessageType::Control) => {}
                 Ok(_) => {
                     self.decide_once(ph, None).await;
-                    self.take_message(frame, None).await;
+                    self.take_message(frame, None, ph).await;
                     return None;
                 }
                 Err(e) => return self.malformed(ph, &e).await,
@@ -452,7 +513,7 @@ impl Conn {
             }
             return None;
         }
-        self.take_message(frame, Some(msg)).await;
+        self.take_message(frame, Some(msg), ph).await;
         None
     }
 
@@ -467,7 +528,7 @@ impl Conn {
 
     /// A message from the client (`msg`: decoded already, or only checked): refused
     /// (`allow_client_send = false`), relayed, and handed to the application.
-    async fn take_message(&self, frame: &[u8], msg: Option<SocketMessage>) {
+    async fn take_message(&self, frame: &[u8], msg: Option<SocketMessage>, ph: &mut Phase<'_>) {
         let inner = &*self.inner;
         inner.counters.messages_received.fetch_add(1, Ordering::Relaxed);
         if !inner.opts.allow_client_send {
@@ -494,6 +555,12 @@ impl Conn {
             if inner.lossy_events() {
                 // Relayed already: the event stream is a side channel that never holds up reading.
                 inner.emit_lossy(ev);
+            } else if ph.leader {
+                // The leader is the one that would make room: it never waits for it.
+                match inner.events_tx.try_send(ev) {
+                    Ok(()) | Err(TrySendError::Closed(_)) => {}
+                    Err(TrySendError::Full(ev)) => ph.held = Some(ev),
+                }
             } else {
                 // The application is the only recipient (or, with
                 // `relay_events_backpressure`, a delivery path): back-pressure, nothing lost.

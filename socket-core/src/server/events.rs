@@ -2,6 +2,7 @@
 //! bounded event buffer behind it ([`EventQueue`]; lossy in relay mode).
 
 use std::sync::atomic::Ordering;
+use std::sync::Weak;
 use std::time::Duration;
 
 use async_channel::{Receiver, Sender, TrySendError};
@@ -74,11 +75,39 @@ pub enum ServerEvent {
 #[derive(Debug, Clone)]
 pub struct ServerEvents {
     receiver: std::pin::Pin<Box<Receiver<ServerEvent>>>,
+    /// The engine, for [`recv_blocking`](Self::recv_blocking) to read on the caller's thread.
+    server: Weak<Inner>,
 }
 
 impl ServerEvents {
-    pub(super) fn new(receiver: Receiver<ServerEvent>) -> Self {
-        ServerEvents { receiver: Box::pin(receiver) }
+    pub(super) fn new(receiver: Receiver<ServerEvent>, server: Weak<Inner>) -> Self {
+        ServerEvents { receiver: Box::pin(receiver), server }
+    }
+
+    /// Waits for the next event, blocking the calling thread; `Err` once the server is gone
+    /// and every event was taken. The same as the receiver's own
+    /// [`recv_blocking`](async_channel::Receiver::recv_blocking), and faster for a request
+    /// and its answer: while the server has one connection (and its transport gives a
+    /// blocking view of it, as the Unix and TCP transports do), the calling thread reads
+    /// that connection itself instead of waiting for the engine's thread to read it and
+    /// wake this one (`docs/architecture.md`, caller-driven reads).
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError`](async_channel::RecvError) when the channel is closed and empty.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn demo(server: &socket_core::Server) {
+    /// let events = server.events();
+    /// while let Ok(event) = events.recv_blocking() {
+    ///     println!("{event:?}");
+    /// }
+    /// # }
+    /// ```
+    pub fn recv_blocking(&self) -> Result<ServerEvent, async_channel::RecvError> {
+        super::lead::recv_blocking(&self.receiver, &self.server)
     }
 
     /// The channel receiver, for code that stores or passes an

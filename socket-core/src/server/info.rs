@@ -86,4 +86,9 @@ pub struct ServerStats {
     /// Server events dropped because the application did not take them from
     /// [`Server::events`](super::Server::events) in time (relay mode; see [`ServerEvent::EventsDropped`](super::ServerEvent::EventsDropped)).
     pub events_dropped: u64,
+    /// Frames from clients that an application thread waiting in
+    /// [`ServerEvents::recv_blocking`](super::ServerEvents::recv_blocking) read and took apart
+    /// itself (caller-driven reads, while the server has one connection) instead of the
+    /// engine's thread. A share of all frames read, not a count of its own.
+    pub frames_read_by_callers: u64,
 }

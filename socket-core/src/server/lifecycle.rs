@@ -1,16 +1,18 @@
 //! Starting and stopping a server, and admitting and removing connections.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_channel::{Receiver, Sender};
+use event_listener::Event;
 
 use super::registry::{Admission, ConnShared};
 use super::{conn, ClientId, ClientInfo, Inner, Run, ServerEvent, STOP_ABORT, STOP_FLUSH};
 use crate::control::ErrorCode;
 use crate::error::Result;
+use crate::handoff::ReadSlot;
 use crate::runtime;
-use crate::transport::{Connection, Listener};
+use crate::transport::{BlockingRead, Connection, Listener};
 
 impl Inner {
     pub(super) async fn start(self: Arc<Self>) -> Result<()> {
@@ -73,7 +75,13 @@ impl Inner {
     }
 
     /// Registers a new connection, or refuses it over the limit.
-    pub(super) fn admit(self: &Arc<Self>, conn: Connection, abort_rx: &Receiver<()>, alive_tx: &Sender<()>) {
+    pub(super) fn admit(
+        self: &Arc<Self>,
+        conn: Connection,
+        blocking: Option<Arc<dyn BlockingRead>>,
+        abort_rx: &Receiver<()>,
+        alive_tx: &Sender<()>,
+    ) {
         let peer = &conn.peer;
         let admission = self.registry.admit(|id| ClientInfo {
             id: ClientId(id),
@@ -105,6 +113,8 @@ impl Inner {
                 return;
             }
         };
+        // The connection led so far, if any, is not the only one any more.
+        self.sole.admitted();
         if a.replayed > 0 || a.dropped > 0 {
             tracing::debug!(
                 event = %self.event,
@@ -115,17 +125,20 @@ impl Inner {
             );
             self.count_offline_drops(a.dropped);
         }
-        let task = conn::Conn {
+        let task = Arc::new(conn::Conn {
             inner: self.clone(),
             id: a.id,
             info: a.info,
             shared: a.shared,
             abort_rx: abort_rx.clone(),
-            alive: alive_tx.clone(),
-            write_done: std::sync::atomic::AtomicBool::new(false),
+            write_done: AtomicBool::new(false),
             frames_read: AtomicU64::new(0),
-        };
-        runtime::spawn(task.run(conn)).detach();
+            reads: ReadSlot::default(),
+            handed: Event::new(),
+            published: AtomicBool::new(false),
+            ended: Arc::new(AtomicBool::new(false)),
+        });
+        runtime::spawn(task.run(conn, blocking, alive_tx.clone())).detach();
     }
 
     /// Removes client `id` from the registry (if still there) and reports it.

@@ -47,6 +47,7 @@ mod conn;
 mod delivery;
 mod events;
 mod info;
+mod lead;
 mod lifecycle;
 #[cfg(all(test, any(socket_loom, shuttle)))]
 mod models;
@@ -163,6 +164,7 @@ impl Server {
             events_rx,
             events_unreported: Mutex::new(0),
             running: AtomicBool::new(false),
+            sole: lead::Sole::default(),
         });
         Ok(Server { _guard: Arc::new(StopOnDrop(inner.clone())), inner })
     }
@@ -377,7 +379,7 @@ impl Server {
     /// # }
     /// ```
     pub fn events(&self) -> ServerEvents {
-        ServerEvents::new(self.inner.events_rx.clone())
+        ServerEvents::new(self.inner.events_rx.clone(), Arc::downgrade(&self.inner))
     }
 
     /// True between `start` and `stop`.
@@ -415,6 +417,7 @@ impl Server {
             slow_consumers: l(&c.slow_consumers),
             replies_dropped: l(&c.replies_dropped),
             events_dropped: l(&c.events_dropped),
+            frames_read_by_callers: l(&c.frames_read_by_callers),
         }
     }
 }
@@ -431,6 +434,7 @@ struct Counters {
     slow_consumers: AtomicU64,
     replies_dropped: AtomicU64,
     events_dropped: AtomicU64,
+    frames_read_by_callers: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -452,6 +456,8 @@ struct Inner {
     /// serialises the lossy emitters.
     events_unreported: Mutex<u64>,
     running: AtomicBool,
+    /// The connection a thread waiting in `ServerEvents::recv_blocking` may read itself.
+    sole: lead::Sole,
 }
 
 #[derive(Debug, Default)]

@@ -241,6 +241,51 @@ mod loom_models {
         assert!(WAITED.load(Ordering::Relaxed) > 0, "no interleaving had the writer look during the loan");
     }
 
+    /// The server's read-side hand-off (`server/lead.rs`) at the end of a connection: the
+    /// task retires the slot (`ReadSlot::retire`, the end of `Conn::serve`) while a thread
+    /// waiting for events claims the side, reads and gives it back (`Conn::lead`), twice. The
+    /// side is dropped exactly once, by whoever holds it last, and nobody leads after the
+    /// retirement.
+    #[test]
+    fn a_read_side_is_dropped_once_when_its_connection_ends_under_a_leader() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::time::Instant;
+
+        use crate::handoff::{ReadSlot, Release, Side};
+
+        /// The read side: counts its drops.
+        struct Token(Arc<AtomicUsize>);
+        impl Side for Token {
+            fn kill(&self) {}
+        }
+        impl Drop for Token {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        model_at_least("a_read_side_is_dropped_once_when_its_connection_ends_under_a_leader", 10, || {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let slot = Arc::new(ReadSlot::<Token>::default());
+            slot.reset(true);
+            slot.hand_over(Token(drops.clone()), Instant::now());
+            let s = slot.clone();
+            let leader = thread::spawn(move || {
+                for _ in 0..2 {
+                    if let Some(side) = s.claim() {
+                        s.release(side, Instant::now(), Release::Keep);
+                    }
+                }
+            });
+            // The task's end.
+            drop(slot.retire());
+            assert!(slot.claim().is_none(), "a retired slot was led");
+            leader.join().expect("leader");
+            assert!(slot.claim().is_none(), "a retired slot was led");
+            assert!(slot.retire().is_none(), "a read side was left in a retired slot");
+            assert_eq!(drops.load(Ordering::SeqCst), 1, "the read side was not dropped exactly once");
+        });
+    }
+
     /// C1: the frame bound is exact with concurrent pushers. A broadcast
     /// (under the registry lock) and the client's own reply (outside it)
     /// race for the last slot while the writer takes frames; the queue never

@@ -15,6 +15,7 @@ pub(crate) mod harness;
 mod abuse;
 mod handle;
 mod handshake;
+mod led;
 mod lifecycle;
 mod queues;
 mod receipts;
