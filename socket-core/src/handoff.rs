@@ -155,6 +155,13 @@ impl<R> ReadSlot<R> {
         self.want.store(false, Ordering::Release);
     }
 
+    /// True while the side lies here for the calling threads (a follower that looks after
+    /// it began to listen for [`hand_over`](Self::hand_over)'s wake-up misses neither).
+    pub(crate) fn parked_for_callers(&self) -> bool {
+        let st = self.lock();
+        st.callers && st.side.is_some()
+    }
+
     /// A calling thread claims the read side to lead: `Some` when it is free for the
     /// calling threads; `None` when another party reads (follow), after asking the
     /// task for it if the task holds it.

@@ -84,14 +84,15 @@ impl Inner {
     /// side is free for the receiving threads, ask the supervisor for it otherwise.
     pub(super) fn lead(&self, deadline: Option<Instant>) -> Led {
         let Some(mut lr) = self.reads.claim() else { return Led::Follow };
-        let (led, how) = match self.read_here(&mut lr, deadline) {
+        let mut last = Instant::now();
+        let (led, how) = match self.read_here(&mut lr, deadline, &mut last) {
             Here::Delivered => (Led::Delivered, Release::Keep),
             Here::TimedOut => (Led::TimedOut, Release::Keep),
             Here::Quiet => (Led::Follow, Release::Quiet),
             Here::Dead => (Led::Follow, Release::Dead),
             Here::Ended(reason) => (Led::Follow, Release::Ended(reason)),
         };
-        self.reads.release(lr, Instant::now(), how);
+        self.reads.release(lr, last, how);
         if led == Led::TimedOut {
             // Someone else may still wait with a later deadline: one of them reads next.
             self.inbox.wake_sleepers();
@@ -101,9 +102,13 @@ impl Inner {
 
     /// Reads on this thread until something is delivered, the deadline passes, nothing
     /// comes for [`LEASE`], or the connection ends.
-    fn read_here(&self, lr: &mut LinkReader, deadline: Option<Instant>) -> Here {
+    ///
+    /// `last` is when it began, and is set to when it last read (the lease counts from then):
+    /// one look at the clock per read and per wait.
+    fn read_here(&self, lr: &mut LinkReader, deadline: Option<Instant>, last: &mut Instant) -> Here {
         let Some(blocking) = lr.blocking.clone() else { return Here::Quiet };
-        let mut quiet_at = Instant::now() + LEASE;
+        // When the current wait began (a wait lasts at most a slice).
+        let mut from = *last;
         let mut steps = Vec::new();
         loop {
             let taken = self.take_frames(lr, &mut steps);
@@ -120,12 +125,15 @@ impl Inner {
                 return Here::Dead;
             }
             let frame_at = lr.fr.frame_deadline(self.opts.frame_timeout);
-            let now = Instant::now();
+            let quiet_at = *last + LEASE;
             // Quiet only between frames: a frame in progress waits for its own deadline.
             let quiet = (!lr.fr.in_frame()).then_some(quiet_at);
-            let until = [deadline, frame_at, quiet, Some(now + SLICE)].into_iter().flatten().min();
+            let until = [deadline, frame_at, quiet, Some(from + SLICE)].into_iter().flatten().min();
             match lr.fr.fill_blocking(&*blocking, until) {
-                Ok(Fill::Data) => quiet_at = Instant::now() + LEASE,
+                Ok(Fill::Data) => {
+                    *last = Instant::now();
+                    from = *last;
+                }
                 Ok(Fill::Eof) => return Here::Ended(SERVER_CLOSED.to_owned()),
                 Ok(Fill::Deadline) => {
                     let now = Instant::now();
@@ -138,6 +146,7 @@ impl Inner {
                     if now >= quiet_at && !lr.fr.in_frame() {
                         return Here::Quiet;
                     }
+                    from = now;
                 }
                 Err(e) => return Here::Ended(read_failed(&e)),
             }

@@ -174,18 +174,23 @@ pub(super) fn recv_blocking(rx: &Receiver<ServerEvent>, server: &Weak<super::Inn
         let Some(conn) = server.upgrade().and_then(|inner| inner.sole.get()) else {
             return rx.recv_blocking();
         };
+        if conn.lead() == Led::Delivered {
+            continue;
+        }
+        // Follow: an event, or the read side handed to the waiting threads (then lead). Looked
+        // at again once listening, so a hand-over since the claim is not missed.
         let handed = conn.handed.listen();
-        let led = conn.lead();
+        let parked = conn.reads.parked_for_callers();
         drop(conn);
-        if led == Led::Follow {
-            // An event, or the read side handed to the waiting threads (then lead).
-            let got = runtime::block_on(future::or(async { Some(rx.recv().await) }, async {
-                handed.await;
-                None
-            }));
-            if let Some(got) = got {
-                return got;
-            }
+        if parked {
+            continue;
+        }
+        let got = runtime::block_on(future::or(async { Some(rx.recv().await) }, async {
+            handed.await;
+            None
+        }));
+        if let Some(got) = got {
+            return got;
         }
     }
 }
@@ -226,23 +231,28 @@ impl Conn {
     /// the waiting threads, ask the task for it otherwise.
     fn lead(&self) -> Led {
         let Some(mut side) = self.reads.claim() else { return Led::Follow };
-        let (led, how) = match self.read_here(&mut side) {
+        let mut last = Instant::now();
+        let (led, how) = match self.read_here(&mut side, &mut last) {
             Here::Delivered => (Led::Delivered, Release::Keep),
             Here::Quiet => (Led::Follow, Release::Quiet),
             Here::Ended(reason) => (Led::Follow, Release::Ended(reason)),
         };
-        self.reads.release(side, Instant::now(), how);
+        self.reads.release(side, last, how);
         led
     }
 
     /// Reads on this thread until an event is there, nothing comes for [`LEASE`], the
     /// connection may not be led any more, or it ends.
-    fn read_here(&self, side: &mut Reading) -> Here {
+    ///
+    /// `last` is when it began, and is set to when it last read (the lease counts from then):
+    /// one look at the clock per read and per wait.
+    fn read_here(&self, side: &mut Reading, last: &mut Instant) -> Here {
         let inner = &*self.inner;
         let Some(blocking) = side.blocking.clone() else { return Here::Quiet };
         let hs_tx = side.hs_tx.clone();
         let mut ph = Phase { hs_tx: &hs_tx, decided: true, spoke: true, held: None, leader: true };
-        let mut quiet_at = Instant::now() + LEASE;
+        // When the current wait began (a wait lasts at most a slice).
+        let mut from = *last;
         loop {
             if let Some(ev) = side.held.take() {
                 match inner.events_tx.try_send(ev) {
@@ -277,12 +287,15 @@ impl Conn {
                 return Here::Quiet;
             }
             let frame_at = side.fr.frame_deadline(inner.opts.frame_timeout);
-            let now = Instant::now();
+            let quiet_at = *last + LEASE;
             // Quiet only between frames: a frame in progress waits for its own deadline.
             let quiet = (!side.fr.in_frame()).then_some(quiet_at);
-            let until = [frame_at, quiet, Some(now + SLICE)].into_iter().flatten().min();
+            let until = [frame_at, quiet, Some(from + SLICE)].into_iter().flatten().min();
             match side.fr.fill_blocking(&*blocking, until) {
-                Ok(Fill::Data) => quiet_at = Instant::now() + LEASE,
+                Ok(Fill::Data) => {
+                    *last = Instant::now();
+                    from = *last;
+                }
                 Ok(Fill::Eof) if side.fr.in_frame() => {
                     return Here::Ended("connection closed in the middle of a frame".to_owned())
                 }
@@ -294,6 +307,7 @@ impl Conn {
                     if frame_at.is_some_and(|at| now >= at) || (now >= quiet_at && !side.fr.in_frame()) {
                         return Here::Quiet;
                     }
+                    from = now;
                 }
                 Err(e) => return Here::Ended(format!("read failed: {e}")),
             }
