@@ -14,7 +14,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("ci", "everything CI checks: fmt, clippy, tests, model checks, docs, feature builds, codegen and man page checks, examples"),
     ("lint", "cargo fmt --check and clippy with warnings denied on all targets"),
     ("test", "the whole test suite (installs the Python msgpack module the interop tests need)"),
-    ("loom", "loom model checks of the server registry (C1, C2) and the client's read-side hand-off: --cfg socket_loom, 2 preemptions, target/loom"),
+    ("loom", "loom model checks of the server registry (C1, C2) and the engines' read-side hand-off: --cfg socket_loom, 2 preemptions, target/loom"),
     ("shuttle", "shuttle model checks of the server registry (C3) and the client's read-side hand-off: --cfg shuttle, fixed seeds, target/shuttle"),
     ("rustdoc", "rustdoc for the workspace with warnings denied"),
     ("features", "build socket-factory alone with no features, unix, tcp, and both"),
