@@ -116,6 +116,9 @@ pub(super) struct Phase<'a> {
     /// in the buffer, it is held here instead.
     pub(super) leader: bool,
     pub(super) held: Option<ServerEvent>,
+    /// A leader's first event while no event is queued: it goes to the leader's caller
+    /// without the round through the buffer.
+    pub(super) direct: Option<ServerEvent>,
 }
 
 /// One connection's task state.
@@ -393,7 +396,7 @@ impl Conn {
         let fr = FrameReader::new(opts.buffer_size, opts.limits);
         let mut side = Reading::new(fr, blocking, hs_tx.clone(), self.ended.clone());
         let grace = runtime::deadline_after(opts.hello_grace);
-        let mut ph = Phase { hs_tx, decided: false, spoke: false, leader: false, held: None };
+        let mut ph = Phase { hs_tx, decided: false, spoke: false, leader: false, held: None, direct: None };
         loop {
             if let Some(ev) = side.held.take() {
                 // Held by a leader while the event buffer was full: first, with back-pressure.
@@ -556,6 +559,11 @@ impl Conn {
                 // Relayed already: the event stream is a side channel that never holds up reading.
                 inner.emit_lossy(ev);
             } else if ph.leader {
+                if ph.direct.is_none() && ph.held.is_none() && inner.events_rx.is_empty() {
+                    // Nothing queued before it: the leader's caller takes it at once.
+                    ph.direct = Some(ev);
+                    return;
+                }
                 // The leader is the one that would make room: it never waits for it.
                 match inner.events_tx.try_send(ev) {
                     Ok(()) | Err(TrySendError::Closed(_)) => {}

@@ -24,7 +24,8 @@
 //! events keep the stream's order. A leader takes frames only while the event buffer has
 //! room and never waits for room itself (it is the one that would make room): an event
 //! that finds the buffer full is held in the read side and queued first next time, by the
-//! leader or by the task.
+//! leader or by the task. The first event of a leader's read, when none is queued before it,
+//! goes straight to the leader's caller instead of through the buffer.
 //!
 //! Not led: relay servers (the frames go on to the other clients: their reader stays the
 //! task), connections still in the handshake phase, and transports without a blocking view
@@ -142,17 +143,18 @@ impl Sole {
 }
 
 /// What [`Conn::lead`] did.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(super) enum Led {
-    /// The calling thread read: events are there (or the buffer is full).
-    Delivered,
+    /// The calling thread read: events are there (or the buffer is full), and the first
+    /// one for the caller if nothing was queued before it.
+    Delivered(Option<ServerEvent>),
     /// Another party reads: wait for an event.
     Follow,
 }
 
 /// How a leader's reading ended.
 enum Here {
-    Delivered,
+    Delivered(Option<ServerEvent>),
     /// Nothing came for [`LEASE`], or the connection may not be led any more: the side goes
     /// back to the task.
     Quiet,
@@ -174,8 +176,11 @@ pub(super) fn recv_blocking(rx: &Receiver<ServerEvent>, server: &Weak<super::Inn
         let Some(conn) = server.upgrade().and_then(|inner| inner.sole.get()) else {
             return rx.recv_blocking();
         };
-        if conn.lead() == Led::Delivered {
-            continue;
+        if let Led::Delivered(direct) = conn.lead() {
+            match direct {
+                Some(ev) => return Ok(ev),
+                None => continue,
+            }
         }
         // Follow: an event, or the read side handed to the waiting threads (then lead). Looked
         // at again once listening, so a hand-over since the claim is not missed.
@@ -223,7 +228,12 @@ impl Conn {
         let ended = || self.ended.load(Ordering::Acquire);
         match self.reads.take_back(Instant::now, ended, wait).await {
             Ok(side) => Ok(side),
-            Err((reason, _side)) => Err(reason.unwrap_or_else(|| "connection closed".to_owned())),
+            Err((reason, side)) => {
+                if let Some(ev) = side.held {
+                    let _ = self.inner.events_tx.send(ev).await;
+                }
+                Err(reason.unwrap_or_else(|| "connection closed".to_owned()))
+            }
         }
     }
 
@@ -233,7 +243,7 @@ impl Conn {
         let Some(mut side) = self.reads.claim() else { return Led::Follow };
         let mut last = Instant::now();
         let (led, how) = match self.read_here(&mut side, &mut last) {
-            Here::Delivered => (Led::Delivered, Release::Keep),
+            Here::Delivered(direct) => (Led::Delivered(direct), Release::Keep),
             Here::Quiet => (Led::Follow, Release::Quiet),
             Here::Ended(reason) => (Led::Follow, Release::Ended(reason)),
         };
@@ -250,7 +260,7 @@ impl Conn {
         let inner = &*self.inner;
         let Some(blocking) = side.blocking.clone() else { return Here::Quiet };
         let hs_tx = side.hs_tx.clone();
-        let mut ph = Phase { hs_tx: &hs_tx, decided: true, spoke: true, held: None, leader: true };
+        let mut ph = Phase { hs_tx: &hs_tx, decided: true, spoke: true, held: None, leader: true, direct: None };
         // When the current wait began (a wait lasts at most a slice).
         let mut from = *last;
         loop {
@@ -259,7 +269,7 @@ impl Conn {
                     Ok(()) => {}
                     Err(TrySendError::Full(ev)) => {
                         side.held = Some(ev);
-                        return Here::Delivered;
+                        return Here::Delivered(None);
                     }
                     Err(TrySendError::Closed(_)) => return Here::Quiet,
                 }
@@ -268,20 +278,24 @@ impl Conn {
                 let frame = match side.fr.next_whole_frame() {
                     Ok(Some(frame)) => frame,
                     Ok(None) => break,
-                    // The task finds the same error and closes the connection with it.
-                    Err(_) => return Here::Quiet,
+                    // The task finds the same error and closes the connection with it (after
+                    // the caller took the event this read brought, if any).
+                    Err(_) => return ph.direct.take().map_or(Here::Quiet, |ev| Here::Delivered(Some(ev))),
                 };
                 inner.counters.frames_read_by_callers.fetch_add(1, Ordering::Relaxed);
                 if let Some(end) = runtime::block_on(self.on_frame(frame, &mut ph)) {
+                    // (Only a first frame ends a connection in `on_frame`, and a leader never
+                    // reads one: nothing can be queued after an event held here.)
+                    side.held = ph.direct.take();
                     return Here::Ended(end);
                 }
                 if ph.held.is_some() {
                     side.held = ph.held.take();
-                    return Here::Delivered;
+                    return Here::Delivered(ph.direct.take());
                 }
             }
-            if !inner.events_rx.is_empty() {
-                return Here::Delivered;
+            if ph.direct.is_some() || !inner.events_rx.is_empty() {
+                return Here::Delivered(ph.direct.take());
             }
             if !self.leadable() || !self.published.load(Ordering::Acquire) {
                 return Here::Quiet;
