@@ -34,6 +34,12 @@ pub(crate) trait Side {
     fn kill(&self);
 }
 
+impl<T: Side + ?Sized> Side for Box<T> {
+    fn kill(&self) {
+        (**self).kill();
+    }
+}
+
 /// The read side of one connection while its task is not reading it.
 ///
 /// The whole hand-off lives here, free of I/O and of the clock (the time is an argument):

@@ -133,7 +133,8 @@ pub(super) struct Conn {
     /// Frames read so far (the drain after the writing side stopped watches it).
     pub(super) frames_read: AtomicU64,
     /// The read side while a thread waiting for events may read it (`server/lead.rs`).
-    pub(super) reads: ReadSlot<Reading>,
+    /// (Boxed: the slot and the reader's future each hold a pointer, not the whole side.)
+    pub(super) reads: ReadSlot<Box<Reading>>,
     /// Notified when the task hands the read side to the waiting threads.
     pub(super) handed: Event,
     /// This is the server's only connection and may be led (`Sole`).
@@ -394,7 +395,7 @@ impl Conn {
     ) -> String {
         let opts = &self.inner.opts;
         let fr = FrameReader::new(opts.buffer_size, opts.limits);
-        let mut side = Reading::new(fr, blocking, hs_tx.clone(), self.ended.clone());
+        let mut side = Box::new(Reading::new(fr, blocking, hs_tx.clone(), self.ended.clone()));
         let grace = runtime::deadline_after(opts.hello_grace);
         let mut ph = Phase { hs_tx, decided: false, spoke: false, leader: false, held: None, direct: None };
         loop {

@@ -219,7 +219,7 @@ impl Conn {
 
     /// The task parks its read side for the waiting threads and waits until it is its own
     /// again: `Err` with why when the connection ended under a leader.
-    pub(super) async fn lend(&self, side: Reading) -> Result<Reading, String> {
+    pub(super) async fn lend(&self, side: Box<Reading>) -> Result<Box<Reading>, String> {
         self.reads.hand_over(side, Instant::now());
         self.handed.notify(usize::MAX);
         let wait = |until, back| async move {

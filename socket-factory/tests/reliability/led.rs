@@ -26,6 +26,7 @@ on_both!(many_threads_in_recv_blocking_take_every_message_once_in_order);
 on_both!(a_second_client_is_heard_while_the_first_is_led);
 on_both!(a_led_connection_still_ends_on_a_protocol_error);
 on_both!(stop_ends_a_thread_that_leads);
+on_both!(a_client_that_leaves_while_led_is_reported_with_its_reason);
 
 /// `(from, i)` of a message sent by [`send_numbered`], or `None` for an end marker.
 fn numbered(m: &SocketMessage) -> Option<(u64, u64)> {
@@ -268,6 +269,53 @@ fn stop_ends_a_thread_that_leads(net: Net, _name: &str) -> TestResult {
         ensure!(saw_eof, "the client never saw the server go");
         drop(server);
         receiver.join().map_err(|_| "the receiver panicked")??;
+        Ok(())
+    })
+}
+
+/// The client goes while a thread leads its connection: once between frames (a clean end of
+/// the stream), once in the middle of a frame. The thread reads the end itself; the
+/// disconnect event says which end it was, and the server serves the next client.
+fn a_client_that_leaves_while_led_is_reported_with_its_reason(net: Net, _name: &str) -> TestResult {
+    watchdog(60, move || {
+        let fx = Fx::new(net)?;
+        let server = fx.server()?;
+        let events = server.events();
+        for (half, want) in [(false, "connection closed by the client"), (true, "in the middle of a frame")] {
+            let mut raw = fx.raw()?;
+            raw.hello(None)?;
+            expect_event(&events, Duration::from_secs(5), "the connect", |e| matches!(e, ServerEvent::Connected(_)))?;
+            let before = server.stats().frames_read_by_callers;
+            let t = Instant::now();
+            let mut i = 0u64;
+            while server.stats().frames_read_by_callers == before {
+                ensure!(t.elapsed() < Duration::from_secs(10), "the thread never read the connection itself");
+                raw.send(&frame_of(&fx.data(i, 0)))?;
+                match events.recv_blocking()? {
+                    ServerEvent::Message { message, .. } => {
+                        ensure!(seq(&message) == Some(i), "message {i}: {message:?}")
+                    }
+                    other => return Err(format!("expected message {i}, got {other:?}").into()),
+                }
+                i += 1;
+            }
+            // The thread waits on the socket again; then the client goes.
+            let receiver = {
+                let events = events.clone();
+                std::thread::spawn(move || events.recv_blocking().map_err(|_| "the events ended"))
+            };
+            if half {
+                let frame = frame_of(&fx.data(i, 0));
+                raw.send(&frame[..frame.len() / 2])?;
+            }
+            drop(raw);
+            match receiver.join().map_err(|_| "the receiver panicked")?? {
+                ServerEvent::Disconnected { reason, .. } => ensure!(reason.contains(want), "reason: {reason}"),
+                other => return Err(format!("expected the disconnect, got {other:?}").into()),
+            }
+            wait_until(Duration::from_secs(5), "the client's removal", || server.client_count() == 0)?;
+        }
+        server.stop()?;
         Ok(())
     })
 }
