@@ -44,6 +44,17 @@ pub struct Connection {
     pub peer: PeerInfo,
 }
 
+impl Connection {
+    /// A connection whose halves are two handles of one stream (`async-net`'s sockets, whose
+    /// clones share the socket): `stream.clone()` reads and `stream` writes.
+    pub fn shared<S>(stream: S, peer: PeerInfo) -> Connection
+    where
+        S: AsyncRead + AsyncWrite + Clone + Send + Unpin + 'static,
+    {
+        Connection { reader: Box::new(stream.clone()), writer: Box::new(stream), peer }
+    }
+}
+
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection").field("peer", &self.peer).finish_non_exhaustive()

@@ -90,9 +90,6 @@ use socket2::{SockRef, TcpKeepalive};
 use socket_core::config::{check_transport_table, KeySpec, ValueType, MAX_CONNECTIONS};
 use socket_core::{Config, Connection, Endpoint, Error, ErrorKind, EventName, PeerInfo, Result, Transport};
 
-#[cfg(unix)]
-use crate::blocking::FdReader;
-
 pub use listener::TcpListener;
 pub use port::{fnv1a_32, preferred_port, probe_sequence};
 
@@ -491,11 +488,9 @@ impl Transport for TcpTransport {
     async fn connect(&self, endpoint: &Endpoint, config: &Config) -> Result<Connection> {
         let _ = config;
         let (stream, peer) = self.connect_stream(endpoint).await?;
-        Ok(Connection { reader: Box::new(stream.clone()), writer: Box::new(stream), peer })
+        Ok(Connection::shared(stream, peer))
     }
 
-    // Unix: `poll` and `read` on the socket; elsewhere the default (reads through the reactor).
-    #[cfg(unix)]
     async fn connect_blocking(
         &self,
         endpoint: &Endpoint,
@@ -503,10 +498,22 @@ impl Transport for TcpTransport {
     ) -> Result<(Connection, Option<std::sync::Arc<dyn socket_core::BlockingRead>>)> {
         let _ = config;
         let (stream, peer) = self.connect_stream(endpoint).await?;
-        let blocking: std::sync::Arc<dyn socket_core::BlockingRead> =
-            std::sync::Arc::new(FdReader::new(stream.clone()));
-        Ok((Connection { reader: Box::new(stream.clone()), writer: Box::new(stream), peer }, Some(blocking)))
+        Ok(viewed(stream, peer))
     }
+}
+
+/// A connection over `stream` with its blocking view (`connect_blocking`, `accept_blocking`):
+/// on Unix `poll` and `read` on the socket; elsewhere none (reads go through the reactor).
+fn viewed(
+    stream: async_net::TcpStream,
+    peer: PeerInfo,
+) -> (Connection, Option<std::sync::Arc<dyn socket_core::BlockingRead>>) {
+    #[cfg(unix)]
+    let blocking: Option<std::sync::Arc<dyn socket_core::BlockingRead>> =
+        Some(std::sync::Arc::new(blocking::FdReader::new(stream.clone())));
+    #[cfg(not(unix))]
+    let blocking = None;
+    (Connection::shared(stream, peer), blocking)
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ use futures_lite::future;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use socket_core::{BlockingRead, Connection, Error, ErrorKind, Listener, PeerInfo, Result};
 
-use crate::blocking::FdReader;
 use crate::{configure_stream, KEEPALIVE};
 
 /// Backlog of the listening socket: large enough that a burst of connects (1,000 at once in the
@@ -117,13 +116,12 @@ impl Listener for TcpListener {
 
     async fn accept(&self) -> Result<Connection> {
         let (stream, peer) = self.accept_stream().await?;
-        Ok(Connection { reader: Box::new(stream.clone()), writer: Box::new(stream), peer })
+        Ok(Connection::shared(stream, peer))
     }
 
     async fn accept_blocking(&self) -> Result<(Connection, Option<Arc<dyn BlockingRead>>)> {
         let (stream, peer) = self.accept_stream().await?;
-        let blocking: Arc<dyn BlockingRead> = Arc::new(FdReader::new(stream.clone()));
-        Ok((Connection { reader: Box::new(stream.clone()), writer: Box::new(stream), peer }, Some(blocking)))
+        Ok(crate::viewed(stream, peer))
     }
 
     fn close(&self) -> Result<()> {

@@ -10,7 +10,18 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
-use socket_core::BlockingRead;
+use std::sync::Arc;
+
+use socket_core::{BlockingRead, Connection, PeerInfo};
+
+/// A connection over `stream` with its blocking view (`connect_blocking`, `accept_blocking`).
+pub(crate) fn viewed(
+    stream: async_net::unix::UnixStream,
+    peer: PeerInfo,
+) -> (Connection, Option<Arc<dyn BlockingRead>>) {
+    let blocking: Arc<dyn BlockingRead> = Arc::new(FdReader::new(stream.clone()));
+    (Connection::shared(stream, peer), Some(blocking))
+}
 
 /// Longest single `poll`.
 const MAX_WAIT: Duration = Duration::from_secs(3600);

@@ -111,7 +111,6 @@ use socket_core::{
     BlockingRead, Config, Connection, Endpoint, Error, ErrorKind, EventName, Listener, PeerInfo, Result, Transport,
 };
 
-use crate::blocking::FdReader;
 use crate::peer::{peer_creds, PeerPolicy};
 
 /// The scheme this transport registers under.
@@ -411,7 +410,7 @@ impl Transport for UnixTransport {
 
     async fn connect(&self, endpoint: &Endpoint, config: &Config) -> Result<Connection> {
         let (stream, peer) = open(endpoint, config).await?;
-        Ok(Connection { reader: Box::new(stream.clone()), writer: Box::new(stream), peer })
+        Ok(Connection::shared(stream, peer))
     }
 
     async fn connect_blocking(
@@ -420,8 +419,7 @@ impl Transport for UnixTransport {
         config: &Config,
     ) -> Result<(Connection, Option<Arc<dyn BlockingRead>>)> {
         let (stream, peer) = open(endpoint, config).await?;
-        let blocking: Arc<dyn BlockingRead> = Arc::new(FdReader::new(stream.clone()));
-        Ok((Connection { reader: Box::new(stream.clone()), writer: Box::new(stream), peer }, Some(blocking)))
+        Ok(blocking::viewed(stream, peer))
     }
 }
 

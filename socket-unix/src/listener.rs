@@ -12,7 +12,7 @@ use rustix::fs::Mode;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use socket_core::{BlockingRead, Connection, Error, ErrorKind, EventName, Listener, PeerInfo, Result};
 
-use crate::blocking::FdReader;
+use crate::blocking::viewed;
 use crate::lock::LockFile;
 use crate::peer::{peer_creds, PeerPolicy};
 use crate::{dir, socket_state_of, FileId, Settings, SocketState};
@@ -271,13 +271,12 @@ impl Listener for UnixSocketListener {
 
     async fn accept(&self) -> Result<Connection> {
         let (stream, peer) = self.accept_stream().await?;
-        Ok(Connection { reader: Box::new(stream.clone()), writer: Box::new(stream), peer })
+        Ok(Connection::shared(stream, peer))
     }
 
     async fn accept_blocking(&self) -> Result<(Connection, Option<Arc<dyn BlockingRead>>)> {
         let (stream, peer) = self.accept_stream().await?;
-        let blocking: Arc<dyn BlockingRead> = Arc::new(FdReader::new(stream.clone()));
-        Ok((Connection { reader: Box::new(stream.clone()), writer: Box::new(stream), peer }, Some(blocking)))
+        Ok(viewed(stream, peer))
     }
 
     fn close(&self) -> Result<()> {

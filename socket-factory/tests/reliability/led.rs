@@ -11,7 +11,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use socket_factory::control::ErrorCode;
-use socket_factory::{Data, ServerEvent, ServerEvents, SocketMessage};
+use socket_factory::{Data, Server, ServerEvent, ServerEvents, SocketMessage};
 
 use super::harness::*;
 
@@ -28,7 +28,29 @@ on_both!(a_led_connection_still_ends_on_a_protocol_error);
 on_both!(stop_ends_a_thread_that_leads);
 on_both!(a_client_that_leaves_while_led_is_reported_with_its_reason);
 
-/// `(from, i)` of a message sent by [`send_numbered`], or `None` for an end marker.
+/// A raw client after its handshake, asking with numbered messages that this thread takes
+/// with `recv_blocking` (each in order) until the thread has read the connection itself
+/// (`frames_read_by_callers` grew); returns it with the next number to send.
+fn led_raw_client(fx: &Fx, server: &Server, events: &ServerEvents) -> TestResult<(Raw, u64)> {
+    let mut raw = fx.raw()?;
+    raw.hello(None)?;
+    expect_event(events, Duration::from_secs(5), "the connect", |e| matches!(e, ServerEvent::Connected(_)))?;
+    let before = server.stats().frames_read_by_callers;
+    let t = Instant::now();
+    let mut i = 0u64;
+    while server.stats().frames_read_by_callers == before {
+        ensure!(t.elapsed() < Duration::from_secs(10), "the thread never read the connection itself");
+        raw.send(&frame_of(&fx.data(i, 0)))?;
+        match events.recv_blocking()? {
+            ServerEvent::Message { message, .. } => ensure!(seq(&message) == Some(i), "message {i}: {message:?}"),
+            other => return Err(format!("expected message {i}, got {other:?}").into()),
+        }
+        i += 1;
+    }
+    Ok((raw, i))
+}
+
+/// `(from, i)` of a numbered message (`data = {from, i}`), or `None` for an end marker.
 fn numbered(m: &SocketMessage) -> Option<(u64, u64)> {
     Some((m.data.get("from")?.as_u64()?, m.data.get("i")?.as_u64()?))
 }
@@ -199,20 +221,7 @@ fn a_led_connection_still_ends_on_a_protocol_error(net: Net, _name: &str) -> Tes
         let fx = Fx::new(net)?;
         let server = fx.server_with(|o| o.limits.max_frame_len = 1024)?;
         let events = server.events();
-        let mut raw = fx.raw()?;
-        raw.hello(None)?;
-        expect_event(&events, Duration::from_secs(5), "the connect", |e| matches!(e, ServerEvent::Connected(_)))?;
-        let t = Instant::now();
-        let mut i = 0u64;
-        while server.stats().frames_read_by_callers == 0 {
-            ensure!(t.elapsed() < Duration::from_secs(10), "the thread never read the connection itself");
-            raw.send(&frame_of(&fx.data(i, 0)))?;
-            match events.recv_blocking()? {
-                ServerEvent::Message { message, .. } => ensure!(seq(&message) == Some(i), "message {i}: {message:?}"),
-                other => return Err(format!("expected message {i}, got {other:?}").into()),
-            }
-            i += 1;
-        }
+        let (mut raw, _) = led_raw_client(&fx, &server, &events)?;
         // The thread waits on the socket again; then a header announcing 2 KiB arrives.
         let receiver = std::thread::spawn(move || events.recv_blocking().map_err(|_| "the events ended"));
         raw.send(&2048u32.to_be_bytes())?;
@@ -237,17 +246,7 @@ fn stop_ends_a_thread_that_leads(net: Net, _name: &str) -> TestResult {
         let fx = Fx::new(net)?;
         let server = fx.server()?;
         let events = server.events();
-        let mut raw = fx.raw()?;
-        raw.hello(None)?;
-        expect_event(&events, Duration::from_secs(5), "the connect", |e| matches!(e, ServerEvent::Connected(_)))?;
-        let t = Instant::now();
-        let mut i = 0u64;
-        while server.stats().frames_read_by_callers == 0 {
-            ensure!(t.elapsed() < Duration::from_secs(10), "the thread never read the connection itself");
-            raw.send(&frame_of(&fx.data(i, 0)))?;
-            events.recv_blocking()?;
-            i += 1;
-        }
+        let (mut raw, _) = led_raw_client(&fx, &server, &events)?;
         let receiver = std::thread::spawn(move || -> TestResult {
             match events.recv_blocking().map_err(|_| "the events ended before the disconnect")? {
                 ServerEvent::Disconnected { .. } => {}
@@ -282,23 +281,7 @@ fn a_client_that_leaves_while_led_is_reported_with_its_reason(net: Net, _name: &
         let server = fx.server()?;
         let events = server.events();
         for (half, want) in [(false, "connection closed by the client"), (true, "in the middle of a frame")] {
-            let mut raw = fx.raw()?;
-            raw.hello(None)?;
-            expect_event(&events, Duration::from_secs(5), "the connect", |e| matches!(e, ServerEvent::Connected(_)))?;
-            let before = server.stats().frames_read_by_callers;
-            let t = Instant::now();
-            let mut i = 0u64;
-            while server.stats().frames_read_by_callers == before {
-                ensure!(t.elapsed() < Duration::from_secs(10), "the thread never read the connection itself");
-                raw.send(&frame_of(&fx.data(i, 0)))?;
-                match events.recv_blocking()? {
-                    ServerEvent::Message { message, .. } => {
-                        ensure!(seq(&message) == Some(i), "message {i}: {message:?}")
-                    }
-                    other => return Err(format!("expected message {i}, got {other:?}").into()),
-                }
-                i += 1;
-            }
+            let (mut raw, i) = led_raw_client(&fx, &server, &events)?;
             // The thread waits on the socket again; then the client goes.
             let receiver = {
                 let events = events.clone();
